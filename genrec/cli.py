@@ -1,0 +1,234 @@
+"""Command line: `genrec datasets | recipes | train | evaluate | recommend`.
+
+Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genrec.errors import GenrecError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Generative recommendation: train, evaluate and query recommenders.",
+)
+# Wide when piped so metric tables are not cut; a terminal keeps its own width.
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+TABLE_KS = (5, 10, 20, 50)
+
+
+def metrics_table(metrics: dict, title: str = "") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("split")
+    for k in TABLE_KS:
+        table.add_column(f"R@{k}", justify="right")
+        table.add_column(f"N@{k}", justify="right")
+    table.add_column("MRR", justify="right")
+    table.add_column("Cov@10", justify="right")
+    table.add_column("users", justify="right")
+    for key, m in metrics.items():
+        if not isinstance(m, dict) or "mrr" not in m:
+            continue
+        cells = []
+        for k in TABLE_KS:
+            cells += [f"{m.get(f'recall@{k}', float('nan')):.4f}", f"{m.get(f'ndcg@{k}', float('nan')):.4f}"]
+        cov = m.get("coverage@10")
+        table.add_row(
+            key, *cells, f"{m['mrr']:.4f}", "-" if cov is None else f"{cov:.3f}", str(m["examples"])
+        )
+    return table
+
+
+def print_protocol(p: dict) -> None:
+    out.print(
+        f"[dim]protocol: {p['dataset']} | {p['split']['split']} | {p['candidates']} | "
+        f"valid/test: {p['headline_convention']}; *_unfiltered: every item ranked | {p['ties']} | "
+        f"checkpoint: {p['checkpoint_selection']}[/dim]"
+    )
+
+
+def print_examples(run, n_users: int = 3, k: int = 5) -> None:
+    """A few users' last items and top-k recommendations, with titles."""
+    import numpy as np
+
+    users = run.users
+    picks = np.linspace(0, users.height - 1, n_users).astype(int)
+    for u in picks:
+        raw_user = int(users["user_id"][int(u)])
+        _, history = run.user_history(raw_user)
+        ids, _ = run.recommend(history[:-1], k, exclude_seen=True, user=int(u))
+        out.print(f"[bold]user {raw_user}[/bold] recently: " + "; ".join(run.titles(history[-4:-1])))
+        held_out = history[-1]
+        for rank, (i, title) in enumerate(zip(ids, run.titles(ids)), 1):
+            mark = "  <- held-out next item" if i == held_out else ""
+            out.print(f"   {rank}. {title}{mark}")
+
+
+@app.command()
+def datasets(data_dir: str | None = typer.Option(None, "--data-dir", help="extra folder to search")) -> None:
+    """Registered datasets, where they were found, and their statistics."""
+    from genrec.data.registry import REGISTRY, load_dataset, locate
+
+    table = Table()
+    for col in ("name", "users", "items", "interactions", "avg len", "timestamps", "item text", "found at"):
+        table.add_column(col)
+    for name, info in REGISTRY.items():
+        folder = locate(name, data_dir)
+        if folder is None:
+            table.add_row(
+                name, "-", "-", "-", "-", "-", "-", "not found" + (" (downloadable)" if info.url else "")
+            )
+            continue
+        s = load_dataset(name, data_dir).stats()
+        table.add_row(
+            name,
+            f"{s['users']:,}",
+            f"{s['items']:,}",
+            f"{s['interactions']:,}",
+            str(s["avg_seq_len"]),
+            s["timestamps"] + (f" ({s['unordered_users']} users unordered)" if s["unordered_users"] else ""),
+            f"{s['items_with_title']:,} titles",
+            str(folder),
+        )
+    out.print(table)
+
+
+@app.command()
+def recipes() -> None:
+    """Built-in recipes (model defaults and tuned MODEL-DATASET configs)."""
+    from genrec.config import list_recipes, recipe_dict
+
+    table = Table()
+    table.add_column("recipe")
+    table.add_column("model")
+    table.add_column("dataset")
+    for name in list_recipes():
+        raw = recipe_dict(name)
+        table.add_row(
+            name, raw.get("model", {}).get("name", "?"), raw.get("data", {}).get("dataset", "(default)")
+        )
+    out.print(table)
+
+
+@app.command()
+def train(
+    recipe: str = typer.Argument(..., help="built-in recipe name or a YAML file"),
+    dataset: str | None = typer.Option(None, "--dataset", help="dataset name, P5 folder or CSV/Parquet file"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.epochs=5"),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="run directory (default runs/RECIPE-DATASET-TIME)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    examples: int = typer.Option(3, "--examples", help="users whose recommendations are printed"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a model, evaluate it on the full catalogue, write a run directory."""
+    from genrec.config import load_config
+    from genrec.runs import load_run, train_run
+
+    cfg = load_config(recipe, set_, dataset)
+    if out_dir is None:
+        if resume:
+            raise GenrecError("--resume needs --out RUN_DIR")
+        ds_name = Path(cfg.data.dataset).stem if not cfg.data.dataset.isidentifier() else cfg.data.dataset
+        out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out.print(f"training [bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
+    metrics = train_run(cfg, out_dir, resume=resume, progress=progress)
+    out.print(metrics_table(metrics, f"{cfg.model.name} on {cfg.data.dataset}"))
+    print_protocol(metrics["protocol"])
+    tr = metrics["training"]
+    if "best_epoch" in tr:
+        out.print(
+            f"[dim]trained {tr['epochs_run']} epochs in {tr['train_seconds']}s; best validation at epoch "
+            f"{tr['best_epoch']} ({tr['seconds_to_best']}s)[/dim]"
+        )
+    if examples:
+        print_examples(load_run(out_dir), examples)
+    out.print(f"run directory: {out_dir}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `genrec train`"),
+    dataset: str | None = typer.Option(None, "--dataset", help="evaluate on another dataset SPEC"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate a trained run (full-catalogue ranking, both history conventions)."""
+    from genrec.runs import evaluate_run, load_run
+
+    run = load_run(run_dir)
+    metrics = evaluate_run(run, dataset, progress)
+    out.print(metrics_table(metrics, f"{run.cfg.model.name} on {metrics['protocol']['dataset']}"))
+    print_protocol(metrics["protocol"])
+
+
+@app.command()
+def recommend(
+    run_dir: Path = typer.Argument(...),
+    user: int | None = typer.Option(None, "--user", help="a user id known to the run"),
+    history: str | None = typer.Option(None, "--history", help="comma-separated item ids, oldest first"),
+    k: int = typer.Option(10, "-k", min=1, max=10_000),
+    include_seen: bool = typer.Option(False, "--include-seen", help="allow items already in the history"),
+) -> None:
+    """Top-k recommendations for a known user or an ad-hoc history, with titles."""
+    from genrec.runs import load_run
+
+    if (user is None) == (history is None):
+        raise GenrecError("give exactly one of --user ID or --history ID,ID,...")
+    run = load_run(run_dir)
+    user_idx = None
+    if user is not None:
+        user_idx, hist = run.user_history(user)
+    else:
+        try:
+            raw = [int(x) for x in history.split(",") if x.strip()]
+        except ValueError:
+            raise GenrecError(
+                f"--history must be comma-separated integer item ids, got {history!r}"
+            ) from None
+        if not raw:
+            raise GenrecError("--history is empty")
+        hist = run.item_index(raw)
+    ids, scores = run.recommend(hist, k, exclude_seen=not include_seen, user=user_idx)
+    table = Table(
+        title=f"top-{k} for " + (f"user {user}" if user is not None else f"history of {len(hist)} items")
+    )
+    for col in ("rank", "item_id", "score", "title"):
+        table.add_column(col)
+    for rank, (i, s, t) in enumerate(zip(run.raw_item_ids(ids), scores, run.titles(ids)), 1):
+        table.add_row(str(rank), str(i), f"{s:.4f}", t)
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except GenrecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click's own usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Typed, frozen run configuration: recipes (YAML) + `--set key=value` overrides, unknown keys rejected.
+
+The model section is validated against the chosen model's own config class (looked up by `model.name`), so
+`--set model.dim=64` is checked by the model that uses it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from genrec.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    """Base of every model's config; subclasses add their hyper-parameters and fix `name`."""
+
+    name: str
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataConfig(StrictModel):
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical name -> column in the user's file"
+    )
+    items_path: str | None = None
+    unordered_users: Literal["drop", "keep"] = "drop"
+    dedup: Literal["none", "first", "last"] = "none"
+    kcore: int = Field(0, ge=0)
+    min_seq_len: int = Field(0, ge=0)
+    split: Literal["leave_one_out", "temporal"] = "leave_one_out"
+    valid_quantile: float = 0.8
+    test_quantile: float = 0.9
+
+
+class EvalConfig(StrictModel):
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
+    exclude_history: bool = True  # the headline convention; the other one is always reported beside it
+    sampled_negatives: int = Field(
+        0, ge=0, description="0 = off; N adds labelled target-vs-N-sampled metrics"
+    )
+    batch_size: int = Field(1024, ge=1)
+    select_metric: str = "ndcg@10"
+    seed: int = 0
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, ks: list[int]) -> list[int]:
+        if not ks or min(ks) < 1:
+            raise ValueError("ks must be positive integers")
+        return sorted(set(ks))
+
+    @model_validator(mode="after")
+    def _selectable(self) -> EvalConfig:
+        name, _, k = self.select_metric.partition("@")
+        if name not in ("recall", "hr", "ndcg", "mrr") or (k and (not k.isdigit() or int(k) not in self.ks)):
+            raise ValueError(
+                f"select_metric {self.select_metric!r} must be recall/hr/ndcg@K with K in ks, or mrr"
+            )
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(30, ge=0)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    grad_clip: float | None = 1.0
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    eval_every: int = Field(1, ge=1)
+    seed: int = 42
+    threads: int | None = None
+    max_minutes: float | None = None
+
+
+class RunConfig(StrictModel):
+    model: SerializeAsAny[ModelConfig]
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _dispatch(cls, value: Any) -> ModelConfig:
+        from genrec.models import MODELS
+
+        if isinstance(value, ModelConfig):
+            return value
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError(f"model needs a name, one of {sorted(MODELS)}")
+        if value["name"] not in MODELS:
+            raise ValueError(f"unknown model {value['name']!r}; known: {', '.join(sorted(MODELS))}")
+        return MODELS[value["name"]].config_class.model_validate(value)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_dict(recipe: str) -> dict:
+    """A built-in recipe name or a YAML path -> raw dict, following `base:` to the recipe it extends."""
+    path = Path(recipe)
+    if recipe.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise ConfigError(f"recipe file {recipe} not found")
+    else:
+        path = RECIPES_DIR / f"{recipe}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown recipe {recipe!r}; built-in: {', '.join(list_recipes())}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping")
+    base = raw.pop("base", None)
+    return deep_merge(recipe_dict(base), raw) if base else raw
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`a.b=1` strings -> nested dict; values are parsed as YAML scalars/lists (`3`, `true`, `[5,10]`)."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, raw_value = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw_value) if raw_value != "" else ""
+        except yaml.YAMLError:
+            value = raw_value
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def build_config(raw: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"config {where}: {msg}{more}") from None
+
+
+def load_config(recipe: str, overrides: list[str] | None = None, dataset: str | None = None) -> RunConfig:
+    raw = recipe_dict(recipe)
+    if "model" not in raw:
+        raise ConfigError(f"recipe {recipe!r} has no model section")
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    if dataset:
+        raw = deep_merge(raw, {"data": {"dataset": dataset}})
+    return build_config(raw)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

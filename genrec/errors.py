@@ -1,0 +1,13 @@
+"""Errors a user can fix. The CLI prints their message as one line and exits non-zero, no traceback."""
+
+
+class GenrecError(Exception):
+    """Base class for errors caused by input (data, config, arguments) rather than by a bug."""
+
+
+class DataError(GenrecError):
+    pass
+
+
+class ConfigError(GenrecError):
+    pass

@@ -1,0 +1,207 @@
+"""The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume.
+
+Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
+from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+
+from genrec.data.split import Split
+from genrec.eval.evaluator import evaluate
+from genrec.models.base import FitContext, Recommender
+from genrec.progress import make_progress
+from genrec.train.checkpoint import load_state, load_weights, save_state, save_weights
+
+CHECKPOINT = "checkpoint.pt"
+BEST_WEIGHTS = "best.safetensors"
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant" or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return f
+
+
+class Trainer:
+    def __init__(self, model: Recommender, split: Split, ctx: FitContext) -> None:
+        self.model, self.split, self.ctx, self.cfg = model, split, ctx, ctx.train
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            # Biases, norms and embedding tables are not decayed: decay would shrink rare items' vectors.
+            (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.cfg.lr,
+        )
+        probe = model.training_batches(split, np.random.default_rng(0), self.cfg.batch_size)
+        steps_per_epoch = max(1, sum(1 for _ in probe))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_lambda(self.cfg.lr_schedule, self.cfg.warmup_steps, steps_per_epoch * self.cfg.epochs),
+        )
+        self.state = {
+            "epoch": 0,
+            "best_score": -1.0,
+            "best_epoch": 0,
+            "bad_evals": 0,
+            "seconds": 0.0,
+            "seconds_to_best": 0.0,
+            "history": [],
+        }
+
+    def _select_score(self, metrics: dict) -> float:
+        convention = "filtered" if self.ctx.eval.exclude_history else "unfiltered"
+        return float(metrics[convention][self.ctx.eval.select_metric])
+
+    def _save(self, best_state: dict | None) -> None:
+        run = self.ctx.run_dir
+        if run is None:
+            return
+        if best_state is not None:
+            save_weights(run / BEST_WEIGHTS, best_state)
+        save_state(
+            run / CHECKPOINT,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "trainer": {k: v for k, v in self.state.items() if k != "history"},
+                "history": [list(h.values()) for h in self.state["history"]],
+                "history_keys": list(self.state["history"][0]) if self.state["history"] else [],
+            },
+        )
+
+    def _try_resume(self) -> dict | None:
+        run = self.ctx.run_dir
+        if not (self.ctx.resume and run is not None and (run / CHECKPOINT).exists()):
+            return None
+        ckpt = load_state(run / CHECKPOINT)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state.update(ckpt["trainer"])
+        self.state["history"] = [dict(zip(ckpt["history_keys"], h)) for h in ckpt["history"]]
+        self.ctx.info(
+            "resumed after epoch %d (best %.5f at epoch %d)",
+            self.state["epoch"],
+            self.state["best_score"],
+            self.state["best_epoch"],
+        )
+        return load_weights(run / BEST_WEIGHTS) if (run / BEST_WEIGHTS).exists() else None
+
+    def fit(self) -> dict:
+        best_state = self._try_resume()
+        model, cfg = self.model, self.cfg
+        n_train = len(self.split.train)
+        deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
+        stopped = "epochs"
+        with make_progress(self.ctx.progress) as progress:
+            while self.state["epoch"] < cfg.epochs:
+                if self.state["bad_evals"] >= cfg.patience:
+                    stopped = "early stopping"
+                    break
+                if deadline and time.monotonic() > deadline:
+                    stopped = "time budget"
+                    break
+                epoch = self.state["epoch"] + 1
+                rng = np.random.default_rng([cfg.seed, epoch])
+                torch.manual_seed(cfg.seed * 100_003 + epoch)
+                model.train()
+                t0 = time.perf_counter()
+                batches = list(model.training_batches(self.split, rng, cfg.batch_size))
+                task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
+                total_loss, seen = 0.0, 0
+                for i, batch in enumerate(batches):
+                    loss = model.loss(batch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    total_loss += float(loss.detach())
+                    seen += _batch_size(batch)
+                    if i % 10 == 0:
+                        rate = seen / max(1e-9, time.perf_counter() - t0)
+                        progress.update(
+                            task, completed=i + 1, info=f"loss {total_loss / (i + 1):.4f} {rate:,.0f}/s"
+                        )
+                progress.remove_task(task)
+                train_seconds = time.perf_counter() - t0
+                self.state["seconds"] += train_seconds
+                record = {
+                    "epoch": epoch,
+                    "loss": total_loss / max(1, len(batches)),
+                    "train_seconds": train_seconds,
+                    "samples_per_s": seen / max(1e-9, train_seconds),
+                }
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                    t1 = time.perf_counter()
+                    metrics = evaluate(model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
+                    score = self._select_score(metrics)
+                    self.state["seconds"] += time.perf_counter() - t1
+                    record["valid_" + self.ctx.eval.select_metric] = score
+                    if score > self.state["best_score"]:
+                        self.state.update(
+                            best_score=score,
+                            best_epoch=epoch,
+                            bad_evals=0,
+                            seconds_to_best=self.state["seconds"],
+                        )
+                        best_state = copy.deepcopy(model.state_dict())
+                    else:
+                        self.state["bad_evals"] += 1
+                self.state["epoch"] = epoch
+                self.state["history"].append(record)
+                self.ctx.info(
+                    "epoch %d loss %.4f %.1fs (%.0f samples/s) valid %s=%s",
+                    epoch,
+                    record["loss"],
+                    train_seconds,
+                    record["samples_per_s"],
+                    self.ctx.eval.select_metric,
+                    f"{record.get('valid_' + self.ctx.eval.select_metric, float('nan')):.5f}",
+                )
+                self._save(best_state if self.state["best_epoch"] == epoch else None)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.ctx.info(
+            "stopped (%s); best validation %s %.5f at epoch %d",
+            stopped,
+            self.ctx.eval.select_metric,
+            self.state["best_score"],
+            self.state["best_epoch"],
+        )
+        return {
+            "n_train_users": n_train,
+            "epochs_run": self.state["epoch"],
+            "stopped_by": stopped,
+            "best_epoch": self.state["best_epoch"],
+            "best_valid": {self.ctx.eval.select_metric: self.state["best_score"]},
+            "train_seconds": round(self.state["seconds"], 2),
+            "seconds_to_best": round(self.state["seconds_to_best"], 2),
+            "history": self.state["history"],
+        }
+
+
+def _batch_size(batch) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else getattr(batch, "items", batch)
+    return int(first.shape[0])

@@ -1,0 +1,46 @@
+import pytest
+from pydantic import ValidationError
+
+from genrec.config import dump_config, list_recipes, load_config, parse_overrides
+from genrec.errors import ConfigError
+
+
+def test_every_recipe_resolves():
+    for name in list_recipes():
+        cfg = load_config(name)
+        assert cfg.model.name
+
+
+def test_overrides_are_typed_and_frozen():
+    cfg = load_config("mf", ["model.dim=8", "train.lr=0.1", "eval.ks=[1,10]"], dataset="amazon-beauty")
+    assert cfg.model.dim == 8 and cfg.train.lr == 0.1 and cfg.eval.ks == [1, 10]
+    assert cfg.data.dataset == "amazon-beauty"
+    with pytest.raises(ValidationError):
+        cfg.model.dim = 3
+    assert "dim: 8" in dump_config(cfg)
+
+
+def test_parse_overrides_nests():
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["model.nope=1"], "model.nope"),
+        (["model.name=nope"], "unknown model"),
+        (["eval.select_metric=ndcg@7"], "select_metric"),
+        (["data.split=random"], "data.split"),
+        (["novalue"], "key=value"),
+    ],
+)
+def test_bad_config_is_rejected(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config("mf", overrides)
+
+
+def test_yaml_recipe_with_base(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: mf\nmodel:\n  dim: 16\n")
+    cfg = load_config(str(path))
+    assert cfg.model.name == "mf" and cfg.model.dim == 16 and cfg.train.batch_size == 4096

@@ -1,0 +1,112 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from genrec.data import filters
+from genrec.data.batching import length_bucketed_batches, pad_left
+from genrec.data.registry import load_dataset
+from genrec.data.split import leave_one_out, temporal
+from genrec.errors import DataError
+
+
+def test_bundled_ml100k_matches_published_statistics():
+    s = load_dataset("ml-100k").stats()
+    assert (s["users"], s["items"], s["interactions"]) == (943, 1682, 100_000)
+    assert s["timestamps"] == "all"
+
+
+def test_p5_folder_loads_in_order_with_text(tiny_p5):
+    ds = load_dataset(str(tiny_p5))
+    seq = ds.encode()
+    assert seq.n_users == 12
+    # User 1 starts at item 2 and counts up: order is the file order.
+    assert seq.item_ids[seq.row(0) - 1].tolist() == [2, 3, 4, 5, 6]
+    assert ds.items.filter(pl.col("item_id") == 3)["title"][0] == "Item 3"
+    assert ds.items["categories"][0].to_list() == ["Cat", "Item"]
+
+
+def test_csv_with_aliases_and_datetime(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("uid,iid,time\n1,10,2024-01-02\n1,11,2024-01-01\n2,10,2024-01-03\n2,12,2024-01-04\n")
+    seq = load_dataset(str(path)).encode()
+    assert seq.item_ids[seq.row(0) - 1].tolist() == [11, 10]  # sorted by time, not file order
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "empty"),
+        ("user_id,item_id\n", "no rows"),
+        ("user,thing\n1,2\n", "no item_id column"),
+        ("user_id,item_id\n1,abc\n", "non-integer item_id"),
+    ],
+)
+def test_bad_csv_gives_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+def test_unknown_dataset_and_bad_p5(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("no-such-dataset")
+    (tmp_path / "p5").mkdir()
+    (tmp_path / "p5" / "sequential.txt").write_text("1 2 x\n")
+    with pytest.raises(DataError, match="non-integer"):
+        load_dataset(str(tmp_path / "p5"))
+
+
+def _toy(tmp_path):
+    path = tmp_path / "toy.csv"
+    rows = ["user_id,item_id,timestamp"]
+    # user 1: 5 items; user 2: 4 items incl. a repeat; user 3: 2 items; item 9 seen once.
+    for u, items in {1: [1, 2, 3, 4, 5], 2: [1, 2, 1, 3], 3: [2, 9]}.items():
+        rows += [f"{u},{i},{100 * u + t}" for t, i in enumerate(items)]
+    path.write_text("\n".join(rows) + "\n")
+    return load_dataset(str(path))
+
+
+def test_filters(tmp_path):
+    ds = _toy(tmp_path)
+    assert filters.deduplicate(ds).interactions.height == 10
+    core = filters.k_core(ds, 2)
+    assert 9 not in core.interactions["item_id"].to_list()
+    assert 3 not in core.interactions["user_id"].to_list()  # user 3 falls below 2 once item 9 goes
+    assert filters.min_sequence_length(ds, 5).interactions["user_id"].unique().to_list() == [1]
+
+
+def test_leave_one_out(tmp_path):
+    split = leave_one_out(_toy(tmp_path).encode())
+    assert len(split.test) == 2  # user 3 has only 2 items: training only
+    assert split.train.lengths().tolist() == [3, 2, 2]
+    # user 1: history for test = first 4 items, target = 5th
+    assert split.test.history.items[:4].tolist() == [1, 2, 3, 4] and split.test.targets[0] == 5
+    assert split.valid.targets[0] == 4 and split.valid.history.lengths()[0] == 3
+
+
+def test_temporal_split_has_no_leakage():
+    ds = load_dataset("ml-100k")
+    split = temporal(ds.encode(), 0.8, 0.9)
+    cut_v, cut_t = split.details["valid_cutoff"], split.details["test_cutoff"]
+    assert split.train.timestamps.max() < cut_v
+    assert split.valid.history.timestamps.max() < cut_v
+    assert split.test.history.timestamps.max() < cut_t
+    seq = split.sequences
+    target_ts = seq.timestamps[seq.offsets[split.test.users] + split.test.history.lengths()]
+    assert (target_ts >= cut_t).all()
+
+
+def test_pad_left_keeps_most_recent():
+    offsets, values = np.array([0, 3, 3, 8]), np.arange(1, 9)
+    out = pad_left(offsets, values, np.array([0, 1, 2]), max_len=4)
+    assert out.tolist() == [[0, 1, 2, 3], [0, 0, 0, 0], [5, 6, 7, 8]]
+
+
+def test_length_buckets_cover_every_row_once():
+    lengths = np.random.default_rng(0).integers(1, 50, size=1000)
+    batches = length_bucketed_batches(lengths, 32, np.random.default_rng(1), bucket_factor=4)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < np.ptp(lengths) / 2
