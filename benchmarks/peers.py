@@ -22,11 +22,13 @@ the rest = train.
       sequence; ``eval_args`` split LS valid_and_test, order TO, mode full.  RecBole augments the training
       part into one sample per prefix (length >= 1, truncated to the last 50), loss on the last position.
     RecTools: ``.bench/data/rectools/<tag>.csv`` (user_id, item_id, weight=1, datetime=position seconds); the
-      worker drops each user's last two rows to train and keeps the second-to-last as the valid target.
+      worker trains on all but each user's last two rows and keeps the second-to-last as the valid target.
       RecTools' SASRec makes one sample per user (last 51 items, shifted), loss on every non-pad position.
-    So "samples" differ in kind: on full Beauty RecBole iterates 131,413 prefixes/epoch, RecTools 22,363
-    user sequences/epoch; both amount to the same ~131k predicted target positions, reported as
-    ``target_positions_per_epoch``.
+    So "samples" differ in kind: on full Beauty RecBole iterates 131,413 prefixes/epoch (514 batches),
+    RecTools 22,363 user sequences/epoch (88 batches).  Predicted target positions per epoch, reported as
+    ``target_positions_per_epoch``, are close: 131,413 vs 128,031 (RecTools only learns the last 50 targets
+    of the few users with longer histories).  But RecTools scores all 50 positions of every sequence against
+    the full catalogue ([256, 50, n_items] logits per batch), RecBole only the last position of each prefix.
     ``sequences_per_s`` = samples the library iterates per epoch / s_per_epoch.
 
 Measured per peer (JSON line): ``s_per_epoch`` (median training-epoch wall time; RecBole: around
@@ -45,8 +47,10 @@ Pins and why:
     numpy<2        RecBole's Config.compatibility_settings() touches np.float_/np.complex_/np.unicode_,
                    removed in numpy 2 (AttributeError at Config()); RecTools 0.19 itself requires numpy<2
                    on Python < 3.12.  Pinned to 1.26.4 for both.
-    pandas==2.3.3  pip otherwise picks pandas 3 for RecBole (no upper bound); RecBole 1.2.1 predates pandas 3
-                   (string dtype / copy-on-write changes), so keep the 2.x line RecTools also resolves to.
+    pandas==2.3.3  pip otherwise picks pandas 3.0.6 for RecBole (no upper bound).  RecBole 1.2.1 predates
+                   pandas 3: its Dataset fills missing values with chained ``feat[f].fillna(..., inplace=True)``,
+                   which pandas 2.3 already warns "will never work" under pandas 3's copy-on-write.  RecTools 0.19
+                   requires pandas<3 anyway.
     setuptools<81  ray 2.6.3 (a hard RecBole dependency, imported by recbole.quick_start) needs
                    pkg_resources, removed from setuptools 81+.  Not needed by this benchmark's code path,
                    pinned so the RecBole install is whole.
@@ -56,12 +60,30 @@ Usage (any python3.11; the repo's .venv/bin/python is fine):
     python benchmarks/peers.py --peer recbole --epochs 1  # one JSON line
     python benchmarks/peers.py --epochs 2                 # both peers, one after the other
     python benchmarks/peers.py --peer rectools --epochs 1 --max-users 3000 --no-eval   # quick smoke
-    python benchmarks/peers.py --flops                    # matmul peak FLOP/s in this interpreter
+    python benchmarks/peers.py --flops                    # matmul peak FLOP/s (needs torch: use .venv)
+    --threads N overrides the 2 threads (smoke runs on a busy machine only, see below).
 From Python: ``run_peer("recbole", 2)`` -> dict; ``matmul_peak_flops("float32")`` -> FLOP/s.
 Worker logs go to ``.bench/runs/<peer>/<tag>.log``.
 
-Smoke runs (SMOKE, CONTENDED: 2 shared cores, another engineer's jobs running at the same time; not
-benchmark figures), 1 epoch each:  see SMOKE_RESULTS below.
+Measure in a quiet moment.  With 2 torch threads on the 2 cores while another process keeps ~1 core busy,
+OpenMP threads spin-wait on each other and a training step runs ~8x slower than with 1 thread (RecBole step
+on 2,000 users: 0.11 s fwd + 0.24 s bwd at 1 thread vs 0.58 + 2.4 s at 2 threads, same load).  Each result
+carries ``loadavg_before``; discard runs where it is well above 0.
+
+SMOKE RUNS -- CONTENDED, NOT BENCHMARK FIGURES (2026-11-28; another engineer's training and tests were running
+on the same 2 cores, load average 1.5-3).  One epoch each, validation NDCG@10 after that one epoch:
+    RecBole, first 2,000 users (18,226 prefixes, 72 batches):
+        threads 2: 205.1 s/epoch (88.9 seq/s; spin-wait effect above), peak RSS 947 MB, NDCG@10 0.0118
+        threads 1:  24.8 s/epoch (735 seq/s), peak RSS 999 MB, NDCG@10 0.0118 (same loss as threads 2)
+    RecTools, first 2,000 users (2,000 sequences, 8 batches), threads 1:
+         23.0 s/epoch (87.0 seq/s), peak RSS 1,679 MB, NDCG@10 0.0073
+    Full Beauty, threads 1:
+        RecBole:  188.4 s/epoch, 131,413 prefixes -> 698 seq/s, peak RSS 1,782 MB, setup 3.9 s,
+                  eval 9.2 s, NDCG@10 0.0205
+        RecTools: 488.3 s/epoch, 22,363 sequences -> 45.8 seq/s, peak RSS 2,491 MB, eval 6.6 s,
+                  NDCG@10 0.0082.  Half of its process time was kernel time (user 241 s, sys 252 s): each
+                  batch allocates fresh ~0.6 GB logit tensors (glibc mmaps them, so every page faults in).
+    ``--flops`` (2 threads, contended): float32 364 GFLOP/s, bfloat16 2,110 GFLOP/s (AMX present).
 """
 
 from __future__ import annotations

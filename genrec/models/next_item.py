@@ -1,0 +1,118 @@
+"""What every next-item sequence model shares: training windows, the loss choice, full-catalogue scoring.
+
+A subclass only defines `encode(items, timestamps) -> [B, L, d]` (causal: position t sees items <= t) and
+owns `item_emb`, the table used both as input embeddings and as output weights. Training predicts, at every
+position of a user's training sequence, the item that follows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from genrec.config import ModelConfig
+from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
+from genrec.data.split import Split
+from genrec.models.base import Recommender
+from genrec.train import losses
+
+
+class NextItemConfig(ModelConfig):
+    dim: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(1, ge=1)
+    max_len: int = Field(50, ge=2, description="most recent history items the model reads")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    loss: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
+    negatives: int = Field(256, ge=1, description="uniform negatives per batch (sampled_softmax)")
+    l2_normalize: bool = False
+    temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
+    loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
+    softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="matmul precision of the full softmax; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+    )
+
+
+class NextItemModel(Recommender):
+    trainable = True
+    uses_timestamps = False
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def output_weight(self) -> torch.Tensor:
+        w = self.item_emb.weight
+        return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
+
+    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.cfg.l2_normalize:
+            hidden = F.normalize(hidden, dim=-1)
+        return hidden / self.cfg.temperature
+
+    def position_ids(self, length: int) -> torch.Tensor:
+        """Right-aligned positions: the newest item is always position max_len - 1, whatever the batch width."""
+        return torch.arange(self.cfg.max_len - length, self.cfg.max_len)
+
+    def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
+        train = split.train
+        window = np.minimum(train.lengths(), self.cfg.max_len + 1)
+        rows = np.flatnonzero(window >= 2)  # a sequence needs one input and one target
+        if not hasattr(self, "_item_log_prob") and self.cfg.loss == "sampled_softmax":
+            counts = np.bincount(train.items, minlength=self.n_items + 1).astype(np.float64) + 1.0
+            self._item_log_prob = torch.from_numpy(np.log(counts / counts.sum())).float()
+        use_ts = self.uses_timestamps and train.timestamps is not None
+        for part in length_bucketed_batches(window[rows], batch_size, rng):
+            chosen = rows[part]
+            items = torch.from_numpy(pad_left(train.offsets, train.items, chosen, self.cfg.max_len + 1))
+            ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1)) if use_ts else None
+            yield items, ts
+
+    def loss(self, batch) -> torch.Tensor:
+        items, ts = batch
+        inputs, targets = items[:, :-1], items[:, 1:]
+        hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
+        mask = inputs > 0
+        h = self._project(hidden[mask])
+        t = targets[mask]
+        w = self.output_weight()
+        if self.cfg.loss == "full_softmax":
+            return losses.full_softmax(h, w, t, self.cfg.loss_chunk, resolve_dtype(self.cfg.softmax_dtype))
+        if self.cfg.loss == "sampled_softmax":
+            return losses.sampled_softmax(h, w, t, self.cfg.negatives, self._item_log_prob)
+        return losses.bce_one_negative(h, w, t)
+
+    def user_embedding(self, batch: HistoryBatch) -> torch.Tensor:
+        """The hidden state after the newest history item: the query for the whole catalogue."""
+        hidden = self.encode(batch.items, batch.timestamps if self.uses_timestamps else None)
+        return self._project(hidden[:, -1])
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.user_embedding(batch) @ self.output_weight().t()
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return getattr(torch, name)
+
+
+def init_embedding(emb: torch.nn.Embedding, dim: int) -> None:
+    torch.nn.init.normal_(emb.weight, std=1.0 / math.sqrt(dim))
+    with torch.no_grad():
+        emb.weight[0].zero_()

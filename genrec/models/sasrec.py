@@ -1,0 +1,48 @@
+"""SASRec (Kang & McAuley 2018): a causal transformer over the item sequence predicts the next item.
+
+Item embeddings are shared between input and output; learned absolute positions count back from the newest
+item; pre-norm blocks; full-softmax cross-entropy by default (the original BCE with one negative is `loss: bce`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from genrec.models.base import register
+from genrec.models.next_item import NextItemConfig, NextItemModel, init_embedding
+from genrec.nn.transformer import TransformerBlock, causal_padding_mask
+
+
+class SASRecConfig(NextItemConfig):
+    name: Literal["sasrec"] = "sasrec"
+    ffn_mult: int = 1
+    activation: Literal["gelu", "relu"] = "gelu"
+
+
+@register
+class SASRec(NextItemModel):
+    config_class = SASRecConfig
+
+    def __init__(self, cfg: SASRecConfig, n_items: int, n_users: int) -> None:
+        super().__init__(cfg, n_items, n_users)
+        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        init_embedding(self.item_emb, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation) for _ in range(cfg.layers)
+        )
+        self.final_norm = nn.LayerNorm(cfg.dim)
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        length = items.shape[1]
+        x = self.item_emb(items) * math.sqrt(self.cfg.dim) + self.pos_emb(self.position_ids(length))[None]
+        x = self.dropout(x * (items > 0)[..., None])
+        mask = causal_padding_mask(items)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)

@@ -1,0 +1,67 @@
+"""The HSTU block (Zhai et al. 2024, "Actions Speak Louder than Words").
+
+One block: U, V, Q, K = split(SiLU(W1 LN(x)))
+           A = SiLU(Q K^T / sqrt(d) + rab_pos + rab_time) / n      (pointwise, no softmax; causal)
+           x = x + W2 Dropout(LN(A V) * U)
+Pointwise aggregation keeps the strength of a user's engagement (softmax would normalise it away); the gate U
+replaces the FFN. rab_pos is a learned bias per relative position, rab_time a learned bias per bucket of
+log time gap, used only when timestamps exist.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RelativeBias(nn.Module):
+    """Learned attention bias from relative position (i - j) and, optionally, bucketed log time gap."""
+
+    def __init__(self, max_len: int, heads: int, time_buckets: int = 0) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))
+        self.time = nn.Parameter(torch.zeros(heads, time_buckets + 1)) if time_buckets else None
+        self.time_buckets = time_buckets
+
+    def forward(self, length: int, timestamps: torch.Tensor | None) -> torch.Tensor:
+        idx = torch.arange(length, device=self.pos.device)
+        rel = (idx[:, None] - idx[None, :]).clamp(-(self.max_len - 1), self.max_len - 1) + self.max_len - 1
+        bias = self.pos[:, rel][None]  # [1, H, L, L]
+        if self.time is not None and timestamps is not None:
+            gap = (timestamps[:, :, None] - timestamps[:, None, :]).clamp(min=1).float()
+            bucket = (gap.log() / 0.301).floor().clamp(0, self.time_buckets).long()  # ~log base 2 buckets
+            bias = bias + self.time[:, bucket].permute(1, 0, 2, 3)
+        return bias
+
+
+class HSTUBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float, max_len: int, attn_dim: int | None = None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.max_len = max_len
+        self.attn_dim = attn_dim or dim
+        self.norm_in = nn.LayerNorm(dim)
+        self.proj_in = nn.Linear(dim, 2 * dim + 2 * self.attn_dim)  # U, V, Q, K
+        self.norm_attn = nn.LayerNorm(dim)
+        self.proj_out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+        u, v, q, k = F.silu(self.proj_in(self.norm_in(x))).split([d, d, self.attn_dim, self.attn_dim], dim=-1)
+        q = q.view(b, n, h, -1).transpose(1, 2)
+        k = k.view(b, n, h, -1).transpose(1, 2)
+        v = v.view(b, n, h, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        # Pointwise SiLU divided by the (maximum) sequence length, as in the paper: no softmax normalisation.
+        attn = F.silu(scores) * mask / self.max_len
+        if self.training and self.attn_dropout:
+            attn = F.dropout(attn, self.attn_dropout)
+        y = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        return x + self.proj_out(self.dropout(self.norm_attn(y) * u))

@@ -1,0 +1,91 @@
+"""Next-item losses over a catalogue of item embeddings, chosen by config.
+
+- `full_softmax`: cross-entropy over every item, computed in chunks of positions inside a custom autograd
+  function so the [positions x items] logit matrix is never held whole (forward keeps only log-sum-exp).
+- `sampled_softmax`: softmax over the target, the other in-batch targets and uniform negatives, with logQ
+  correction (subtract log of each candidate's sampling probability) so the estimate is not biased towards
+  popular items. For catalogues too large for the full softmax.
+- `bce`: the original SASRec loss: one positive and one uniform negative per position, binary cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """Cross-entropy over all items; logits are recomputed chunk by chunk in backward instead of stored.
+
+    Chunks are small on purpose: a [chunk x items] block that stays in cache makes the element-wise softmax
+    passes several times cheaper than one big block. Matmuls may run in bfloat16 (fast on CPUs with AMX);
+    log-sum-exp, softmax and the gradient accumulation stay in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk, dtype):
+        n = hidden.shape[0]
+        h_c, w_c = hidden.to(dtype), weight.to(dtype)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        for s in range(0, n, chunk):
+            logits = (h_c[s : s + chunk] @ w_c.t()).float()
+            logits[:, 0] = float("-inf")  # padding is never a target
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
+        target_logits = (hidden * weight[targets]).sum(1).float()
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return (lse - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        n, chunk = hidden.shape[0], ctx.chunk
+        h_c, w_c = hidden.to(ctx.dtype), weight.to(ctx.dtype)
+        scale = grad / n
+        d_hidden = torch.empty_like(hidden)
+        d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for s in range(0, n, chunk):
+            h = h_c[s : s + chunk]
+            # softmax - onehot, built in place on the recomputed logits.
+            probs = (h @ w_c.t()).float()
+            probs[:, 0] = float("-inf")
+            probs.sub_(lse[s : s + chunk, None]).exp_()
+            probs[torch.arange(len(h)), targets[s : s + chunk]] -= 1.0
+            probs = probs.mul_(scale).to(ctx.dtype)
+            d_hidden[s : s + chunk] = probs @ w_c
+            d_weight += (probs.t() @ h).float()
+        return d_hidden, d_weight.to(weight.dtype), None, None, None
+
+
+def full_softmax(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 256,
+                 dtype: torch.dtype = torch.float32):
+    """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
+    return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype)
+
+
+def sampled_softmax(hidden, weight, targets, n_negatives: int, item_log_prob: torch.Tensor,
+                    generator: torch.Generator | None = None):
+    """Softmax over in-batch targets + uniform negatives with logQ correction.
+
+    In-batch candidates are drawn in proportion to popularity (log q = item_log_prob), uniform ones with
+    probability 1/I. A candidate equal to a row's own target (other than in its own column) is masked.
+    """
+    n_items = weight.shape[0] - 1
+    uniform = torch.randint(1, n_items + 1, (n_negatives,), generator=generator, device=hidden.device)
+    cands = torch.cat([targets, uniform])
+    logits = hidden @ weight[cands].t()
+    log_q = torch.cat([item_log_prob[targets], torch.full((n_negatives,), -float(torch.log(torch.tensor(n_items))))])
+    logits = logits - log_q[None, :]
+    collide = cands[None, :] == targets[:, None]
+    own = torch.zeros_like(collide)
+    own[:, : len(targets)] = torch.eye(len(targets), dtype=torch.bool, device=hidden.device)
+    logits = logits.masked_fill(collide & ~own, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(targets), device=hidden.device))
+
+
+def bce_one_negative(hidden, weight, targets, generator: torch.Generator | None = None):
+    n_items = weight.shape[0] - 1
+    negatives = torch.randint(1, n_items + 1, targets.shape, generator=generator, device=hidden.device)
+    pos = (hidden * weight[targets]).sum(-1)
+    neg = (hidden * weight[negatives]).sum(-1)
+    return F.softplus(-pos).mean() + F.softplus(neg).mean()
