@@ -140,7 +140,7 @@ def train(
     if out_dir is None:
         if resume:
             raise GenrecError("--resume needs --out RUN_DIR")
-        ds_name = Path(cfg.data.dataset).stem if not cfg.data.dataset.isidentifier() else cfg.data.dataset
+        ds_name = Path(cfg.data.dataset).stem
         out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
     out.print(f"training [bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
     metrics = train_run(cfg, out_dir, resume=resume, progress=progress)

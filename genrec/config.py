@@ -39,6 +39,7 @@ class ModelConfig(StrictModel):
 class DataConfig(StrictModel):
     dataset: str = "ml-100k"
     data_dir: str | None = None
+    download: bool = Field(False, description="fetch ml-100k / ml-1m from GroupLens (md5-checked) if missing")
     columns: dict[str, str] = Field(
         default_factory=dict, description="canonical name -> column in the user's file"
     )

@@ -39,7 +39,7 @@ MODEL_FILE = "model.safetensors"
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download)
     if cfg.unordered_users == "drop":
         ds = filters.drop_unordered_users(ds)
     if cfg.dedup != "none":

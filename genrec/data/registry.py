@@ -111,7 +111,7 @@ def load_dataset(
                 folder = _download(REGISTRY[spec], Path(data_dir or "data"))
             else:
                 where = ", ".join(str(d) for d in data_dirs(data_dir))
-                hint = " (or pass --download)" if REGISTRY[spec].url else ""
+                hint = " (or --set data.download=true)" if REGISTRY[spec].url else ""
                 raise DataError(f"dataset {spec!r} not found in {where}; set --data-dir or GENREC_DATA{hint}")
         return _cached(spec, [folder], lambda: REGISTRY[spec].loader(folder))
     path = Path(spec)

@@ -1,12 +1,14 @@
 """HSTU (Zhai et al. 2024) for next-item retrieval: a stack of HSTU blocks over the item sequence.
 
-No absolute positions: order enters through the learned relative position bias (and relative time bias when
-the data has timestamps). Output and item embeddings are L2-normalised and logits divided by a temperature,
+Order enters through the learned relative position bias (and relative time bias when the data has
+timestamps). `abs_positions: true` also adds learned absolute positions to the sqrt(d)-scaled item embeddings,
+as the reference implementation's input preprocessor does; on Beauty validation it learned more slowly. Output and item embeddings are L2-normalised and logits divided by a temperature,
 as in the reference implementation; the loss is the full softmax unless configured otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -25,6 +27,7 @@ class HSTUConfig(NextItemConfig):
     temperature: float = Field(0.05, gt=0)
     attn_dim: int | None = Field(None, description="query/key width (default: dim)")
     time_buckets: int = Field(32, ge=0, description="log2 buckets of time gaps; 0 disables the time bias")
+    abs_positions: bool = False
 
 
 @register
@@ -36,6 +39,7 @@ class HSTU(NextItemModel):
         super().__init__(cfg, n_items, n_users)
         self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
         init_embedding(self.item_emb, cfg.dim)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.abs_positions else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.bias = RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets)
         self.blocks = nn.ModuleList(
@@ -44,7 +48,10 @@ class HSTU(NextItemModel):
         self.final_norm = nn.LayerNorm(cfg.dim)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.dropout(self.item_emb(items))
+        x = self.item_emb(items) * math.sqrt(self.cfg.dim)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
+        x = self.dropout(x * (items > 0)[..., None])
         mask = causal_padding_mask(items)
         bias = self.bias(items.shape[1], timestamps)
         for block in self.blocks:
