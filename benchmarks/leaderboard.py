@@ -47,12 +47,24 @@ def train(model: str, dataset: str, runs_dir: Path) -> dict:
     recipe = recipe_for(model, dataset)
     out = runs_dir / f"{recipe}--{dataset}"
     if not (out / "metrics.json").exists():
-        cmd = [sys.executable, "-m", "genrec", "train", recipe, "--dataset", dataset, "--out", str(out),
-               "--examples", "0", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "genrec",
+            "train",
+            recipe,
+            "--dataset",
+            dataset,
+            "--out",
+            str(out),
+            "--examples",
+            "0",
+            "--no-progress",
+        ]
         if (out / "checkpoint.pt").exists():
             cmd.append("--resume")
         print("running:", " ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stderr)  # stdout stays the Markdown table
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["recipe"] = recipe
     return metrics
@@ -79,12 +91,20 @@ def table(datasets: list[str], models: list[str], runs_dir: Path) -> str:
             tr = m.get("training", {})
             t = tr.get("seconds_to_best", tr.get("fit_seconds", "-"))
             vals = (u["recall@5"], u["ndcg@5"], u["recall@10"], u["ndcg@10"])
-            lines.append(row(f"{model} (genrec)", f"`genrec train {m['recipe']} --dataset {dataset}`", vals,
-                             [f"{f['ndcg@10']:.4f}", str(t)]))
+            lines.append(
+                row(
+                    f"{model} (genrec)",
+                    f"`genrec train {m['recipe']} --dataset {dataset}`",
+                    vals,
+                    [f"{f['ndcg@10']:.4f}", str(t)],
+                )
+            )
         lines.append("")
-    lines.append("Protocol (ours): leave-one-out (last item test, second-to-last validation), full catalogue, exact "
-                 "top-K, ties counted against the target, checkpoint = best validation NDCG@10 (history excluded); "
-                 "single run, seed 42, this 2-core CPU machine.")
+    lines.append(
+        "Protocol (ours): leave-one-out (last item test, second-to-last validation), full catalogue, exact "
+        "top-K, ties counted against the target, checkpoint = best validation NDCG@10 (history excluded); "
+        "single run, seed 42, this 2-core CPU machine."
+    )
     return "\n".join(lines)
 
 
@@ -102,7 +122,9 @@ def main() -> None:
         text = readme.read_text()
         block = f"{MARK_BEGIN}\n{md}\n{MARK_END}"
         pattern = re.compile(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), re.S)
-        readme.write_text(pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n")
+        readme.write_text(
+            pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
+        )
 
 
 if __name__ == "__main__":

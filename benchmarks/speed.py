@@ -86,8 +86,13 @@ def worker(model: str, epochs: int, threads: int) -> dict:
 
 
 def run_ours(model: str, epochs: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", model, "--epochs", str(epochs),
-                          "--threads", str(threads)], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", model, "--epochs", str(epochs), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -122,20 +127,35 @@ def main() -> None:
             r["model"] = f"{name} SASRec"
             results.append(r)
     ours = results[0]["s_per_epoch"]
-    print(f"Machine matmul peak ({args.threads} threads): float32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
-          f"bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s\n")
-    print("| model | s/epoch | sequences/s | peak RSS (MB) | epoch time vs genrec SASRec | achieved GFLOP/s "
-          "| of fp32 peak | of bf16 peak | time to best valid (s) |")
+    print(
+        f"Machine matmul peak ({args.threads} threads): float32 {peak['float32'] / 1e9:.0f} GFLOP/s, "
+        f"bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s\n"
+    )
+    print(
+        "| model | s/epoch | sequences/s | peak RSS (MB) | epoch time vs genrec SASRec | achieved GFLOP/s "
+        "| of fp32 peak | of bf16 peak | time to best valid (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         achieved = r.get("achieved_flops")
-        eff = [f"{achieved / 1e9:.0f}", f"{achieved / peak['float32']:.0%}", f"{achieved / peak['bfloat16']:.0%}"] \
-            if achieved else ["-", "-", "-"]
+        eff = (
+            [
+                f"{achieved / 1e9:.0f}",
+                f"{achieved / peak['float32']:.0%}",
+                f"{achieved / peak['bfloat16']:.0%}",
+            ]
+            if achieved
+            else ["-", "-", "-"]
+        )
         ttb = time_to_best(r["model"].split()[-1]) if r["model"].startswith("genrec") else "-"
-        print(f"| {r['model']} | {r['s_per_epoch']:.1f} | {r['sequences_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
-              f"{r['s_per_epoch'] / ours:.2f}x | {' | '.join(eff)} | {ttb} |")
-    print("\nSequences: ours and RecTools iterate one sequence per user; RecBole one sample per prefix "
-          "(131,413 per epoch), so compare seconds per epoch, not sequences/s, across libraries.")
+        print(
+            f"| {r['model']} | {r['s_per_epoch']:.1f} | {r['sequences_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['s_per_epoch'] / ours:.2f}x | {' | '.join(eff)} | {ttb} |"
+        )
+    print(
+        "\nSequences: ours and RecTools iterate one sequence per user; RecBole one sample per prefix "
+        "(131,413 per epoch), so compare seconds per epoch, not sequences/s, across libraries."
+    )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,20 @@ pytestmark = pytest.mark.slow
 
 
 def _train(recipe, dataset, out, *overrides):
-    args = [sys.executable, "-m", "genrec", "train", recipe, "--dataset", dataset, "--out", str(out),
-            "--examples", "0", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "genrec",
+        "train",
+        recipe,
+        "--dataset",
+        dataset,
+        "--out",
+        str(out),
+        "--examples",
+        "0",
+        "--no-progress",
+    ]
     for o in overrides:
         args += ["--set", o]
     subprocess.run(args, check=True, timeout=3600)

@@ -74,8 +74,14 @@ def test_sequence_model_learns_successor_pattern(tiny_p5, name):
     torch.manual_seed(0)
     cfg = load_config(name, ["model.dim=16", "model.max_len=8", "model.dropout=0.0"]).model
     model = build_model(cfg, split.n_items, split.n_users)
-    summary = model.fit(split, FitContext(TrainConfig(epochs=60, batch_size=4, lr=0.01, patience=60),
-                                          EvalConfig(ks=[1, 5, 10], exclude_history=False), progress=False))
+    summary = model.fit(
+        split,
+        FitContext(
+            TrainConfig(epochs=60, batch_size=4, lr=0.01, patience=60),
+            EvalConfig(ks=[1, 5, 10], exclude_history=False),
+            progress=False,
+        ),
+    )
     res = evaluate(model, split.test, split.n_items, EvalConfig(ks=[1, 5, 10]))
     # Next item = previous + 1 is learnable: far above the 1/8 of a random guess.
     assert res["unfiltered"]["recall@1"] > 0.5, (res["unfiltered"], summary["best_valid"])

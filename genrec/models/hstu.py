@@ -1,9 +1,10 @@
 """HSTU (Zhai et al. 2024) for next-item retrieval: a stack of HSTU blocks over the item sequence.
 
-Order enters through the learned relative position bias (and relative time bias when the data has
-timestamps). `abs_positions: true` also adds learned absolute positions to the sqrt(d)-scaled item embeddings,
-as the reference implementation's input preprocessor does; on Beauty validation it learned more slowly. Output and item embeddings are L2-normalised and logits divided by a temperature,
-as in the reference implementation; the loss is the full softmax unless configured otherwise.
+Inputs are the item embeddings scaled by sqrt(d). Order enters through the learned relative position bias (and
+the relative time bias when the data has timestamps); `abs_positions: true` also adds learned absolute positions,
+as the reference implementation's input preprocessor does (on Beauty validation that learned more slowly).
+Output and item embeddings are L2-normalised and logits divided by a temperature, as in the reference
+implementation; the loss is the full softmax unless configured otherwise.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,7 +37,8 @@ class NextItemConfig(ModelConfig):
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
     loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="matmul precision of the full softmax; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+        "auto",
+        description="matmul precision of the full softmax; auto = bfloat16 where the CPU has AMX/AVX512-BF16",
     )
 
 
@@ -71,7 +73,9 @@ class NextItemModel(Recommender):
         for part in length_bucketed_batches(window[rows], batch_size, rng):
             chosen = rows[part]
             items = torch.from_numpy(pad_left(train.offsets, train.items, chosen, self.cfg.max_len + 1))
-            ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1)) if use_ts else None
+            ts = None
+            if use_ts:
+                ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1))
             yield items, ts
 
     def loss(self, batch) -> torch.Tensor:

@@ -34,7 +34,8 @@ class SASRec(NextItemModel):
         init_embedding(self.item_emb, cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation) for _ in range(cfg.layers)
+            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
+            for _ in range(cfg.layers)
         )
         self.final_norm = nn.LayerNorm(cfg.dim)
 

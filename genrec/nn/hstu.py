@@ -39,7 +39,9 @@ class RelativeBias(nn.Module):
 
 
 class HSTUBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, max_len: int, attn_dim: int | None = None) -> None:
+    def __init__(
+        self, dim: int, heads: int, dropout: float, max_len: int, attn_dim: int | None = None
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.max_len = max_len

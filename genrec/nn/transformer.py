@@ -44,14 +44,18 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
 class TransformerBlock(nn.Module):
     """Pre-norm: x + Attn(LN(x)), then x + FFN(LN(x)), dropout on both residual branches."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, ffn_mult: int = 1, activation: str = "gelu") -> None:
+    def __init__(
+        self, dim: int, heads: int, dropout: float, ffn_mult: int = 1, activation: str = "gelu"
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)

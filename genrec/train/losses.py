@@ -57,14 +57,25 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         return d_hidden, d_weight.to(weight.dtype), None, None, None
 
 
-def full_softmax(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 256,
-                 dtype: torch.dtype = torch.float32):
+def full_softmax(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int = 256,
+    dtype: torch.dtype = torch.float32,
+):
     """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
     return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype)
 
 
-def sampled_softmax(hidden, weight, targets, n_negatives: int, item_log_prob: torch.Tensor,
-                    generator: torch.Generator | None = None):
+def sampled_softmax(
+    hidden,
+    weight,
+    targets,
+    n_negatives: int,
+    item_log_prob: torch.Tensor,
+    generator: torch.Generator | None = None,
+):
     """Softmax over in-batch targets + uniform negatives with logQ correction.
 
     In-batch candidates are drawn in proportion to popularity (log q = item_log_prob), uniform ones with
@@ -74,7 +85,9 @@ def sampled_softmax(hidden, weight, targets, n_negatives: int, item_log_prob: to
     uniform = torch.randint(1, n_items + 1, (n_negatives,), generator=generator, device=hidden.device)
     cands = torch.cat([targets, uniform])
     logits = hidden @ weight[cands].t()
-    log_q = torch.cat([item_log_prob[targets], torch.full((n_negatives,), -float(torch.log(torch.tensor(n_items))))])
+    log_q = torch.cat(
+        [item_log_prob[targets], torch.full((n_negatives,), -float(torch.log(torch.tensor(n_items))))]
+    )
     logits = logits - log_q[None, :]
     collide = cands[None, :] == targets[:, None]
     own = torch.zeros_like(collide)
