@@ -65,8 +65,10 @@ def print_examples(run, n_users: int = 3, k: int = 5) -> None:
     picks = np.linspace(0, users.height - 1, n_users).astype(int)
     for u in picks:
         raw_user = int(users["user_id"][int(u)])
-        _, history = run.user_history(raw_user)
-        ids, _ = run.recommend(history[:-1], k, exclude_seen=True, user=int(u))
+        _, history, times = run.user_history(raw_user)
+        ids, _ = run.recommend(
+            history[:-1], k, exclude_seen=True, user=int(u), timestamps=None if times is None else times[:-1]
+        )
         out.print(f"[bold]user {raw_user}[/bold] recently: " + "; ".join(run.titles(history[-4:-1])))
         held_out = history[-1]
         for rank, (i, title) in enumerate(zip(ids, run.titles(ids)), 1):
@@ -186,9 +188,9 @@ def recommend(
     if (user is None) == (history is None):
         raise GenrecError("give exactly one of --user ID or --history ID,ID,...")
     run = load_run(run_dir)
-    user_idx = None
+    user_idx, times = None, None
     if user is not None:
-        user_idx, hist = run.user_history(user)
+        user_idx, hist, times = run.user_history(user)
     else:
         try:
             raw = [int(x) for x in history.split(",") if x.strip()]
@@ -199,7 +201,7 @@ def recommend(
         if not raw:
             raise GenrecError("--history is empty")
         hist = run.item_index(raw)
-    ids, scores = run.recommend(hist, k, exclude_seen=not include_seen, user=user_idx)
+    ids, scores = run.recommend(hist, k, exclude_seen=not include_seen, user=user_idx, timestamps=times)
     table = Table(
         title=f"top-{k} for " + (f"user {user}" if user is not None else f"history of {len(hist)} items")
     )

@@ -97,15 +97,27 @@ class Run:
             )
         return pos + 1
 
-    def user_history(self, raw_user: int) -> tuple[int, np.ndarray]:
+    def user_history(self, raw_user: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """(internal user index, history of internal item ids, their timestamps or None)."""
         hit = self.users.filter(pl.col("user_id") == raw_user)
         if hit.height == 0:
             raise DataError(f"unknown user id {raw_user} (this run knows {self.users.height} users)")
-        return int(hit["user"][0]), np.array(hit["history"][0], dtype=np.int64)
+        times = np.array(hit["timestamps"][0], dtype=np.int64) if "timestamps" in hit.columns else None
+        return int(hit["user"][0]), np.array(hit["history"][0], dtype=np.int64), times
 
     @torch.no_grad()
-    def recommend(self, history: np.ndarray, k: int, exclude_seen: bool = True, user: int | None = None):
-        """Top-k (internal ids, scores) for one history of internal ids."""
+    def recommend(
+        self,
+        history: np.ndarray,
+        k: int,
+        exclude_seen: bool = True,
+        user: int | None = None,
+        timestamps: np.ndarray | None = None,
+    ):
+        """Top-k (internal ids, scores) for one history of internal ids (oldest first).
+
+        Without timestamps a time-aware model (HSTU) scores with its time bias off.
+        """
         history = np.array(history, dtype=np.int64)  # a writable copy: torch shares its memory
         offsets = np.array([0, len(history)])
         batch = history_batch(
@@ -114,6 +126,7 @@ class Run:
             np.array([0]),
             self.model.max_history,
             users=np.array([-1 if user is None else user]),
+            timestamps=timestamps,
         )
         exclude = torch.from_numpy(history)[None, :] if exclude_seen and len(history) else None
         ids, scores = self.model.recommend(batch, k, exclude)
@@ -161,6 +174,9 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
             "history": [seq.row(u).tolist() for u in range(seq.n_users)],
         }
     )
+    if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
+        times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
+        users = users.with_columns(pl.Series("timestamps", times))
     users.write_parquet(out / "users.parquet")
     stats = ds.stats()
     meta = {

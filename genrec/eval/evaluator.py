@@ -52,7 +52,7 @@ def evaluate(
             rows,
             model.max_history,
             examples.users[rows],
-            None if hist.timestamps is None else hist.timestamps,
+            hist.timestamps,
         )
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
