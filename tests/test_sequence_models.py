@@ -86,3 +86,15 @@ def test_sequence_model_learns_successor_pattern(tiny_p5, name):
     # Next item = previous + 1 is learnable: far above the 1/8 of a random guess.
     assert res["unfiltered"]["recall@1"] > 0.5, (res["unfiltered"], summary["best_valid"])
     assert np.isfinite(summary["history"][-1]["loss"])
+
+
+def test_untied_output_table_is_used_for_scoring():
+    torch.manual_seed(0)
+    cfg = load_config("sasrec", ["model.dim=16", "model.max_len=4", "model.tie_output=false"]).model
+    model = build_model(cfg, 10, 2).eval()
+    assert model.output_weight() is model.out_emb.weight
+    items = torch.tensor([[0, 1, 2, 3]])
+    before = model.score(HistoryBatch(items))
+    with torch.no_grad():
+        model.out_emb.weight.mul_(2.0)
+    assert torch.allclose(model.score(HistoryBatch(items)), 2 * before, atol=1e-5)

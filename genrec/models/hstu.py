@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from genrec.models.base import register
-from genrec.models.next_item import NextItemConfig, NextItemModel, init_embedding
+from genrec.models.next_item import NextItemConfig, NextItemModel, make_item_tables
 from genrec.nn.hstu import HSTUBlock, RelativeBias
 from genrec.nn.transformer import causal_padding_mask
 
@@ -38,8 +38,7 @@ class HSTU(NextItemModel):
 
     def __init__(self, cfg: HSTUConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
-        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
-        init_embedding(self.item_emb, cfg.dim)
+        make_item_tables(self, n_items, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.abs_positions else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.bias = RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets)

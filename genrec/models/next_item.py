@@ -1,7 +1,8 @@
 """What every next-item sequence model shares: training windows, the loss choice, full-catalogue scoring.
 
 A subclass only defines `encode(items, timestamps) -> [B, L, d]` (causal: position t sees items <= t) and
-owns `item_emb`, the table used both as input embeddings and as output weights. Training predicts, at every
+owns `item_emb`, the input embeddings, which are also the output weights unless `tie_output: false` gives
+the output its own table. Training predicts, at every
 position of a user's training sequence, the item that follows.
 """
 
@@ -34,6 +35,9 @@ class NextItemConfig(ModelConfig):
     loss: Literal["full_softmax", "sampled_softmax", "bce"] = "full_softmax"
     negatives: int = Field(256, ge=1, description="uniform negatives per batch (sampled_softmax)")
     l2_normalize: bool = False
+    tie_output: bool = Field(
+        True, description="score items with the input embedding table (else a separate one)"
+    )
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
     loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -50,7 +54,7 @@ class NextItemModel(Recommender):
         raise NotImplementedError
 
     def output_weight(self) -> torch.Tensor:
-        w = self.item_emb.weight
+        w = self.item_emb.weight if self.cfg.tie_output else self.out_emb.weight
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -114,6 +118,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     return getattr(torch, name)
+
+
+def make_item_tables(model: NextItemModel, n_items: int, dim: int) -> None:
+    """The input item table and, when untied, a separate output table (both with row 0 = padding)."""
+    model.item_emb = torch.nn.Embedding(n_items + 1, dim, padding_idx=0)
+    init_embedding(model.item_emb, dim)
+    if not model.cfg.tie_output:
+        model.out_emb = torch.nn.Embedding(n_items + 1, dim, padding_idx=0)
+        init_embedding(model.out_emb, dim)
 
 
 def init_embedding(emb: torch.nn.Embedding, dim: int) -> None:

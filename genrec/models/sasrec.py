@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from genrec.models.base import register
-from genrec.models.next_item import NextItemConfig, NextItemModel, init_embedding
+from genrec.models.next_item import NextItemConfig, NextItemModel, make_item_tables
 from genrec.nn.transformer import TransformerBlock, causal_padding_mask
 
 
@@ -29,9 +29,8 @@ class SASRec(NextItemModel):
 
     def __init__(self, cfg: SASRecConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
-        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
+        make_item_tables(self, n_items, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        init_embedding(self.item_emb, cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
