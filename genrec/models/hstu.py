@@ -9,7 +9,6 @@ implementation; the loss is the full softmax unless configured otherwise.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -48,10 +47,7 @@ class HSTU(NextItemModel):
         self.final_norm = nn.LayerNorm(cfg.dim)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.item_emb(items) * math.sqrt(self.cfg.dim)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
-        x = self.dropout(x * (items > 0)[..., None])
+        x = self.embed_inputs(items)
         mask = causal_padding_mask(items)
         bias = self.bias(items.shape[1], timestamps)
         for block in self.blocks:

@@ -62,6 +62,14 @@ class NextItemModel(Recommender):
             hidden = F.normalize(hidden, dim=-1)
         return hidden / self.cfg.temperature
 
+    def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """sqrt(d)-scaled item embeddings, plus absolute positions when the model has `pos_emb`, with dropout;
+        padding positions are zero."""
+        x = self.item_emb(items) * math.sqrt(self.cfg.dim)
+        if getattr(self, "pos_emb", None) is not None:
+            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
+        return self.dropout(x * (items > 0)[..., None])
+
     def position_ids(self, length: int) -> torch.Tensor:
         """Right-aligned positions: the newest item is always position max_len - 1, whatever the batch width."""
         return torch.arange(self.cfg.max_len - length, self.cfg.max_len)

@@ -1,12 +1,12 @@
 """SASRec (Kang & McAuley 2018): a causal transformer over the item sequence predicts the next item.
 
-Item embeddings are shared between input and output; learned absolute positions count back from the newest
-item; pre-norm blocks; full-softmax cross-entropy by default (the original BCE with one negative is `loss: bce`).
+Item embeddings are shared between input and output (unless `tie_output: false`); learned absolute
+positions count back from the newest item; pre-norm blocks; full-softmax cross-entropy by default (the original
+BCE with one negative is `loss: bce`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -39,9 +39,7 @@ class SASRec(NextItemModel):
         self.final_norm = nn.LayerNorm(cfg.dim)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        length = items.shape[1]
-        x = self.item_emb(items) * math.sqrt(self.cfg.dim) + self.pos_emb(self.position_ids(length))[None]
-        x = self.dropout(x * (items > 0)[..., None])
+        x = self.embed_inputs(items)
         mask = causal_padding_mask(items)
         for block in self.blocks:
             x = block(x, mask)
