@@ -98,3 +98,14 @@ def test_untied_output_table_is_used_for_scoring():
     with torch.no_grad():
         model.out_emb.weight.mul_(2.0)
     assert torch.allclose(model.score(HistoryBatch(items)), 2 * before, atol=1e-5)
+
+
+def test_time_buckets_are_log2_of_the_gap_in_seconds():
+    from genrec.nn.hstu import RelativeBias
+
+    bias = RelativeBias(max_len=2, heads=1, time_buckets=32)
+    with torch.no_grad():
+        bias.time.copy_(torch.arange(33.0)[None])  # bias value = bucket index
+    day = 86_400  # log2 = 16.4 -> bucket 16; a ln/log10 mix-up would give a capped or wrong bucket
+    out = bias(2, torch.tensor([[0, day]]))
+    assert out[0, 0, 1, 0] - bias.pos[0, 2] == 16

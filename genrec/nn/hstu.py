@@ -33,7 +33,7 @@ class RelativeBias(nn.Module):
         bias = self.pos[:, rel][None]  # [1, H, L, L]
         if self.time is not None and timestamps is not None:
             gap = (timestamps[:, :, None] - timestamps[:, None, :]).clamp(min=1).float()
-            bucket = (gap.log() / 0.301).floor().clamp(0, self.time_buckets).long()  # ~log base 2 buckets
+            bucket = gap.log2().floor().clamp(0, self.time_buckets).long()  # bucket b: 2^b <= gap < 2^(b+1) s
             bias = bias + self.time[:, bucket].permute(1, 0, 2, 3)
         return bias
 
