@@ -25,6 +25,11 @@ def test_chunked_softmax_matches_plain_cross_entropy():
     rh, rw = torch.autograd.grad(ref, [h, w])
     assert torch.allclose(loss, ref, atol=1e-5)
     assert torch.allclose(gh, rh, atol=1e-5) and torch.allclose(gw, rw, atol=1e-5)
+    # The gradient is computed in the forward pass: an outer scale must still reach it.
+    gh3, gw3 = torch.autograd.grad(3.0 * losses.full_softmax(h, w, t, chunk=5), [h, w])
+    assert torch.allclose(gh3, 3 * rh, atol=1e-5) and torch.allclose(gw3, 3 * rw, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(losses.full_softmax(h, w, t, chunk=5), ref, atol=1e-5)
 
 
 def test_sampled_softmax_and_bce_are_finite_and_differentiable():

@@ -15,46 +15,49 @@ import torch.nn.functional as F
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """Cross-entropy over all items; logits are recomputed chunk by chunk in backward instead of stored.
+    """Cross-entropy over all items, chunk by chunk, with the gradient computed in the forward pass.
 
-    Chunks are small on purpose: a [chunk x items] block that stays in cache makes the element-wise softmax
-    passes several times cheaper than one big block. Matmuls may run in bfloat16 (fast on CPUs with AMX);
-    log-sum-exp, softmax and the gradient accumulation stay in float32.
+    The loss is a scalar at the end of the graph, so its gradient is known up to the incoming scale: each
+    [chunk x items] block of logits is computed once, turned into log-sum-exp and (softmax - onehot) while it
+    is still in cache, and multiplied into d_hidden and d_weight right away. Backward only rescales them. That
+    saves recomputing the logits (a quarter of the matmul work) and never holds the whole logit matrix.
+    Chunks are small on purpose: a block that stays in cache makes the element-wise passes several times
+    cheaper. Matmuls may run in bfloat16 (fast on CPUs with AMX); log-sum-exp, softmax and the gradient
+    accumulation stay in float32.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, dtype):
+    def forward(ctx, hidden, weight, targets, chunk, dtype, with_grad):
         n = hidden.shape[0]
         h_c, w_c = hidden.to(dtype), weight.to(dtype)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        d_hidden = torch.empty_like(hidden) if with_grad else None
+        d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if with_grad else None
         for s in range(0, n, chunk):
-            logits = (h_c[s : s + chunk] @ w_c.t()).float()
+            h = h_c[s : s + chunk]
+            logits = (h @ w_c.t()).float()
             logits[:, 0] = float("-inf")  # padding is never a target
-            lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
+            # One exp pass serves both the log-sum-exp and the softmax, in place on the logits.
+            top = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(top).exp_()
+            total = probs.sum(dim=1, keepdim=True)
+            lse[s : s + chunk] = (top + total.log()).squeeze(1)
+            if with_grad:
+                # (softmax - onehot) / n
+                probs.div_(total * n)
+                probs[torch.arange(len(h)), targets[s : s + chunk]] -= 1.0 / n
+                probs = probs.to(dtype)
+                d_hidden[s : s + chunk] = probs @ w_c
+                d_weight += (probs.t() @ h).float()
         target_logits = (hidden * weight[targets]).sum(1).float()
-        ctx.save_for_backward(hidden, weight, targets, lse)
-        ctx.chunk, ctx.dtype = chunk, dtype
+        if with_grad:
+            ctx.save_for_backward(d_hidden, d_weight.to(weight.dtype))
         return (lse - target_logits).mean()
 
     @staticmethod
     def backward(ctx, grad):
-        hidden, weight, targets, lse = ctx.saved_tensors
-        n, chunk = hidden.shape[0], ctx.chunk
-        h_c, w_c = hidden.to(ctx.dtype), weight.to(ctx.dtype)
-        scale = grad / n
-        d_hidden = torch.empty_like(hidden)
-        d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        for s in range(0, n, chunk):
-            h = h_c[s : s + chunk]
-            # softmax - onehot, built in place on the recomputed logits.
-            probs = (h @ w_c.t()).float()
-            probs[:, 0] = float("-inf")
-            probs.sub_(lse[s : s + chunk, None]).exp_()
-            probs[torch.arange(len(h)), targets[s : s + chunk]] -= 1.0
-            probs = probs.mul_(scale).to(ctx.dtype)
-            d_hidden[s : s + chunk] = probs @ w_c
-            d_weight += (probs.t() @ h).float()
-        return d_hidden, d_weight.to(weight.dtype), None, None, None
+        d_hidden, d_weight = ctx.saved_tensors
+        return d_hidden * grad, d_weight * grad, None, None, None, None
 
 
 def full_softmax(
@@ -65,7 +68,8 @@ def full_softmax(
     dtype: torch.dtype = torch.float32,
 ):
     """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
-    return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype)
+    with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype, with_grad)
 
 
 def sampled_softmax(
