@@ -1,4 +1,4 @@
-"""Command line: `genrec datasets | recipes | train | evaluate | recommend`.
+"""Command line: `genrec datasets | recipes | train | evaluate | recommend | serve`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
@@ -210,6 +210,25 @@ def recommend(
     for rank, (i, s, t) in enumerate(zip(run.raw_item_ids(ids), scores, run.titles(ids)), 1):
         table.add_row(str(rank), str(i), f"{s:.4f}", t)
     out.print(table)
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(...),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    backend: str = typer.Option("exact", "--backend", help="top-K retrieval: exact | faiss (HNSW, approximate)"),
+) -> None:
+    """HTTP API (/recommend, /rank, /events, /items/{id}, /healthz, /docs) and a demo page at /."""
+    import uvicorn
+
+    from genrec.serve import create_app
+
+    if backend not in ("exact", "faiss"):
+        raise GenrecError(f"--backend must be exact or faiss, got {backend!r}")
+    application = create_app(run_dir, backend)
+    out.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 def main() -> None:

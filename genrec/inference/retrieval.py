@@ -1,0 +1,96 @@
+"""Top-K retrieval over the catalogue: exact (one matmul + topk, as the evaluator) or FAISS HNSW (approximate).
+
+Embedding models score an item as <query, item row>: next-item models with their output table, MF with its
+item table plus the item bias (folded in as one extra column). Other models (popularity, itemknn) have no
+item vectors and are served by their own `score`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from genrec.models.mf import MF
+from genrec.models.next_item import NextItemModel
+
+
+def item_matrix(model) -> torch.Tensor | None:
+    """[n_items + 1, d] rows such that score(item) = query @ row; row 0 is padding. None if not an embedding model."""
+    if isinstance(model, NextItemModel):
+        return model.output_weight().detach().contiguous()
+    if isinstance(model, MF):
+        return torch.cat([model.item_emb.weight, model.item_bias.weight], 1).detach().contiguous()
+    return None
+
+
+def query_vectors(model, batch) -> torch.Tensor:
+    """[B, d] queries matching `item_matrix`."""
+    if isinstance(model, NextItemModel):
+        return model.user_embedding(batch)
+    u = model.user_vectors(batch)
+    return torch.cat([u, torch.ones(len(u), 1)], 1)
+
+
+def topk_from_scores(scores: torch.Tensor, k: int, exclude: np.ndarray | None):
+    """scores: [n_items + 1] (column 0 padding). Exact top-k ids and scores, excluded items left out."""
+    scores = scores.float().clone()
+    scores[0] = float("-inf")
+    if exclude is not None and len(exclude):
+        scores[torch.from_numpy(np.asarray(exclude, dtype=np.int64))] = float("-inf")
+    top = torch.topk(scores, min(k, len(scores) - 1))
+    keep = torch.isfinite(top.values)
+    return top.indices[keep].numpy(), top.values[keep].numpy()
+
+
+class ExactTopK:
+    """Every item scored; the same arithmetic as `Recommender.recommend`, so the same ids and scores."""
+
+    name = "exact"
+
+    def __init__(self, items: torch.Tensor) -> None:
+        self.items = items
+
+    def search(self, query: torch.Tensor, k: int, exclude: np.ndarray | None):
+        return topk_from_scores((query[None] @ self.items.t())[0], k, exclude)
+
+
+class FaissTopK:
+    """Approximate inner-product search with a FAISS HNSW graph over the item rows (padding row left out).
+
+    Excluded items are removed after the search, so it asks for k + |excluded| neighbours.
+    """
+
+    name = "faiss"
+
+    def __init__(self, items: torch.Tensor, m: int = 32, ef_search: int = 128) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # one query at a time: threads only add overhead
+        rows = items[1:].numpy().astype(np.float32)
+        self.index = faiss.IndexHNSWFlat(rows.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = 80
+        self.index.add(rows)
+        self.ef_search = ef_search
+        self.n = len(rows)
+
+    def search(self, query: torch.Tensor, k: int, exclude: np.ndarray | None):
+        excluded = set() if exclude is None else set(np.asarray(exclude).tolist())
+        want = min(self.n, k + len(excluded))
+        self.index.hnsw.efSearch = max(self.ef_search, want)  # callers hold the engine lock
+        scores, idx = self.index.search(query.detach().numpy().astype(np.float32)[None], want)
+        ids, out = [], []
+        for i, s in zip(idx[0] + 1, scores[0]):  # faiss row r is item r + 1
+            if i > 0 and int(i) not in excluded:
+                ids.append(int(i))
+                out.append(float(s))
+            if len(ids) == k:
+                break
+        return np.array(ids, dtype=np.int64), np.array(out, dtype=np.float32)
+
+
+def make_backend(name: str, items: torch.Tensor):
+    if name == "exact":
+        return ExactTopK(items)
+    if name == "faiss":
+        return FaissTopK(items)
+    raise ValueError(f"unknown retrieval backend {name!r} (exact, faiss)")

@@ -1,0 +1,217 @@
+"""HTTP API and demo page for one run directory (FastAPI; `genrec serve RUN_DIR`).
+
+Endpoints: POST /recommend, POST /rank, POST /events, GET /items/{item_id}, GET /users, GET /users/{user_id},
+GET /healthz, GET / (web page), GET /docs (OpenAPI).
+
+Errors: every client error is a 4xx whose JSON `detail` is one readable line. Wrong types and missing fields: 422;
+unknown item ids in a body, empty histories, k outside 1..min(1000, catalogue): 422; unknown user or item in a
+path or an unknown user_id to /recommend: 404; bodies over `max_body` bytes: 413. A rejected request changes
+nothing. A history longer than the model's window is truncated to its newest items and the response says so
+(`history_used`, `notes`); the whole history still counts for `exclude_seen`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from genrec.errors import DataError
+from genrec.inference.engine import Engine, Recommendation
+from genrec.runs import Run, load_run
+
+MAX_BODY = 1 << 20  # bytes
+MAX_LIST = 10_000  # items in one history / candidate list / event
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OneSource(Strict):
+    @model_validator(mode="after")
+    def one_source(self):
+        if (self.user_id is None) == (self.history is None):
+            raise ValueError("give exactly one of user_id or history")
+        return self
+
+
+class RecommendRequest(OneSource):
+    user_id: int | None = Field(None, description="a known user (or one created by /events)")
+    history: list[int] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
+    timestamps: list[int] | None = Field(None, max_length=MAX_LIST, description="unix seconds, one per item")
+    k: int = Field(10, description="how many items (1 to min(1000, catalogue size))")
+    exclude_seen: bool = True
+
+
+class RankRequest(OneSource):
+    user_id: int | None = None
+    history: list[int] | None = Field(None, max_length=MAX_LIST)
+    timestamps: list[int] | None = Field(None, max_length=MAX_LIST)
+    candidates: list[int] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
+
+
+class EventsRequest(Strict):
+    user_id: int
+    items: list[int] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
+    timestamps: list[int] | None = Field(None, max_length=MAX_LIST, description="unix seconds (default: now)")
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 once a request body passes `limit` bytes (declared or streamed)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send) -> None:
+        body = json.dumps({"detail": f"request body is over the limit of {self.limit} bytes"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _items(run: Run, ids, scores=None) -> list[dict]:
+    raw, titles = run.raw_item_ids(ids), run.titles(ids)
+    out = [{"item_id": r, "title": t} for r, t in zip(raw, titles)]
+    if scores is not None:
+        for row, s in zip(out, scores):
+            row["score"] = float(s)
+    return out
+
+
+def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MAX_BODY) -> FastAPI:
+    if not isinstance(run, Run):
+        run = load_run(Path(run))
+    engine = Engine(run, backend)
+    app = FastAPI(
+        title="genrec",
+        description=f"Recommendations from run `{run.dir.name}` ({run.cfg.model.name}, {engine.n_items} items).",
+    )
+    app.state.engine = engine
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError):
+        status = 404 if str(exc).startswith("unknown user id") else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()))
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts)[:500]}, status_code=422)
+
+    def response(rec: Recommendation, k: int, extra: dict):
+        notes = []
+        if rec.history_used < rec.history_length:
+            notes.append(
+                f"history truncated: the model reads the newest {rec.history_used} of {rec.history_length} items"
+            )
+        if len(rec.ids) < k:
+            notes.append(f"only {len(rec.ids)} items left after excluding the history")
+        return {
+            **extra,
+            "items": _items(run, rec.ids, rec.scores),
+            "history_length": rec.history_length,
+            "history_used": rec.history_used,
+            "truncated": rec.history_used < rec.history_length,
+            "notes": notes,
+            "model": run.cfg.model.name,
+            "backend": engine.backend_name,
+        }
+
+    @app.post("/recommend")
+    def recommend(req: RecommendRequest):
+        """Top-k items for a user (live history) or an ad-hoc history of raw item ids."""
+        if req.user_id is not None:
+            rec = engine.recommend_user(req.user_id, req.k, req.exclude_seen)
+            return response(rec, req.k, {"user_id": req.user_id})
+        rec = engine.recommend_history(req.history, req.timestamps, req.k, req.exclude_seen)
+        return response(rec, req.k, {})
+
+    @app.post("/rank")
+    def rank(req: RankRequest):
+        """Scores of the candidates for a user or history, best first (the retrieval model's scores unless the
+        model is a ranker with its own `score_candidates`)."""
+        scores = engine.rank(req.candidates, req.user_id, req.history, req.timestamps)
+        idx = engine.run.item_index(req.candidates)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return {"items": _items(run, idx[order], scores[order]), "model": run.cfg.model.name}
+
+    @app.post("/events")
+    def events(req: EventsRequest):
+        """Append interactions to a user's live history; the next /recommend reflects them."""
+        return engine.add_events(req.user_id, req.items, req.timestamps)
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int):
+        try:
+            idx = run.item_index([item_id])
+        except DataError as e:
+            raise HTTPException(404, str(e)) from None
+        row = run.items.row(int(idx[0]) - 1, named=True)
+        return {"item_id": item_id, "title": row.get("title"), "categories": row.get("categories")}
+
+    @app.get("/users")
+    def users(limit: int = Query(50, ge=1, le=1000)):
+        """Some user ids (users created by events first), for the demo page."""
+        return {"users": engine.users(limit)}
+
+    @app.get("/users/{user_id}")
+    def user(user_id: int):
+        """A user's live history with titles, oldest first."""
+        items, _, _ = engine.history(user_id)  # unknown user: DataError -> 404
+        return {"user_id": user_id, "history": _items(run, items)}
+
+    @app.get("/healthz")
+    def healthz():
+        return {
+            "status": "ok",
+            "model": run.cfg.model.name,
+            "items": engine.n_items,
+            "users": run.users.height,
+            "backend": engine.backend_name,
+            "incremental_state": engine.incremental,
+            "max_k": engine.max_k,
+            "window": engine.window,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        return PAGE.read_text()
+
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
