@@ -105,6 +105,20 @@ def test_untied_output_table_is_used_for_scoring():
     assert torch.allclose(model.score(HistoryBatch(items)), 2 * before, atol=1e-5)
 
 
+def test_output_projection_starts_as_identity_and_maps_the_query():
+    torch.manual_seed(0)
+    cfg = load_config("sasrec", ["model.dim=16", "model.max_len=4", "model.output_proj=true"]).model
+    model = build_model(cfg, 10, 2).eval()
+    items = torch.tensor([[0, 1, 2, 3]])
+    hidden = model.encode(items)[:, -1]
+    table = model.item_emb.weight
+    assert torch.allclose(model.score(HistoryBatch(items)), hidden @ table.t(), atol=1e-5)
+    with torch.no_grad():
+        model.out_proj.weight.copy_(torch.randn(16, 16))
+    expected = (hidden @ model.out_proj.weight.t()) @ table.t()
+    assert torch.allclose(model.score(HistoryBatch(items)), expected, atol=1e-4)
+
+
 def test_time_buckets_are_log2_of_the_gap_in_seconds():
     from genrec.nn.hstu import RelativeBias
 

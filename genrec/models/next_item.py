@@ -38,6 +38,11 @@ class NextItemConfig(ModelConfig):
     tie_output: bool = Field(
         True, description="score items with the input embedding table (else a separate one)"
     )
+    output_proj: bool = Field(
+        False,
+        description="map the query through a learned d x d matrix before scoring against the item table: with "
+        "tied tables it lets the model stop scoring the items it has just read highest",
+    )
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
     loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -58,6 +63,8 @@ class NextItemModel(Recommender):
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.cfg.output_proj:
+            hidden = self.out_proj(hidden)
         if self.cfg.l2_normalize:
             hidden = F.normalize(hidden, dim=-1)
         return hidden / self.cfg.temperature
@@ -135,6 +142,10 @@ def make_item_tables(model: NextItemModel, n_items: int, dim: int) -> None:
     if not model.cfg.tie_output:
         model.out_emb = torch.nn.Embedding(n_items + 1, dim, padding_idx=0)
         init_embedding(model.out_emb, dim)
+    if model.cfg.output_proj:
+        # Starts as the identity, i.e. as the plain tied model.
+        model.out_proj = torch.nn.Linear(dim, dim, bias=False)
+        torch.nn.init.eye_(model.out_proj.weight)
 
 
 def init_embedding(emb: torch.nn.Embedding, dim: int) -> None:
