@@ -191,7 +191,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     log = _logger(out)
     log.info("dataset %s: %s", cfg.data.dataset, stats)
     model = build_model(cfg.model, seq.n_items, seq.n_users)
-    ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress)
+    # The item table (titles, categories) is what semantic-ID and text models build their item side from.
+    ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra={"items": items})
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     t0 = time.perf_counter()

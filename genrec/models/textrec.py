@@ -1,0 +1,139 @@
+"""Text-embedding retrieval (MoRec-style, Yuan et al. 2023): items are represented from their text, users by a
+sequence model over those item vectors, and the score is a dot product, so a new item with a title is
+retrievable the moment it is added.
+
+- Item tower: the item's text embedding (all-MiniLM-L6-v2 by default, `encoder` for any other model directory),
+  frozen, through a two-layer MLP to `dim`; with `use_id: true` a learned ID embedding is added. The ID table
+  starts at zero, so an item never seen in training is represented by its text alone.
+- User tower: the SASRec encoder (causal transformer, learned positions) over the item-tower vectors.
+- Retrieval: `exact` scores the whole catalogue (one matmul); `faiss` searches an HNSW inner-product index of the
+  item vectors (approximate; the index is built on first use and rebuilt after training).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from genrec.data.batching import HistoryBatch
+from genrec.data.split import Split
+from genrec.errors import ConfigError, DataError
+from genrec.models.base import FitContext, register
+from genrec.models.next_item import NextItemConfig, NextItemModel
+from genrec.nn.transformer import TransformerBlock, causal_padding_mask
+
+
+class TextRecConfig(NextItemConfig):
+    name: Literal["textrec"] = "textrec"
+    encoder: str | None = Field(
+        None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
+    )
+    text_dim: int = Field(384, ge=1, description="size of the text embeddings (384 for MiniLM-L6)")
+    use_id: bool = Field(False, description="add a learned ID embedding (zero-initialised) to the text tower")
+    ffn_mult: int = 1
+    activation: Literal["gelu", "relu"] = "gelu"
+    retrieval: Literal["exact", "faiss"] = "exact"
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(128, ge=1)
+
+
+@register
+class TextRec(NextItemModel):
+    config_class = TextRecConfig
+
+    def __init__(self, cfg: TextRecConfig, n_items: int, n_users: int) -> None:
+        super().__init__(cfg, n_items, n_users)
+        # With FAISS the model generates a list instead of scoring every item; the evaluator follows this flag.
+        self.scores_all_items = cfg.retrieval == "exact"
+        self.register_buffer("text_emb", torch.zeros(n_items + 1, cfg.text_dim))
+        self.item_tower = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.id_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0) if cfg.use_id else None
+        if self.id_emb is not None:
+            nn.init.zeros_(self.id_emb.weight)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
+            for _ in range(cfg.layers)
+        )
+        self.final_norm = nn.LayerNorm(cfg.dim)
+        self._index = None
+
+    def set_text_embeddings(self, emb: np.ndarray) -> None:
+        if emb.shape != (self.n_items, self.cfg.text_dim):
+            raise DataError(
+                f"text embeddings of shape {emb.shape}, expected ({self.n_items}, {self.cfg.text_dim})"
+            )
+        self.text_emb[1:] = torch.from_numpy(emb)
+
+    def fit(self, split: Split, ctx: FitContext) -> dict:
+        from genrec.tokenize.text import item_text_embeddings
+
+        items = ctx.extra.get("items")
+        if items is None:
+            raise ConfigError("textrec needs the run's item table (titles, categories)")
+        emb = item_text_embeddings(items, self.cfg.encoder)
+        if not np.abs(emb).sum(1).any():
+            raise DataError("textrec needs item text (titles / categories); this dataset has none")
+        self.set_text_embeddings(emb)
+        self._index = None
+        return super().fit(split, ctx)
+
+    def item_table(self) -> torch.Tensor:
+        """[n_items + 1, dim] item vectors; row 0 (padding) is zero."""
+        table = self.item_tower(self.text_emb)
+        if self.id_emb is not None:
+            table = table + self.id_emb.weight
+        return table * (torch.arange(self.n_items + 1) > 0)[:, None]
+
+    def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(items, self.item_table()) * self.cfg.dim**0.5
+        x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
+        return self.dropout(x * (items > 0)[..., None])
+
+    def output_weight(self) -> torch.Tensor:
+        w = self.item_table()
+        return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed_inputs(items)
+        mask = causal_padding_mask(items)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._index = None  # weights are about to change
+        return super().train(mode)
+
+    @torch.no_grad()
+    def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
+        if self.cfg.retrieval == "exact":
+            return super().recommend(batch, k, exclude)
+        import faiss
+
+        if self._index is None:
+            vectors = self.output_weight()[1:].float().contiguous().numpy()
+            self._index = faiss.IndexHNSWFlat(vectors.shape[1], self.cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._index.hnsw.efConstruction = 2 * self.cfg.hnsw_m
+            self._index.add(vectors)
+        self._index.hnsw.efSearch = max(self.cfg.hnsw_ef_search, k)
+        query = self.user_embedding(batch).float().contiguous().numpy()
+        extra = 0 if exclude is None else int((exclude > 0).sum(1).max())
+        fetch = min(k + extra, self.n_items)
+        scores, ids = self._index.search(query, fetch)
+        ids, scores = torch.from_numpy(ids + 1).long(), torch.from_numpy(scores)
+        scores = scores.masked_fill(ids <= 0, float("-inf"))
+        if exclude is not None:  # drop excluded items, keep the best k of the rest
+            scores = scores.masked_fill((ids[:, :, None] == exclude[:, None, :]).any(-1), float("-inf"))
+        top = torch.topk(scores, min(k, fetch), dim=1)
+        ids = ids.gather(1, top.indices).masked_fill(torch.isinf(top.values), 0)
+        return ids, top.values

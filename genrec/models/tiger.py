@@ -1,0 +1,264 @@
+"""TIGER-style generative retrieval (Rajput et al. 2023): an encoder-decoder transformer reads the user's history
+as semantic-ID tokens and generates the next item's code tuple, one code per level.
+
+- Item codes come from a semantic-ID tokenizer (`model.tokenizer`: RQ-KMeans or RQ-VAE over item text and/or
+  collaborative embeddings, plus one code that separates colliding items). They are built in `fit` from the run's
+  item table, saved in the run directory (`semantic_ids.*`, `semantic_ids_report.json`) and kept as a buffer in
+  the weights, so a loaded run decodes exactly the same catalogue.
+- Tokens: one shared table; level l's code c is token 1 + offset_l + c (0 = padding). Encoder positions are the
+  item's position counted back from the newest plus the code level; the decoder starts from a BOS token.
+- Decoding: beam search constrained by the prefix trie of all item codes (`inference/beam.py`), so every output
+  is a real item; the beams, best first, are the top-K list the evaluator scores. History items can be excluded
+  at the last code level.
+- Cross-attention lets all beams of one user share that user's encoder output: the beams' decoder positions are
+  laid out along the query axis instead of copying the memory once per beam.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from genrec.config import ModelConfig
+from genrec.data.batching import HistoryBatch, length_bucketed_batches
+from genrec.data.split import Split
+from genrec.errors import ConfigError, DataError
+from genrec.models.base import FitContext, Recommender, register
+from genrec.models.next_item import resolve_dtype
+from genrec.nn.transformer import FeedForward
+from genrec.tokenize.semantic_ids import (
+    SemanticIds,
+    TokenizerConfig,
+    format_report,
+    item_embeddings,
+    tokenize,
+)
+
+
+class TigerConfig(ModelConfig):
+    name: Literal["tiger"] = "tiger"
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    max_separation: int = Field(64, ge=1, description="values of the collision-separating code (vocabulary)")
+    dim: int = Field(128, ge=8)
+    heads: int = Field(4, ge=1)
+    encoder_layers: int = Field(2, ge=1)
+    decoder_layers: int = Field(2, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int = Field(20, ge=1, description="most recent history items the encoder reads")
+    beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+    )
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+        q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
+        k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.out(y.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention to the encoder output, feed-forward."""
+
+    def __init__(self, cfg: TigerConfig, cross: bool) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.norm1, self.self_attn = nn.LayerNorm(d), Attention(d, cfg.heads, cfg.dropout)
+        self.cross = cross
+        if cross:
+            self.norm2, self.cross_attn = nn.LayerNorm(d), Attention(d, cfg.heads, cfg.dropout)
+        self.norm3, self.ffn = nn.LayerNorm(d), FeedForward(d, d * cfg.ffn_mult, cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, self_mask, memory=None, memory_mask=None, beams: int = 1):
+        y = self.norm1(x)
+        x = x + self.drop(self.self_attn(y, y, self_mask))
+        if self.cross:
+            n, t, d = x.shape
+            # [B * W, t, d] -> [B, W * t, d]: every beam of a user attends to that user's memory, uncopied.
+            q = self.norm2(x).reshape(n // beams, beams * t, d)
+            x = x + self.drop(self.cross_attn(q, memory, memory_mask).reshape(n, t, d))
+        return x + self.drop(self.ffn(self.norm3(x)))
+
+
+@register
+class Tiger(Recommender):
+    config_class = TigerConfig
+    scores_all_items = False
+    trainable = True
+
+    def __init__(self, cfg: TigerConfig, n_items: int, n_users: int) -> None:
+        super().__init__(cfg, n_items, n_users)
+        tk = cfg.tokenizer
+        self.sizes = [tk.codebook_size] * tk.levels + [cfg.max_separation]
+        self.depth = len(self.sizes)
+        self.register_buffer(
+            "offsets", torch.tensor(np.r_[0, np.cumsum(self.sizes)[:-1]] + 1, dtype=torch.long)
+        )
+        self.register_buffer("item_codes", torch.zeros(n_items + 1, self.depth, dtype=torch.long))
+        self.bos = 1 + sum(self.sizes)
+        self.tok_emb = nn.Embedding(self.bos + 1, cfg.dim, padding_idx=0)
+        self.item_pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.level_emb = nn.Embedding(self.depth, cfg.dim)
+        self.dec_pos_emb = nn.Embedding(self.depth, cfg.dim)
+        self.encoder = nn.ModuleList(Block(cfg, cross=False) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.decoder_layers))
+        self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.tok_emb.weight, std=cfg.dim**-0.5)
+        self._trie = None  # CodeTrie, built on first use from item_codes
+
+    # --- semantic IDs --------------------------------------------------------------------------------------------
+
+    def set_semantic_ids(self, sid: SemanticIds) -> None:
+        if sid.n_items != self.n_items:
+            raise DataError(f"semantic IDs cover {sid.n_items} items, the catalogue has {self.n_items}")
+        if sid.sizes[-1] > self.cfg.max_separation:
+            raise ConfigError(
+                f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"
+            )
+        self.item_codes[1:] = torch.from_numpy(sid.codes)
+        self._trie = None
+
+    def trie(self):
+        # Imported here: genrec.inference's package imports the run layer, which imports the models.
+        from genrec.inference.beam import CodeTrie
+
+        if self._trie is None:
+            self._trie = CodeTrie(self.item_codes[1:].numpy(), self.sizes)
+        return self._trie
+
+    def fit(self, split: Split, ctx: FitContext) -> dict:
+        items = ctx.extra.get("items")
+        if items is None:
+            raise ConfigError("tiger needs the run's item table to build semantic IDs")
+        sid = tokenize(
+            item_embeddings(self.cfg.tokenizer, items, split.sequences.item_ids), self.cfg.tokenizer
+        )
+        report = format_report(sid.report)
+        print(report)
+        ctx.info("%s", report)
+        if ctx.run_dir is not None:
+            sid.save(ctx.run_dir)
+            (ctx.run_dir / "semantic_ids_report.json").write_text(json.dumps(sid.report, indent=1))
+        self.set_semantic_ids(sid)
+        summary = super().fit(split, ctx)
+        summary["semantic_ids"] = {k: v for k, v in sid.report.items() if k != "tokenizer"}
+        return summary
+
+    # --- network -------------------------------------------------------------------------------------------------
+
+    def tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., depth] codes -> token ids."""
+        return codes + self.offsets
+
+    def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """History [B, L] (right-aligned) -> memory [B, L * depth, d] and its key mask [B, 1, 1, L * depth]."""
+        items = items[:, -self.cfg.max_len :]
+        b, length = items.shape
+        real = items > 0
+        tok = torch.where(real[..., None], self.tokens(self.item_codes[items]), 0)
+        pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len)
+        x = self.tok_emb(tok) + self.item_pos_emb(pos)[None, :, None] + self.level_emb.weight[None, None]
+        x = self.drop(x.reshape(b, length * self.depth, -1))
+        key_ok = real.repeat_interleave(self.depth, 1)[:, None, None, :]
+        for block in self.encoder:
+            x = block(x, key_ok)
+        return self.enc_norm(x), key_ok
+
+    def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+        """prefix [B, W, t] codes -> hidden state of the next position [B, W, d] (t may be 0)."""
+        b, w, t = prefix.shape
+        tok = torch.cat([torch.full((b, w, 1), self.bos), self.tokens_prefix(prefix)], 2).reshape(
+            b * w, t + 1
+        )
+        x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[: t + 1])
+        causal = torch.ones(t + 1, t + 1, dtype=torch.bool).tril()
+        for block in self.decoder:
+            x = block(x, causal, memory, memory_mask, beams=w)
+        return self.dec_norm(x).reshape(b, w, t + 1, -1)
+
+    def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        return prefix + self.offsets[: prefix.shape[-1]]
+
+    def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
+        """Scores of level `level`'s codes: dot products with their (tied) token embeddings."""
+        start = int(self.offsets[level])
+        return hidden @ self.tok_emb.weight[start : start + self.sizes[level]].t()
+
+    # --- training ------------------------------------------------------------------------------------------------
+
+    def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
+        """Every (history prefix -> next item) pair of the training sequences, once per epoch."""
+        train = split.train
+        counts = np.maximum(train.lengths() - 1, 0)  # a sequence of n items gives n - 1 examples
+        rows = np.repeat(np.arange(len(counts)), counts)
+        within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        first = train.offsets[rows]
+        end = first + 1 + within  # target position; the history is [first, end)
+        hist_len = np.minimum(end - first, self.cfg.max_len)
+        for part in length_bucketed_batches(hist_len, batch_size, rng):
+            width = int(hist_len[part].max())
+            idx = end[part, None] - width + np.arange(width)[None]
+            items = np.where(idx >= first[part, None], train.items[np.clip(idx, 0, None)], 0)
+            yield torch.from_numpy(items).long(), torch.from_numpy(train.items[end[part]]).long()
+
+    def autocast(self):
+        return torch.autocast(
+            "cpu", torch.bfloat16, enabled=resolve_dtype(self.cfg.precision) == torch.bfloat16
+        )
+
+    def loss(self, batch) -> torch.Tensor:
+        history, target = batch
+        codes = self.item_codes[target]  # [B, depth]
+        with self.autocast():
+            memory, mask = self.encode(history)
+            hidden = self.decode(codes[:, None, :-1], memory, mask)[:, 0]  # [B, depth, d]
+            logits = [self.level_logits(hidden[:, level], level).float() for level in range(self.depth)]
+        return sum(F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)) / self.depth
+
+    # --- inference -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
+        from genrec.inference.beam import constrained_beam_search
+
+        with self.autocast():
+            memory, mask = self.encode(batch.items)
+
+        def step(prefix: torch.Tensor, level: int) -> torch.Tensor:
+            with self.autocast():
+                hidden = self.decode(prefix, memory, mask)[:, :, -1]
+                logits = self.level_logits(hidden, level)
+            return torch.log_softmax(logits.float(), -1)
+
+        items, scores, _ = constrained_beam_search(
+            step, self.trie(), len(batch.items), max(self.cfg.beam, k), min(k, self.n_items), exclude
+        )
+        return items, scores
+
+    def checkpoint_selection(self) -> str:
+        return (
+            "weights of the epoch with the best validation score (history-excluded), evaluated once on test; "
+            f"top-K from constrained beam search (beam {self.cfg.beam})"
+        )

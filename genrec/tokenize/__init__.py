@@ -1,0 +1,1 @@
+"""Item text encoders and semantic-ID tokenizers (RQ-KMeans, RQ-VAE)."""
