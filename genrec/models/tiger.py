@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -152,9 +153,11 @@ class Tiger(Recommender):
         items = ctx.extra.get("items")
         if items is None:
             raise ConfigError("tiger needs the run's item table to build semantic IDs")
-        sid = tokenize(
-            item_embeddings(self.cfg.tokenizer, items, split.sequences.item_ids), self.cfg.tokenizer
-        )
+        tk = self.cfg.tokenizer
+        if tk.codes:
+            sid = SemanticIds.load(Path(tk.codes))
+        else:
+            sid = tokenize(item_embeddings(tk, items, split.sequences.item_ids), tk)
         report = format_report(sid.report)
         print(report)
         ctx.info("%s", report)

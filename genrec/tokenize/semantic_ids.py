@@ -49,6 +49,9 @@ class TokenizerConfig(StrictModel):
     vae_batch: int = Field(1024, ge=8)
     vae_beta: float = Field(0.25, ge=0, description="commitment weight")
     seed: int = 0
+    codes: str | None = Field(
+        None, description="folder holding semantic_ids.safetensors from an earlier run: reuse, do not build"
+    )
 
 
 # --- k-means and residual k-means ------------------------------------------------------------------------------
