@@ -159,6 +159,53 @@ def train(
     out.print(f"run directory: {out_dir}")
 
 
+@app.command("rank-train")
+def rank_train(
+    recipe: str = typer.Argument(..., help="built-in ranking recipe (din, hstu_ranker, ...) or a YAML file"),
+    dataset: str | None = typer.Option(None, "--dataset", help="ml-100k, ml-1m or a folder in their layout"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.epochs=5"),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="run directory (default runs/RECIPE-DATASET-TIME)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a ranker on explicit feedback (like = rating >= 4); report AUC, GAUC, LogLoss, NDCG."""
+    from genrec.rank_runs import load_rank_config
+    from genrec.rank_runs import rank_train as run_rank_train
+
+    cfg = load_rank_config(recipe, set_, dataset)
+    if out_dir is None:
+        if resume:
+            raise GenrecError("--resume needs --out RUN_DIR")
+        ds_name = Path(cfg.data.dataset).stem
+        out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out.print(
+        f"training ranker [bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}"
+    )
+    metrics = run_rank_train(cfg, out_dir, resume=resume, progress=progress)
+    table = Table(title=f"{cfg.model.name} on {cfg.data.dataset}", title_justify="left")
+    cols = ["auc", "gauc", "logloss", *[f"ndcg@{k}" for k in cfg.eval.ks], "ndcg", "impressions", "users"]
+    table.add_column("split")
+    for c in cols:
+        table.add_column(c.upper() if c in ("auc", "gauc") else c, justify="right")
+    for split in ("valid", "test"):
+        m = metrics[split]
+        table.add_row(split, *[f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]) for c in cols])
+    out.print(table)
+    p = metrics["protocol"]
+    out.print(
+        f"[dim]protocol: {p['dataset']} | {p['split']['split']} ({p['split']['label']}) | {p['history']} | "
+        f"checkpoint: {p['checkpoint_selection']}[/dim]"
+    )
+    tr = metrics["training"]
+    out.print(
+        f"[dim]trained {tr['epochs_run']} epochs in {tr['train_seconds']}s; best validation at epoch "
+        f"{tr['best_epoch']} ({tr['seconds_to_best']}s)[/dim]"
+    )
+    out.print(f"run directory: {out_dir}")
+
+
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `genrec train`"),

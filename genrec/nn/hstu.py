@@ -29,10 +29,24 @@ class RelativeBias(nn.Module):
 
     def forward(self, length: int, timestamps: torch.Tensor | None) -> torch.Tensor:
         idx = torch.arange(length, device=self.pos.device)
-        rel = (idx[:, None] - idx[None, :]).clamp(-(self.max_len - 1), self.max_len - 1) + self.max_len - 1
-        bias = self.pos[:, rel][None]  # [1, H, L, L]
-        if self.time is not None and timestamps is not None:
-            gap = (timestamps[:, :, None] - timestamps[:, None, :]).clamp(min=1).float()
+        return self.pairwise(idx, idx, timestamps, timestamps)
+
+    def pairwise(
+        self,
+        q_pos: torch.Tensor,
+        k_pos: torch.Tensor,
+        q_time: torch.Tensor | None = None,
+        k_time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bias of queries at positions `q_pos` ([Q] or [B, Q]) on keys at `k_pos` ([K] or [B, K]), with
+        optional [B, Q] / [B, K] timestamps: [1 or B, H, Q, K]. Rankers and M-FALCON place candidates at
+        explicit positions, so queries and keys need not be the same tokens."""
+        rel = (q_pos[..., :, None] - k_pos[..., None, :]).clamp(-(self.max_len - 1), self.max_len - 1)
+        rel = rel + self.max_len - 1
+        bias = self.pos[:, rel]  # [H, Q, K] or [H, B, Q, K]
+        bias = bias[None] if rel.dim() == 2 else bias.transpose(0, 1)
+        if self.time is not None and q_time is not None and k_time is not None:
+            gap = (q_time[:, :, None] - k_time[:, None, :]).clamp(min=1).float()
             bucket = gap.log2().floor().clamp(0, self.time_buckets).long()  # bucket b: 2^b <= gap < 2^(b+1) s
             bias = bias + self.time[:, bucket].permute(1, 0, 2, 3)
         return bias
@@ -54,16 +68,31 @@ class HSTUBlock(nn.Module):
         self.attn_dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        u, q, k, v = self.project(x)
+        return self.finish(x, self.attend(q, k, v, mask, bias), u)
+
+    # The three steps are separate so that M-FALCON can attend new tokens to cached keys/values.
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """u [B, N, d] and q, k, v as [B, H, N, d_head]."""
         b, n, d = x.shape
         h = self.heads
         u, v, q, k = F.silu(self.proj_in(self.norm_in(x))).split([d, d, self.attn_dim, self.attn_dim], dim=-1)
         q = q.view(b, n, h, -1).transpose(1, 2)
         k = k.view(b, n, h, -1).transpose(1, 2)
         v = v.view(b, n, h, -1).transpose(1, 2)
+        return u, q, k, v
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, Q, d]: queries q aggregate values v of the keys k they may see."""
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
         # Pointwise SiLU divided by the (maximum) sequence length, as in the paper: no softmax normalisation.
         attn = F.silu(scores) * mask / self.max_len
         if self.training and self.attn_dropout:
             attn = F.dropout(attn, self.attn_dropout)
-        y = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        b, _, n, _ = q.shape
+        return (attn @ v).transpose(1, 2).reshape(b, n, -1)
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return x + self.proj_out(self.dropout(self.norm_attn(y) * u))

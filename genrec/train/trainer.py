@@ -71,6 +71,13 @@ class Trainer:
         convention = "filtered" if self.ctx.eval.exclude_history else "unfiltered"
         return float(metrics[convention][self.ctx.eval.select_metric])
 
+    def _validate(self, progress) -> float:
+        # Rankers score labelled impressions (AUC / GAUC), not a full-catalogue ranking: they say how.
+        if hasattr(self.model, "validation_score"):
+            return float(self.model.validation_score(self.split, progress))
+        metrics = evaluate(self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
+        return self._select_score(metrics)
+
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
         if run is None:
@@ -155,8 +162,7 @@ class Trainer:
                 }
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     t1 = time.perf_counter()
-                    metrics = evaluate(model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
-                    score = self._select_score(metrics)
+                    score = self._validate(progress)
                     self.state["seconds"] += time.perf_counter() - t1
                     record["valid_" + self.ctx.eval.select_metric] = score
                     if score > self.state["best_score"]:

@@ -1,0 +1,47 @@
+"""Cascade table: retrieval -> top 200 -> ranker -> top 10, against retrieval's own top 10, on the same users.
+
+    .venv/bin/python benchmarks/cascade.py RETRIEVAL_RUN RANKER_RUN [RANKER_RUN ...] [--k-retrieve 200]
+
+RETRIEVAL_RUN: `genrec train sasrec --dataset ml-1m --set data.split=temporal ...`; RANKER_RUN(s):
+`genrec rank-train <ranker>-ml-1m`. Protocol in genrec/eval/cascade.py (also printed under the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from genrec.eval.cascade import cascade
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("retrieval", type=Path)
+    ap.add_argument("rankers", type=Path, nargs="+")
+    ap.add_argument("--k-retrieve", type=int, default=200)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--json", type=Path, help="also write every result here")
+    args = ap.parse_args()
+    k = args.k
+    cols = [f"hr@{k}", f"ndcg@{k}", f"liked_precision@{k}", f"liked_ndcg@{k}"]
+    print(f"| list | {' | '.join(cols)} | users |")
+    print("|---" * (len(cols) + 2) + "|")
+    results = {}
+    for i, ranker in enumerate(args.rankers):
+        res = cascade(args.retrieval, ranker, args.k_retrieve, k)
+        results[str(ranker)] = res
+        rows = [("retrieval alone", res["retrieval"])] if i == 0 else []
+        rows.append((f"retrieval -> top {args.k_retrieve} -> {res['protocol']['ranker']}", res["cascade"]))
+        for name, m in rows:
+            print(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + f" | {m['users']} |", flush=True)
+    p = next(iter(results.values()))["protocol"]
+    print(
+        f"\nProtocol: retrieval run {p['retrieval_run']}; {p['users']}; judged against {p['judged_against']}."
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""HSTU generative ranker (Zhai et al. 2024): interleaved item and action tokens, target-aware.
+
+A history of events (i_1, a_1), ..., (i_L, a_L) becomes the sequence i_1 a_1 i_2 a_2 ... i_L a_L: an item token
+(item features + user demographics) followed by its action token (the rating's embedding). Causal HSTU blocks
+read it; the output at item token i_t predicts a_t (like or not), so a training window of W events gives W
+labels in one pass. A candidate is one more item token after the history: it attends to every history token
+(target-aware: the attention is computed for that candidate) and to itself, and M-FALCON scores many at once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from genrec.models.ranking.base import RankBatch, register_ranker
+from genrec.models.ranking.generative import GenerativeRanker, GenerativeRankerConfig, Tokens, prefix_mask
+
+
+class HSTURankerConfig(GenerativeRankerConfig):
+    name: Literal["hstu_ranker"] = "hstu_ranker"
+
+
+@register_ranker
+class HSTURanker(GenerativeRanker):
+    config_class = HSTURankerConfig
+
+    def max_tokens(self, max_len: int) -> int:
+        return 2 * max_len
+
+    def item_tokens(self, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return self.item_features(items) + self.user_features(users)[:, None, :]
+
+    def prefix_tokens(self, batch: RankBatch) -> tuple[Tokens, torch.Tensor]:
+        b, length = batch.hist_items.shape
+        items = self.item_tokens(batch.hist_items, batch.users)
+        actions = self.action_emb(batch.hist_actions)
+        x = torch.stack([items, actions], 2).reshape(b, 2 * length, -1)
+        valid = (batch.hist_items > 0).repeat_interleave(2, dim=1)
+        times = batch.hist_times.repeat_interleave(2, dim=1)
+        pos = torch.arange(2 * length).expand(b, -1)
+        return Tokens(x, pos, times, valid), pos[:, ::2]
+
+    def candidate_tokens(self, batch: RankBatch) -> torch.Tensor:
+        return self.item_tokens(batch.items, batch.users)
+
+    def training_logits(self, batch: RankBatch) -> torch.Tensor:
+        # The item tokens of the window are the candidates: causal attention already lets i_t see exactly
+        # the events before it and itself, so no extra candidate tokens are needed.
+        prefix, _ = self.prefix_tokens(batch)
+        h = self.run_blocks(prefix, prefix_mask(prefix))
+        return self.score(h[:, ::2])

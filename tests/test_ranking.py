@@ -1,0 +1,198 @@
+"""Generative ranking: metrics, the leak-free feedback split, M-FALCON equivalence, training = inference paths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.data.feedback import FeedbackData
+from genrec.errors import ConfigError
+from genrec.eval.ranking import auc, gauc, logloss, ndcg_at, ranking_metrics
+from genrec.inference.mfalcon import make_batch, score_batch, score_candidates, score_one_at_a_time
+from genrec.models.ranking import RANKERS, RankBatch
+from genrec.rank_runs import RankDataConfig, build_ranker, load_rank_config, prepare_feedback
+
+GENERATIVE = ["hstu_ranker", "genrank", "mtgr"]
+
+
+@pytest.fixture(scope="module")
+def data() -> FeedbackData:
+    return prepare_feedback(RankDataConfig(dataset="ml-100k"))[0]
+
+
+def tiny(name: str, data: FeedbackData, **kw):
+    torch.manual_seed(0)
+    extra = {"layers": 2, "heads": 2} if name in GENERATIVE else {}
+    cfg = RANKERS[name].config_class(name=name, dim=16, max_len=12, dropout=0.0, **extra, **kw)
+    model = build_ranker(cfg, data)
+    # Non-zero biases so that positions and times matter in the equivalence checks.
+    if hasattr(model, "bias"):
+        torch.nn.init.normal_(model.bias.pos, std=0.3)
+        torch.nn.init.normal_(model.bias.time, std=0.3)
+    return model.eval()
+
+
+def test_metrics_known_values():
+    y = np.array([0, 0, 1, 1])
+    assert auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert auc(y, np.array([0.4, 0.3, 0.2, 0.1])) == 0.0
+    assert auc(y, np.zeros(4)) == 0.5  # ties count half
+    assert math.isnan(auc(np.ones(3), np.arange(3.0)))
+    assert logloss(y, np.zeros(4)) == pytest.approx(math.log(2))
+    users = np.array([1, 1, 1, 1, 2, 2])
+    labels = np.array([0, 1, 0, 1, 1, 1])  # user 2 has only likes: no AUC, left out of GAUC
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.0, 0.5])
+    g, n = gauc(users, labels, scores)
+    assert (g, n) == (1.0, 1)
+    assert ndcg_at(users, labels, scores, 2) == 1.0
+    assert ndcg_at(np.zeros(2), np.array([0, 1]), np.zeros(2), None) == pytest.approx(1 / math.log2(3))
+    m = ranking_metrics(users, labels, scores, (2,))
+    assert m["gauc_users"] == 1 and m["impressions"] == 6 and m["ndcg@2"] == 1.0
+
+
+def test_feedback_split_has_no_leakage(data: FeedbackData):
+    cut_v, cut_t = data.details["valid_cutoff"], data.details["test_cutoff"]
+    seq = data.seq
+    assert (data.train.times < cut_v).all()
+    assert ((data.valid.times >= cut_v) & (data.valid.times < cut_t)).all()
+    assert (data.test.times >= cut_t).all()
+    for imps, cut in ((data.valid, cut_v), (data.test, cut_t)):
+        start = seq.offsets[imps.users]
+        assert (imps.hist_end > start).all()  # cold users are not evaluated
+        last_hist = seq.timestamps[imps.hist_end - 1]
+        assert (last_hist < cut).all()  # the history ends before the cut-off
+        assert (imps.hist_end <= seq.offsets[imps.users + 1]).all()
+    # Labels follow the rating threshold.
+    assert set(np.unique(data.test.labels)) <= {0.0, 1.0}
+    assert np.array_equal(data.test.labels, (data.test.actions >= 4).astype(np.float32))
+
+
+def test_cross_features_use_only_the_history(data: FeedbackData):
+    u = int(data.valid.users[0])
+    start = data.seq.offsets[u]
+    end = int(data.valid.hist_end[0])
+    item = np.array([data.valid.items[0]])
+    f = data.cross_features(np.array([u]), item, np.array([end]))[0]
+    n = end - start
+    likes = data.labels[start:end].sum()
+    assert f[1] == pytest.approx((likes + 1) / (n + 2))
+    # Changing a label after the history does not change the features.
+    saved = data._cum_like.copy()
+    data._cum_like[end + 1 :] += 5
+    try:
+        assert np.allclose(data.cross_features(np.array([u]), item, np.array([end]))[0], f)
+    finally:
+        data._cum_like = saved
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_mfalcon_equals_one_at_a_time(name: str, data: FeedbackData):
+    model = tiny(name, data, micro_batch=5)  # 5 does not divide the candidate count: a partial micro-batch
+    _, batch = next(model.eval_batches(data, data.test, 3))
+    with torch.no_grad():
+        fast = score_batch(model, batch, micro_batch=5)
+        slow = score_one_at_a_time(model, batch)
+    assert fast.shape == batch.items.shape
+    assert (fast - slow).abs().max().item() <= 1e-5
+    # Not trivially equal: candidates do read the history.
+    other = RankBatch(**{**batch.__dict__, "hist_items": torch.roll(batch.hist_items, 1, 0)})
+    with torch.no_grad():
+        assert (score_batch(model, other) - fast).abs().max().item() > 1e-4
+
+
+def _window_batch(data: FeedbackData, user: int, w: int) -> RankBatch:
+    s = int(data.seq.offsets[user])
+    idx = np.arange(s, s + w)
+    items = torch.from_numpy(data.seq.items[idx])[None]
+    times = torch.from_numpy(data.seq.timestamps[idx])[None]
+    return RankBatch(
+        users=torch.tensor([user]),
+        hist_items=items,
+        hist_actions=torch.from_numpy(data.actions[idx])[None],
+        hist_times=times,
+        items=items,
+        times=times,
+        labels=torch.from_numpy(data.labels[idx])[None],
+        weights=torch.ones(1, w),
+        cross=torch.from_numpy(data.cross_features(np.full(w, user), data.seq.items[idx], idx))[None],
+        causal=True,
+    )
+
+
+@pytest.mark.parametrize("name", ["din", *GENERATIVE])
+def test_training_logits_equal_inference_scores(name: str, data: FeedbackData):
+    """The logit a training window gives event t is the score of candidate t after the history before it."""
+    model = tiny(name, data, cross_features=True)
+    w = model.cfg.max_len
+    user = int(np.flatnonzero(data.seq.lengths() > w)[0])
+    batch = _window_batch(data, user, w)
+    s = int(data.seq.offsets[user])
+    with torch.no_grad():
+        train_logits = model.logits(batch)[0]
+        for t in (1, w // 2, w - 1):
+            one = make_batch(
+                data.seq.items[s : s + t],
+                data.actions[s : s + t],
+                data.seq.items[s + t : s + t + 1],
+                data.seq.timestamps[s : s + t],
+                data.seq.timestamps[s + t : s + t + 1],
+                user=user,
+                cross=batch.cross[0, t : t + 1].numpy(),
+            )
+            assert model.logits(one)[0, 0].item() == pytest.approx(train_logits[t].item(), abs=1e-5)
+
+
+def test_score_candidates_api(data: FeedbackData):
+    model = tiny("hstu_ranker", data)
+    history = data.seq.items[:30]
+    scores = score_candidates(model, history, [1, 2, 3, 4], actions=data.actions[:30])
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+    again = score_candidates(model, history, [3], actions=data.actions[:30])
+    assert again[0] == pytest.approx(scores[2], abs=1e-5)
+
+
+def test_training_reduces_loss_and_run_dir(tmp_path, data: FeedbackData):
+    from genrec.rank_runs import load_ranker, rank_train
+
+    cfg = load_rank_config(
+        "hstu_ranker",
+        ["model.dim=16", "model.max_len=10", "model.layers=1", "train.epochs=2", "train.batch_size=256"],
+    )
+    metrics = rank_train(cfg, tmp_path / "run", progress=False)
+    hist = metrics["training"]["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"] + 1e-6
+    assert 0.0 <= metrics["test"]["auc"] <= 1.0 and metrics["test"]["impressions"] == len(data.test)
+    assert metrics["protocol"]["split"]["label"] == "like = rating >= 4"
+    _, model, loaded = load_ranker(tmp_path / "run")
+    again = model.evaluate(loaded, loaded.test)
+    assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+
+
+def test_rank_config_errors():
+    with pytest.raises(ConfigError, match="not a ranking recipe"):
+        load_rank_config("sasrec")
+    with pytest.raises(ConfigError, match="model.dimm"):
+        load_rank_config("din", ["model.dimm=3"])
+
+
+def test_cascade_matches_retrieval_protocol(tmp_path):
+    """Retrieval-alone numbers of the cascade equal the retrieval run's own test Recall@10 on the same split."""
+    from genrec.config import load_config
+    from genrec.eval.cascade import cascade
+    from genrec.rank_runs import rank_train
+    from genrec.runs import train_run
+
+    retrieval = load_config(
+        "popularity", ["data.split=temporal", "eval.ks=[10]", "eval.select_metric=ndcg@10"], "ml-100k"
+    )
+    r_metrics = train_run(retrieval, tmp_path / "retrieval", progress=False)
+    ranker = load_rank_config("din", ["model.dim=8", "model.max_len=8", "train.epochs=1"])
+    rank_train(ranker, tmp_path / "ranker", progress=False)
+    res = cascade(tmp_path / "retrieval", tmp_path / "ranker", k_retrieve=50, k_final=10)
+    assert res["retrieval"]["users"] == r_metrics["test"]["examples"]
+    assert res["retrieval"]["hr@10"] == pytest.approx(r_metrics["test"]["recall@10"], abs=1e-4)
+    assert res["cascade"]["users"] == res["retrieval"]["users"]
+    assert 0.0 <= res["cascade"]["liked_precision@10"] <= 1.0
