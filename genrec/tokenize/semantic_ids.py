@@ -177,7 +177,7 @@ class RQVAE(nn.Module):
                             pick = torch.randint(0, len(residuals[level]), (len(dead),), generator=gen)
                             self.codebooks[level, dead] = residuals[level][pick]
             if log is not None and (epoch + 1) % 50 == 0:
-                log(f"rq-vae epoch {epoch + 1}: reconstruction {float(recon):.5f}")
+                log(f"rq-vae epoch {epoch + 1}: reconstruction {float(recon.detach()):.5f}")
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> np.ndarray:
