@@ -265,14 +265,21 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     backend: str = typer.Option("exact", "--backend", help="top-K retrieval: exact | faiss (HNSW, approximate)"),
+    threads: int = typer.Option(
+        1, "--threads", min=1, help="torch threads per request (requests already run in parallel)"
+    ),
 ) -> None:
     """HTTP API (/recommend, /rank, /events, /items/{id}, /healthz, /docs) and a demo page at /."""
+    import torch
     import uvicorn
 
     from genrec.serve import create_app
 
     if backend not in ("exact", "faiss"):
         raise GenrecError(f"--backend must be exact or faiss, got {backend!r}")
+    # One request's matmuls are small: threads inside an op cost more in synchronisation than they save,
+    # and spin badly when the cores are busy with other requests.
+    torch.set_num_threads(threads)
     application = create_app(run_dir, backend)
     out.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -127,10 +127,12 @@ def test_events_update_incrementally_and_equal_a_full_recompute(runs, name):
     assert [x["item_id"] for x in got["items"]] == run.raw_item_ids(ids)
     assert np.allclose([x["score"] for x in got["items"]], scores, atol=1e-4)
     assert got["history_length"] == len(full)
-    if name == "hstu" and len(hist) + 4 <= 20:
-        assert kinds[1:] == ["incremental"] * 3
-    elif name == "sasrec":
+    if name == "sasrec":
         assert set(kinds) == {"recompute"}  # absolute positions shift: no exact cache
+    elif len(hist) >= 20:  # ML-100K users have 20+ items: past max_len 20 every event recomputes the window
+        assert all(k.startswith("recompute") for k in kinds)
+    else:
+        assert kinds[1:] == ["incremental"] * 3
 
 
 def test_hstu_user_within_window_gets_incremental_updates(runs):

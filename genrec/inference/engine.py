@@ -138,8 +138,8 @@ class Engine:
         items, ts = self._validate(raw_items, timestamps)
         if not len(items):
             raise DataError("history is empty: give at least one item id")
-        with self._lock:
-            return self._topk(items, ts, None, None, k, exclude_seen)
+        # No user state is read or written: concurrent requests may compute in parallel.
+        return self._topk(items, ts, None, None, k, exclude_seen)
 
     @torch.no_grad()
     def rank(
@@ -170,6 +170,10 @@ class Engine:
             if self.items is not None:
                 query = state.query if state is not None else query_vectors(self.model, batch)[0]
                 return (self.items[c] @ query).numpy()
+            if not self.model.scores_all_items:
+                raise DataError(
+                    f"{self.run.cfg.model.name} generates a ranked list and cannot score candidates"
+                )
             return self.model.score(batch)[0, c].float().numpy()
 
     # ---- events ----------------------------------------------------------------------------------------------

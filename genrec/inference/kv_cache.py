@@ -45,10 +45,12 @@ def supports_cache(model) -> bool:
 def _bias(model: HSTU, start: int, end: int, ts: torch.Tensor | None) -> torch.Tensor:
     """[H, end - start, end] attention bias of query positions start..end-1 over key positions 0..end-1."""
     rel_bias = model.bias
-    q = torch.arange(start, end)[:, None]
-    k = torch.arange(end)[None, :]
-    rel = (q - k).clamp(-(rel_bias.max_len - 1), rel_bias.max_len - 1) + rel_bias.max_len - 1
-    bias = rel_bias.pos[:, rel]
+    n = rel_bias.max_len
+    if end - start == 1:  # one new position (an event): distances end-1 .. 0, a slice of the table
+        bias = rel_bias.pos[:, n - 1 : n - 1 + end].flip(-1)[:, None, :]
+    else:
+        rel = (torch.arange(start, end)[:, None] - torch.arange(end)[None, :]).clamp(-(n - 1), n - 1)
+        bias = rel_bias.pos[:, rel + n - 1]
     if rel_bias.time is not None and ts is not None:
         gap = (ts[start:end, None] - ts[None, :end]).clamp(min=1).float()
         bucket = gap.log2().floor().clamp(0, rel_bias.time_buckets).long()
@@ -63,7 +65,8 @@ def _run(model: HSTU, items: torch.Tensor, cache: HSTUCache | None, ts: torch.Te
     end = past + m
     x = model.item_emb(items) * math.sqrt(model.cfg.dim)  # [m, d]; eval mode, so no dropout
     bias = _bias(model, past, end, ts)  # [H, m, end]
-    causal = torch.ones(m, end, dtype=torch.bool).tril(diagonal=past)
+    # A single new position sees every key; several new ones see only their past.
+    causal = None if m == 1 else torch.ones(m, end, dtype=torch.bool).tril(diagonal=past)
     keys, values = [], []
     for i, block in enumerate(model.blocks):
         d, h = x.shape[-1], block.heads
@@ -79,7 +82,9 @@ def _run(model: HSTU, items: torch.Tensor, cache: HSTUCache | None, ts: torch.Te
         keys.append(k)
         values.append(v)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
-        attn = F.silu(scores) * causal / block.max_len
+        attn = F.silu(scores) / block.max_len
+        if causal is not None:
+            attn = attn * causal
         y = (attn @ v).transpose(0, 1).reshape(m, d)
         x = x + block.proj_out(block.norm_attn(y) * u)
     hidden = model.final_norm(x[-1])

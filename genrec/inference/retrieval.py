@@ -66,6 +66,7 @@ class FaissTopK:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query at a time: threads only add overhead
+        self.faiss = faiss
         rows = items[1:].numpy().astype(np.float32)
         self.index = faiss.IndexHNSWFlat(rows.shape[1], m, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = 80
@@ -76,8 +77,8 @@ class FaissTopK:
     def search(self, query: torch.Tensor, k: int, exclude: np.ndarray | None):
         excluded = set() if exclude is None else set(np.asarray(exclude).tolist())
         want = min(self.n, k + len(excluded))
-        self.index.hnsw.efSearch = max(self.ef_search, want)  # callers hold the engine lock
-        scores, idx = self.index.search(query.detach().numpy().astype(np.float32)[None], want)
+        params = self.faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))  # per call: thread-safe
+        scores, idx = self.index.search(query.detach().numpy().astype(np.float32)[None], want, params=params)
         ids, out = [], []
         for i, s in zip(idx[0] + 1, scores[0]):  # faiss row r is item r + 1
             if i > 0 and int(i) not in excluded:

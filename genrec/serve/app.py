@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,10 @@ MAX_LIST = 10_000  # items in one history / candidate list / event
 PAGE = Path(__file__).parent / "static" / "index.html"
 
 
+# Ids and times are stored as int64; a larger JSON integer is a 422, not an overflow deeper down.
+Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -42,24 +47,28 @@ class OneSource(Strict):
 
 
 class RecommendRequest(OneSource):
-    user_id: int | None = Field(None, description="a known user (or one created by /events)")
-    history: list[int] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[int] | None = Field(None, max_length=MAX_LIST, description="unix seconds, one per item")
+    user_id: Int64 | None = Field(None, description="a known user (or one created by /events)")
+    history: list[Int64] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
+    timestamps: list[Int64] | None = Field(
+        None, max_length=MAX_LIST, description="unix seconds, one per item"
+    )
     k: int = Field(10, description="how many items (1 to min(1000, catalogue size))")
     exclude_seen: bool = True
 
 
 class RankRequest(OneSource):
-    user_id: int | None = None
-    history: list[int] | None = Field(None, max_length=MAX_LIST)
-    timestamps: list[int] | None = Field(None, max_length=MAX_LIST)
-    candidates: list[int] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
+    user_id: Int64 | None = None
+    history: list[Int64] | None = Field(None, max_length=MAX_LIST)
+    timestamps: list[Int64] | None = Field(None, max_length=MAX_LIST)
+    candidates: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
 
 
 class EventsRequest(Strict):
-    user_id: int
-    items: list[int] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[int] | None = Field(None, max_length=MAX_LIST, description="unix seconds (default: now)")
+    user_id: Int64
+    items: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
+    timestamps: list[Int64] | None = Field(
+        None, max_length=MAX_LIST, description="unix seconds (default: now)"
+    )
 
 
 class BodyLimit:
@@ -125,6 +134,11 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
     async def data_error(request: Request, exc: DataError):
         status = 404 if str(exc).startswith("unknown user id") else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # A bug, not bad input: say what failed in one line; the server and its state carry on.
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"[:500]}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
