@@ -142,3 +142,20 @@ def test_minilm_text_embeddings_are_real_and_cached(monkeypatch, tmp_path):
     assert np.array_equal(again, emb)
     other = text.encode_texts(texts[:2])  # other content -> another cache entry
     assert len(list((tmp_path / "text-embeddings").glob("*.npy"))) == 2 and other.shape == (2, 384)
+
+
+def test_collaborative_input_reads_a_trained_sasrec_run(tiny_p5, tmp_path):
+    from genrec.runs import load_run, train_run
+    from genrec.tokenize.semantic_ids import item_embeddings
+
+    cfg = load_config("sasrec", ["train.epochs=1", "model.dim=8", "eval.ks=[1,10]"], dataset=str(tiny_p5))
+    train_run(cfg, tmp_path / "sasrec", progress=False)
+    run = load_run(tmp_path / "sasrec")
+    ids = run.items["item_id"].to_numpy()
+    tk = TokenizerConfig(input="collab", collab_run=str(tmp_path / "sasrec"), levels=2, codebook_size=2)
+    x = item_embeddings(tk, run.items, ids[::-1].copy())  # another item order: rows follow the ids given
+    weight = run.model.item_emb.weight.detach().numpy()[1:]
+    expected = weight[::-1] / np.linalg.norm(weight[::-1], axis=1, keepdims=True)
+    assert np.allclose(x, expected, atol=1e-6)
+    with pytest.raises(Exception, match="collab_run"):
+        item_embeddings(TokenizerConfig(input="collab"), run.items, ids)
