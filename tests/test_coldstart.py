@@ -46,7 +46,9 @@ def test_textrec_learns_and_faiss_agrees_with_exact_search(tiny, monkeypatch):
     torch.manual_seed(0)
     model = build_model(cfg, split.n_items, split.n_users)
     ctx = FitContext(
-        TrainConfig(epochs=40, batch_size=8, lr=1e-2, patience=40, eval_every=20), EvalConfig(ks=[1, 5, 10]), progress=False
+        TrainConfig(epochs=40, batch_size=8, lr=1e-2, patience=40, eval_every=20),
+        EvalConfig(ks=[1, 5, 10]),
+        progress=False,
     )
     ctx.extra["items"] = items
     model.fit(split, ctx)
