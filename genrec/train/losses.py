@@ -18,41 +18,37 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     """Cross-entropy over all items, chunk by chunk, with the gradient computed in the forward pass.
 
     The loss is a scalar at the end of the graph, so its gradient is known up to the incoming scale: each
-    [chunk x items] block of logits is computed once, turned into log-sum-exp and (softmax - onehot) while it
-    is still in cache, and multiplied into d_hidden and d_weight right away. Backward only rescales them. That
-    saves recomputing the logits (a quarter of the matmul work) and never holds the whole logit matrix.
-    Chunks are small on purpose: a block that stays in cache makes the element-wise passes several times
-    cheaper. Matmuls may run in bfloat16 (fast on CPUs with AMX); log-sum-exp, softmax and the gradient
-    accumulation stay in float32.
+    [chunk x items] block of logits is computed once, turned into softmax - onehot by one fused softmax kernel
+    (which also widens bfloat16 logits to float32 on the fly) and multiplied into d_hidden and d_weight right
+    away; backward only rescales them. That saves recomputing the logits (a quarter of the matmul work) and
+    most passes over the block, and never holds the whole logit matrix. Matmuls may run in bfloat16 (fast on
+    CPUs with AMX); the softmax and the gradient accumulation stay in float32. The loss is -log p(target).
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, chunk, dtype, with_grad):
         n = hidden.shape[0]
         h_c, w_c = hidden.to(dtype), weight.to(dtype)
-        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        target_prob = torch.empty(n, dtype=torch.float32, device=hidden.device)
         d_hidden = torch.empty_like(hidden) if with_grad else None
         d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if with_grad else None
         for s in range(0, n, chunk):
             h = h_c[s : s + chunk]
-            logits = (h @ w_c.t()).float()
+            rows = torch.arange(len(h), device=hidden.device)
+            t = targets[s : s + chunk]
+            logits = h @ w_c.t()
             logits[:, 0] = float("-inf")  # padding is never a target
-            # One exp pass serves both the log-sum-exp and the softmax, in place on the logits.
-            top = logits.amax(dim=1, keepdim=True)
-            probs = logits.sub_(top).exp_()
-            total = probs.sum(dim=1, keepdim=True)
-            lse[s : s + chunk] = (top + total.log()).squeeze(1)
+            probs = torch.softmax(logits, dim=1, dtype=torch.float32)
+            target_prob[s : s + chunk] = probs[rows, t]
             if with_grad:
-                # (softmax - onehot) / n
-                probs.div_(total * n)
-                probs[torch.arange(len(h)), targets[s : s + chunk]] -= 1.0 / n
+                probs[rows, t] -= 1.0
                 probs = probs.to(dtype)
                 d_hidden[s : s + chunk] = probs @ w_c
-                d_weight += (probs.t() @ h).float()
-        target_logits = (hidden * weight[targets]).sum(1).float()
+                d_weight += probs.t() @ h  # accumulates in float32
         if with_grad:
-            ctx.save_for_backward(d_hidden, d_weight.to(weight.dtype))
-        return (lse - target_logits).mean()
+            ctx.save_for_backward(d_hidden / n, (d_weight / n).to(weight.dtype))
+        # Clamped so that an underflowing target probability reports a large finite loss; gradients are exact.
+        return -target_prob.clamp_min(torch.finfo(torch.float32).tiny).log().mean()
 
     @staticmethod
     def backward(ctx, grad):
@@ -64,7 +60,7 @@ def full_softmax(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
-    chunk: int = 256,
+    chunk: int = 128,
     dtype: torch.dtype = torch.float32,
 ):
     """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
