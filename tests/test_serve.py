@@ -344,3 +344,28 @@ def test_browser_demo_page_end_to_end_in_headless_chromium(runs):
         driver.quit()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_semantic_id_model_is_served_by_constrained_beam_search(tiny_p5, monkeypatch, tmp_path):
+    from genrec.models import tiger as tiger_module
+
+    # One-hot item vectors stand in for text embeddings (as in test_semantic_ids.py).
+    monkeypatch.setattr(
+        tiger_module, "item_embeddings", lambda cfg, it, ids: np.eye(len(ids), dtype=np.float32)
+    )
+    sets = ["model.dim=16", "model.heads=2", "model.tokenizer.codebook_size=3", "train.epochs=2"]
+    train_run(load_config("tiger", sets, dataset=str(tiny_p5)), tmp_path / "tiger", progress=False)
+    client = TestClient(create_app(tmp_path / "tiger"))
+    run = client.app.state.engine.run
+    user = int(run.users["user_id"][0])
+    _, h, t = run.user_history(user)
+    ids, _ = run.recommend(h, 3, True, None, t)
+    got = client.post("/recommend", json={"user_id": user, "k": 3}).json()
+    assert [x["item_id"] for x in got["items"]] == run.raw_item_ids(ids)
+    r = client.post("/rank", json={"user_id": user, "candidates": run.raw_item_ids([1, 2])})
+    assert r.status_code == 422 and "cannot score candidates" in r.json()["detail"]
+    r = client.post("/events", json={"user_id": user, "items": run.raw_item_ids([1])})
+    assert r.status_code == 200 and r.json()["update"] == "recompute"
+    ids, _ = run.recommend(np.append(h, 1), 3, True, None, None)
+    got = client.post("/recommend", json={"user_id": user, "k": 3}).json()
+    assert [x["item_id"] for x in got["items"]] == run.raw_item_ids(ids)
