@@ -32,7 +32,7 @@ def main() -> None:
         res = cascade(args.retrieval, ranker, args.k_retrieve, k)
         results[str(ranker)] = res
         rows = [("retrieval alone", res["retrieval"])] if i == 0 else []
-        rows.append((f"retrieval -> top {args.k_retrieve} -> {res['protocol']['ranker']}", res["cascade"]))
+        rows.append((f"retrieval -> top {args.k_retrieve} -> {ranker.name}", res["cascade"]))
         for name, m in rows:
             print(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + f" | {m['users']} |", flush=True)
     p = next(iter(results.values()))["protocol"]
