@@ -71,11 +71,16 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, s, d = context.shape
+        return tuple(self.kv(context).view(b, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4))
+
+    def forward(self, x: torch.Tensor, context, mask: torch.Tensor | None) -> torch.Tensor:
+        """`context`: [B, S, d], or its (keys, values) from `keys_values` when they are reused."""
         b, n, d = x.shape
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
-        k, v = self.kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        k, v = context if isinstance(context, tuple) else self.keys_values(context)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
@@ -199,8 +204,8 @@ class Tiger(Recommender):
         )
         x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[: t + 1])
         causal = torch.ones(t + 1, t + 1, dtype=torch.bool).tril()
-        for block in self.decoder:
-            x = block(x, causal, memory, memory_mask, beams=w)
+        for i, block in enumerate(self.decoder):
+            x = block(x, causal, memory[i] if isinstance(memory, list) else memory, memory_mask, beams=w)
         return self.dec_norm(x).reshape(b, w, t + 1, -1)
 
     def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
@@ -250,6 +255,8 @@ class Tiger(Recommender):
 
         with self.autocast():
             memory, mask = self.encode(batch.items)
+            # Cross-attention keys/values depend on the history only: once per request, not once per level.
+            memory = [block.cross_attn.keys_values(memory) for block in self.decoder]
 
         def step(prefix: torch.Tensor, level: int) -> torch.Tensor:
             with self.autocast():
