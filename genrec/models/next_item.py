@@ -44,7 +44,7 @@ class NextItemConfig(ModelConfig):
         "tied tables it lets the model stop scoring the items it has just read highest",
     )
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
-    loss_chunk: int = Field(128, ge=16, description="positions per chunk of the full softmax")
+    loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="matmul precision of the full softmax; auto = bfloat16 where the CPU has AMX/AVX512-BF16",

@@ -19,10 +19,10 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
     The loss is a scalar at the end of the graph, so its gradient is known up to the incoming scale: each
     [chunk x items] block of logits is computed once, turned into softmax - onehot by one fused softmax kernel
-    (which also widens bfloat16 logits to float32 on the fly) and multiplied into d_hidden and d_weight right
-    away; backward only rescales them. That saves recomputing the logits (a quarter of the matmul work) and
-    most passes over the block, and never holds the whole logit matrix. Matmuls may run in bfloat16 (fast on
-    CPUs with AMX); the softmax and the gradient accumulation stay in float32. The loss is -log p(target).
+    and multiplied into d_hidden and d_weight right away; backward only rescales them. That saves recomputing
+    the logits (a quarter of the matmul work) and most passes over the block, and never holds the whole logit
+    matrix. Matmuls may run in bfloat16 (fast on CPUs with AMX): the softmax then reads and writes bfloat16
+    but reduces in float32, and d_weight accumulates in float32. The loss is -log p(target).
     """
 
     @staticmethod
@@ -38,11 +38,11 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             t = targets[s : s + chunk]
             logits = h @ w_c.t()
             logits[:, 0] = float("-inf")  # padding is never a target
-            probs = torch.softmax(logits, dim=1, dtype=torch.float32)
+            # The kernel accumulates in float32 and writes the matmul dtype: no extra conversion pass.
+            probs = torch.softmax(logits, dim=1)
             target_prob[s : s + chunk] = probs[rows, t]
             if with_grad:
                 probs[rows, t] -= 1.0
-                probs = probs.to(dtype)
                 d_hidden[s : s + chunk] = probs @ w_c
                 d_weight += probs.t() @ h  # accumulates in float32
         if with_grad:
@@ -60,7 +60,7 @@ def full_softmax(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
-    chunk: int = 128,
+    chunk: int = 256,
     dtype: torch.dtype = torch.float32,
 ):
     """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
