@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/leaderboard.py                          # Beauty + Sports, all models
     .venv/bin/python benchmarks/leaderboard.py --datasets amazon-beauty --models sasrec,hstu
     .venv/bin/python benchmarks/leaderboard.py --update-readme          # also rewrite the README table
+    .venv/bin/python benchmarks/leaderboard.py --datasets ml-100k,ml-1m --models popularity,itemknn,sasrec,hstu \
+        --block leaderboard-movielens --update-readme                   # the MovieLens table
 
 Runs are kept in --runs-dir (default runs/leaderboard) and reused when finished, so a table can be rebuilt
 without training again. Our rows use the TIGER protocol columns (leave-one-out, full catalogue, every item
@@ -39,7 +41,6 @@ DEFAULT_MODELS = ["popularity", "itemknn", "mf", "sasrec", "hstu", "tiger", "tex
 # Models that need real item text are left out where there is none.
 NO_TEXT = {"amazon-sports"}
 TEXT_MODELS = {"textrec"}
-MARK_BEGIN, MARK_END = "<!-- leaderboard:begin -->", "<!-- leaderboard:end -->"
 
 
 def recipe_for(model: str, dataset: str) -> str:
@@ -120,14 +121,18 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "leaderboard")
     ap.add_argument("--update-readme", action="store_true")
+    ap.add_argument(
+        "--block", default="leaderboard", help="README block to rewrite: between <!-- BLOCK:begin/end -->"
+    )
     args = ap.parse_args()
     md = table(args.datasets.split(","), args.models.split(","), args.runs_dir)
     print(md)
     if args.update_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
-        block = f"{MARK_BEGIN}\n{md}\n{MARK_END}"
-        pattern = re.compile(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), re.S)
+        begin, end = f"<!-- {args.block}:begin -->", f"<!-- {args.block}:end -->"
+        block = f"{begin}\n{md}\n{end}"
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         readme.write_text(
             pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
         )
