@@ -31,6 +31,7 @@ from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
+from genrec.inference.beam import CodeTrie
 from genrec.models.base import FitContext, Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.transformer import FeedForward
@@ -149,9 +150,6 @@ class Tiger(Recommender):
         self._trie = None
 
     def trie(self):
-        # Imported here: genrec.inference's package imports the run layer, which imports the models.
-        from genrec.inference.beam import CodeTrie
-
         if self._trie is None:
             self._trie = CodeTrie(self.item_codes[1:].numpy(), self.sizes)
         return self._trie
