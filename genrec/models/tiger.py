@@ -31,7 +31,7 @@ from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
-from genrec.inference.beam import CodeTrie
+from genrec.inference.beam import CodeTrie, constrained_beam_search
 from genrec.models.base import FitContext, Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.transformer import FeedForward
@@ -249,8 +249,6 @@ class Tiger(Recommender):
 
     @torch.no_grad()
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
-        from genrec.inference.beam import constrained_beam_search
-
         with self.autocast():
             memory, mask = self.encode(batch.items)
             # Cross-attention keys/values depend on the history only: once per request, not once per level.
