@@ -12,7 +12,6 @@ Layout of RUN_DIR (as for retrieval runs):
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from genrec.data.feedback import FeedbackData, build_feedback
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import FitContext
 from genrec.models.ranking import RANKERS, Ranker, RankerConfig
+from genrec.runs import run_logger
 from genrec.train.checkpoint import load_weights, save_weights, write_json, write_text
 
 MODEL_FILE = "model.safetensors"
@@ -130,17 +130,6 @@ def protocol(cfg: RankRunConfig, data: FeedbackData, stats: dict, notes: list[st
     }
 
 
-def _logger(run_dir: Path) -> logging.Logger:
-    log = logging.getLogger(f"genrec.rank.{run_dir.resolve()}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    if not log.handlers:
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
-    return log
-
-
 def rank_train(cfg: RankRunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
     data, stats, notes = prepare_feedback(cfg.data)  # input errors surface before anything is written
     out = Path(out)
@@ -157,7 +146,7 @@ def rank_train(cfg: RankRunConfig, out: Path, resume: bool = False, progress: bo
     pl.DataFrame({"item_id": data.seq.item_ids}).write_parquet(out / "items.parquet")
     meta = {"model": cfg.model.name, "task": "ranking", "n_items": data.n_items, "dataset": cfg.data.dataset}
     write_json(out / "meta.json", meta)
-    log = _logger(out)
+    log = run_logger(out)
     log.info("ranking data %s: %s", cfg.data.dataset, data.details)
     model = build_ranker(cfg.model, data)
     ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress)

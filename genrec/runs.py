@@ -134,7 +134,8 @@ class Run:
         return ids[0][keep].numpy(), scores[0][keep].numpy()
 
 
-def _logger(run_dir: Path) -> logging.Logger:
+def run_logger(run_dir: Path) -> logging.Logger:
+    """The run directory's train.log (one handler per directory, however often it is asked for)."""
     log = logging.getLogger(f"genrec.run.{run_dir.resolve()}")
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -188,7 +189,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
         "preprocessing": ds.notes,
     }
     write_json(out / "meta.json", meta)
-    log = _logger(out)
+    log = run_logger(out)
     log.info("dataset %s: %s", cfg.data.dataset, stats)
     model = build_model(cfg.model, seq.n_items, seq.n_users)
     # The item table (titles, categories) is what semantic-ID and text models build their item side from.
