@@ -136,8 +136,15 @@ def train(
 ) -> None:
     """Train a model, evaluate it on the full catalogue, write a run directory."""
     from genrec.config import load_config
+    from genrec.rank_runs import ranking_recipe
     from genrec.runs import load_run, train_run
 
+    ranker = ranking_recipe(recipe)
+    if ranker:
+        raise GenrecError(
+            f"recipe {recipe!r} trains the ranker {ranker!r}, not a retrieval model; "
+            f"use `genrec rank-train {recipe}`"
+        )
     cfg = load_config(recipe, set_, dataset)
     if out_dir is None:
         if resume:

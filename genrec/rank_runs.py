@@ -75,6 +75,13 @@ def build_rank_config(raw: dict) -> RankRunConfig:
         raise ConfigError(f"config {where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
+def ranking_recipe(recipe: str) -> str | None:
+    """The ranker a recipe (built-in name or YAML) trains, or None when it is not a ranking recipe."""
+    model = recipe_dict(recipe).get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if name in RANKERS else None
+
+
 def load_rank_config(
     recipe: str, overrides: list[str] | None = None, dataset: str | None = None
 ) -> RankRunConfig:

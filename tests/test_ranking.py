@@ -196,3 +196,26 @@ def test_cascade_matches_retrieval_protocol(tmp_path):
     assert res["retrieval"]["hr@10"] == pytest.approx(r_metrics["test"]["recall@10"], abs=1e-4)
     assert res["cascade"]["users"] == res["retrieval"]["users"]
     assert 0.0 <= res["cascade"]["liked_precision@10"] <= 1.0
+
+
+@pytest.mark.parametrize("recipe", ["din", "hstu_ranker-ml-1m", "yaml"])
+def test_train_refuses_a_ranking_recipe(recipe, tmp_path):
+    """`genrec train` on a ranking recipe (built-in or YAML) is one error line pointing to rank-train."""
+    import subprocess
+    import sys
+
+    if recipe == "yaml":
+        recipe = str(tmp_path / "my-ranker.yaml")
+        (tmp_path / "my-ranker.yaml").write_text("base: din\ntrain:\n  epochs: 1\n")
+    out = tmp_path / "never"
+    r = subprocess.run(
+        [sys.executable, "-m", "genrec", "train", recipe, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert f"genrec rank-train {recipe}" in lines[0]
+    assert not out.exists()

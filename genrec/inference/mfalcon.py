@@ -7,8 +7,8 @@ candidate sees another. HSTU attention is pointwise (no softmax), so this equals
 after the history, up to float rounding; `score_one_at_a_time` is that reference.
 
 Works for any `GenerativeRanker` (genrec/models/ranking/generative.py): it needs `prefix_tokens`,
-`candidate_tokens`, `blocks`, `bias`, `final_norm` and `score`. `score_candidates` is the one-user entry
-point for serving.
+`candidate_tokens`, `blocks`, `bias`, `final_norm` and `score(states, candidate input tokens)`.
+`score_candidates` is the one-user entry point for serving.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def score_cached(
     cand_pos_value = t  # the next position after the history, as in training
     out = []
     for s in range(0, cand_x.shape[1], micro_batch):
-        x = cand_x[:, s : s + micro_batch]
+        x0 = x = cand_x[:, s : s + micro_batch]
         m = x.shape[1]
         ct = cand_times[:, s : s + micro_batch]
         cpos = torch.full((b, m), cand_pos_value, dtype=pre.pos.dtype)
@@ -74,7 +74,7 @@ def score_cached(
             keys = torch.cat([cache.keys[layer], k], 2)
             vals = torch.cat([cache.values[layer], v], 2)
             x = block.finish(x, block.attend(q, keys, vals, mask, bias), u)
-        out.append(model.score(model.final_norm(x)))
+        out.append(model.score(model.final_norm(x), x0))
     return torch.cat(out, 1)
 
 
@@ -99,7 +99,7 @@ def score_one_at_a_time(model: GenerativeRanker, batch: RankBatch) -> torch.Tens
             torch.cat([prefix.valid, torch.ones(b, 1, dtype=torch.bool)], 1),
         )
         h = model.run_blocks(tok, prefix_mask(tok))  # the candidate is last, so causal = sees the history
-        out.append(model.score(h[:, -1:]))
+        out.append(model.score(h[:, -1:], cand_x[:, c : c + 1]))
     return torch.cat(out, 1)
 
 

@@ -91,7 +91,9 @@ class GenerativeRanker(Ranker):
             x = block(x, m, bias)
         return self.final_norm(x)
 
-    def score(self, h: torch.Tensor) -> torch.Tensor:
+    def score(self, h: torch.Tensor, cand_x: torch.Tensor) -> torch.Tensor:
+        """Like-logits from the candidates' final states `h` and their input tokens `cand_x` (a subclass may
+        read the candidate's own features again in its head; the base head uses `h` only)."""
         return self.head(h).squeeze(-1)
 
     def training_logits(self, batch: RankBatch) -> torch.Tensor:
@@ -107,7 +109,7 @@ class GenerativeRanker(Ranker):
             *(torch.cat([getattr(prefix, f), getattr(cand, f)], 1) for f in ("x", "pos", "times", "valid"))
         )
         h = self.run_blocks(tok, mask)
-        return self.score(h[:, tp:])
+        return self.score(h[:, tp:], cand.x)
 
     def logits(self, batch: RankBatch) -> torch.Tensor:
         if batch.causal:
