@@ -128,3 +128,64 @@ def test_time_buckets_are_log2_of_the_gap_in_seconds():
     day = 86_400  # log2 = 16.4 -> bucket 16; a ln/log10 mix-up would give a capped or wrong bucket
     out = bias(2, torch.tensor([[0, day]]))
     assert out[0, 0, 1, 0] - bias.pos[0, 2] == 16
+
+
+def test_distinct_prefix_items_lists_each_earlier_item_once():
+    from genrec.models.next_item import distinct_prefix_items
+
+    prefix = distinct_prefix_items(torch.tensor([[0, 3, 5, 3, 7]]))[0]
+    assert prefix[0].tolist() == [0, 0, 0, 0, 0]
+    assert prefix[3].tolist() == [0, 3, 5, 0, 0]  # the repeated 3 counts once
+    assert prefix[4].tolist() == [0, 3, 5, 0, 7]
+
+
+def test_history_offset_is_fitted_beside_the_model_not_inside_its_loss():
+    torch.manual_seed(0)
+    n, d, items = 40, 8, 30
+    hidden = torch.randn(n, d, requires_grad=True)
+    table = torch.randn(items, d, requires_grad=True)
+    targets = torch.randint(1, items, (n,))
+    seen = torch.stack([torch.randperm(items - 1)[:5] + 1 for _ in range(n)])
+    targets[:6] = seen[:6, 2]  # some targets are repeats
+    offset = torch.tensor(-1.3, requires_grad=True)
+    loss = losses.full_softmax(hidden, table, targets, 16, torch.float32, seen, offset)
+    loss.backward()
+    got = hidden.grad.clone(), table.grad.clone(), offset.grad.clone()
+
+    hidden.grad = table.grad = offset.grad = None
+    logits = (hidden @ table.t()).index_fill(1, torch.tensor([0]), float("-inf"))
+    plain = F.cross_entropy(logits, targets)
+    plain.backward()  # the model's gradient: as without the offset
+    assert torch.allclose(loss, plain, atol=1e-5)
+    assert torch.allclose(got[0], hidden.grad, atol=1e-6) and torch.allclose(got[1], table.grad, atol=1e-6)
+    seen_mask = torch.zeros(n, items).scatter_(1, seen, 1.0)
+    F.cross_entropy(logits.detach() + offset * seen_mask, targets).backward()  # the offset's own loss
+    assert torch.allclose(got[2], offset.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_history_offset_learns_whether_users_repeat_items(repeat):
+    torch.manual_seed(0)
+    cfg = load_config("sasrec", ["model.dim=16", "model.max_len=6", "model.history_bias=true"]).model
+    model = build_model(cfg, 20, 2)
+    rows = []
+    for _ in range(64):
+        seq = torch.randperm(20)[:7] + 1
+        if repeat:  # the next item is always one already seen
+            seq[4:] = seq[torch.randint(0, 4, (3,))]
+        rows.append(seq)
+    batch = (torch.stack(rows), None)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+    offset = model.seen_offset().item()
+    assert offset > 1.0 if repeat else offset < -1.0
+    history = HistoryBatch(torch.tensor([[1, 2, 3]]))
+    model.eval()
+    with torch.no_grad():
+        shifted = model.score(history)
+        plain = model.user_embedding(history) @ model.output_weight().t()
+    assert torch.allclose(shifted[0, 1:4] - plain[0, 1:4], torch.full((3,), offset), atol=1e-4)
+    assert torch.allclose(shifted[0, 4:], plain[0, 4:])

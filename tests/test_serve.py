@@ -30,8 +30,13 @@ def runs(tmp_path_factory):
     """Tiny runs on the bundled ML-100K (it has timestamps, so HSTU's time bias is on)."""
     root = tmp_path_factory.mktemp("serve_runs")
     out = {}
-    for name, sets in [("hstu", SMALL), ("sasrec", SMALL), ("popularity", [])]:
-        train_run(load_config(name, sets, dataset="ml-100k"), root / name, progress=False)
+    for name, recipe, sets in [
+        ("hstu", "hstu", SMALL),
+        ("sasrec", "sasrec", SMALL),
+        ("sasrec_offset", "sasrec", [*SMALL, "model.history_bias=true", "train.lr=0.01"]),
+        ("popularity", "popularity", []),
+    ]:
+        train_run(load_config(recipe, sets, dataset="ml-100k"), root / name, progress=False)
         out[name] = root / name
     return out
 
@@ -84,7 +89,7 @@ def test_kv_cache_equals_full_encode_and_recomputes_past_the_window():
     assert not torch.allclose(full(9), full(8))
 
 
-@pytest.mark.parametrize("name", ["hstu", "sasrec"])
+@pytest.mark.parametrize("name", ["hstu", "sasrec", "sasrec_offset"])
 def test_server_returns_the_same_top_k_as_genrec_recommend(runs, clients, name):
     run = load_run(runs[name])
     user = int(run.users["user_id"][3])
@@ -210,18 +215,19 @@ def test_over_long_history_is_truncated_and_says_so(runs, clients):
     assert not {x["item_id"] for x in got["items"]} & set(hist)  # the whole history is still excluded
 
 
-def test_rank_scores_candidates_with_the_retrieval_scores(runs, clients):
-    run = load_run(runs["sasrec"])
+@pytest.mark.parametrize("name", ["sasrec", "sasrec_offset"])
+def test_rank_scores_candidates_with_the_retrieval_scores(runs, clients, name):
+    run = load_run(runs[name])
     user = int(run.users["user_id"][2])
     _, h, t = run.user_history(user)
-    cand = run.raw_item_ids([7, 3, 11, 50])
-    got = clients["sasrec"].post("/rank", json={"user_id": user, "candidates": cand}).json()["items"]
+    cand = run.raw_item_ids([7, 3, 11, 50, *h[-2:]])  # two items from the history: the offset applies
+    got = clients[name].post("/rank", json={"user_id": user, "candidates": cand}).json()["items"]
     ids, scores = run.recommend(h, run.model.n_items, False, None, t)
     full = dict(zip(run.raw_item_ids(ids), scores))
     assert sorted(x["item_id"] for x in got) == sorted(cand)
     assert [x["score"] for x in got] == sorted((x["score"] for x in got), reverse=True)
     assert np.allclose([x["score"] for x in got], [full[x["item_id"]] for x in got], atol=1e-5)
-    bad = clients["sasrec"].post("/rank", json={"user_id": user, "candidates": [10**9]})
+    bad = clients[name].post("/rank", json={"user_id": user, "candidates": [10**9]})
     assert bad.status_code == 422 and "unknown item id" in bad.json()["detail"]
 
 
@@ -369,3 +375,25 @@ def test_semantic_id_model_is_served_by_constrained_beam_search(tiny_p5, monkeyp
     ids, _ = run.recommend(np.append(h, 1), 3, True, None, None)
     got = client.post("/recommend", json={"user_id": user, "k": 3}).json()
     assert [x["item_id"] for x in got["items"]] == run.raw_item_ids(ids)
+
+
+@pytest.mark.parametrize("offset", [-30.0, 30.0])
+def test_search_with_history_offset_equals_full_scoring(offset):
+    from genrec.inference.retrieval import ExactTopK, search_with_history_offset
+
+    torch.manual_seed(0)
+    items = torch.randn(51, 8)
+    items[0] = 0
+    query = torch.randn(8)
+    window = np.array([0, 4, 9, 9, 17])
+    full = items @ query
+    full[[4, 9, 17]] += offset
+    full[0] = float("-inf")
+    for exclude in (None, np.array([9])):
+        expected = full.clone()
+        if exclude is not None:
+            expected[torch.from_numpy(exclude)] = float("-inf")
+        top = torch.topk(expected, 10)
+        ids, scores = search_with_history_offset(ExactTopK(items), items, query, 10, exclude, window, offset)
+        assert ids.tolist() == top.indices.tolist()
+        assert np.allclose(scores, top.values.numpy(), atol=1e-5)

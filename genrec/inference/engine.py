@@ -27,7 +27,13 @@ import torch
 from genrec.data.batching import HistoryBatch
 from genrec.errors import ConfigError, DataError
 from genrec.inference import kv_cache
-from genrec.inference.retrieval import item_matrix, make_backend, query_vectors
+from genrec.inference.retrieval import (
+    history_offset,
+    item_matrix,
+    make_backend,
+    query_vectors,
+    search_with_history_offset,
+)
 from genrec.runs import Run
 
 MAX_K = 1000
@@ -114,7 +120,14 @@ class Engine:
         else:
             if query is None:
                 query = self._query(items, ts, user)
-            ids, scores = self.backend.search(query, k, exclude)
+            offset = history_offset(self.model)
+            if offset is None:
+                ids, scores = self.backend.search(query, k, exclude)
+            else:
+                window = items[-self.window :] if self.window else items
+                ids, scores = search_with_history_offset(
+                    self.backend, self.items, query, k, exclude, window, offset
+                )
         used = len(items) if not self.window else min(len(items), self.window)
         return Recommendation(ids, scores, len(items), used)
 
@@ -169,7 +182,11 @@ class Engine:
                 return ranker(batch, c[None])[0].float().numpy()
             if self.items is not None:
                 query = state.query if state is not None else query_vectors(self.model, batch)[0]
-                return (self.items[c] @ query).numpy()
+                scores = self.items[c] @ query
+                offset = history_offset(self.model)
+                if offset is not None:
+                    scores = scores + offset * torch.isin(c, batch.items[0]).float()
+                return scores.numpy()
             if not self.model.scores_all_items:
                 raise DataError(
                     f"{self.run.cfg.model.name} generates a ranked list and cannot score candidates"

@@ -31,6 +31,31 @@ def query_vectors(model, batch) -> torch.Tensor:
     return torch.cat([u, torch.ones(len(u), 1)], 1)
 
 
+def history_offset(model) -> float | None:
+    """The learned logit offset a next-item model adds to the items in its input window, if it has one."""
+    if isinstance(model, NextItemModel) and model.cfg.history_bias:
+        return model.seen_offset().item()
+    return None
+
+
+def search_with_history_offset(backend, items, query, k, exclude, window_items, offset):
+    """Top-k as `backend.search` would give it if the items in `window_items` scored `offset` more.
+
+    The backend's candidates are widened by the window's size, their window items shifted, and the window items
+    the backend did not return scored exactly (with a positive offset they may belong in the top-k).
+    """
+    ids, scores = backend.search(query, k + len(window_items), exclude)
+    window = np.unique(window_items[window_items > 0])
+    if exclude is not None:
+        window = np.setdiff1d(window, exclude)
+    missing = np.setdiff1d(window, ids)
+    ids = np.concatenate([ids, missing])
+    scores = np.concatenate([scores, (items[torch.from_numpy(missing)] @ query).numpy()]).astype(np.float32)
+    scores[np.isin(ids, window)] += offset
+    top = np.argsort(-scores, kind="stable")[:k]
+    return ids[top], scores[top]
+
+
 def topk_from_scores(scores: torch.Tensor, k: int, exclude: np.ndarray | None):
     """scores: [n_items + 1] (column 0 padding). Exact top-k ids and scores, excluded items left out."""
     scores = scores.float().clone()

@@ -43,6 +43,12 @@ class NextItemConfig(ModelConfig):
         description="map the query through a learned d x d matrix before scoring against the item table: with "
         "tied tables it lets the model stop scoring the items it has just read highest",
     )
+    history_bias: bool = Field(
+        False,
+        description="learn one logit offset for items already in the user's history (repeat versus explore), "
+        "fitted beside the model on the training data: where users never repeat an item it learns to rank what "
+        "they have last; where they do, to boost it",
+    )
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
     loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
@@ -106,7 +112,11 @@ class NextItemModel(Recommender):
         t = targets[mask]
         w = self.output_weight()
         if self.cfg.loss == "full_softmax":
-            return losses.full_softmax(h, w, t, self.cfg.loss_chunk, resolve_dtype(self.cfg.softmax_dtype))
+            dtype = resolve_dtype(self.cfg.softmax_dtype)
+            if self.cfg.history_bias:
+                seen = distinct_prefix_items(inputs)[mask]
+                return losses.full_softmax(h, w, t, self.cfg.loss_chunk, dtype, seen, self.seen_offset())
+            return losses.full_softmax(h, w, t, self.cfg.loss_chunk, dtype)
         if self.cfg.loss == "sampled_softmax":
             return losses.sampled_softmax(h, w, t, self.cfg.negatives, self._item_log_prob)
         return losses.bce_one_negative(h, w, t)
@@ -116,8 +126,29 @@ class NextItemModel(Recommender):
         hidden = self.encode(batch.items, batch.timestamps if self.uses_timestamps else None)
         return self._project(hidden[:, -1])
 
+    def seen_offset(self) -> torch.Tensor:
+        # Scaled so that Adam (steps of about lr) can move it by tens of logits within an epoch or two.
+        return self.seen_logit * HISTORY_BIAS_SCALE
+
     def score(self, batch: HistoryBatch) -> torch.Tensor:
-        return self.user_embedding(batch) @ self.output_weight().t()
+        scores = self.user_embedding(batch) @ self.output_weight().t()
+        if self.cfg.history_bias:
+            cells = (torch.arange(len(scores))[:, None].expand_as(batch.items), batch.items)
+            scores[cells] = scores[cells] + self.seen_offset()
+        return scores
+
+
+HISTORY_BIAS_SCALE = 10.0
+
+
+def distinct_prefix_items(items: torch.Tensor) -> torch.Tensor:
+    """[B, L] -> [B, L, L]: row t lists the distinct items at positions <= t (repeats and the future as 0)."""
+    length = items.shape[1]
+    earlier = torch.ones(length, length, dtype=torch.bool, device=items.device).tril(-1)
+    repeat = ((items[:, :, None] == items[:, None, :]) & earlier).any(-1)
+    distinct = items.masked_fill(repeat, 0)
+    causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+    return distinct[:, None, :] * causal
 
 
 @functools.cache
@@ -142,6 +173,8 @@ def make_item_tables(model: NextItemModel, n_items: int, dim: int) -> None:
     if not model.cfg.tie_output:
         model.out_emb = torch.nn.Embedding(n_items + 1, dim, padding_idx=0)
         init_embedding(model.out_emb, dim)
+    if model.cfg.history_bias:
+        model.seen_logit = torch.nn.Parameter(torch.zeros(()))
     if model.cfg.output_proj:
         # Starts as the identity, i.e. as the plain tied model.
         model.out_proj = torch.nn.Linear(dim, dim, bias=False)

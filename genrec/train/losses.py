@@ -23,15 +23,23 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     the logits (a quarter of the matmul work) and most passes over the block, and never holds the whole logit
     matrix. Matmuls may run in bfloat16 (fast on CPUs with AMX): the softmax then reads and writes bfloat16
     but reduces in float32, and d_weight accumulates in float32. The loss is -log p(target).
+
+    With `seen` ([N, K] item ids the user already has, distinct within a row, 0 = none) a scalar logit offset
+    for those items is fitted beside the model: its gradient is that of the cross-entropy with the offset added
+    to the seen items' logits and the model's logits held fixed. The model itself trains exactly as without it
+    (an offset inside the model's own loss lowered Beauty validation NDCG: the tied item table then no longer
+    learns to point away from what was just read). With the seen items' probability P under the model, the
+    offset b turns it into sigmoid(b + logit P), so a gather per chunk is all it costs.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, dtype, with_grad):
+    def forward(ctx, hidden, weight, targets, chunk, dtype, with_grad, seen=None, seen_offset=None):
         n = hidden.shape[0]
         h_c, w_c = hidden.to(dtype), weight.to(dtype)
         target_prob = torch.empty(n, dtype=torch.float32, device=hidden.device)
         d_hidden = torch.empty_like(hidden) if with_grad else None
         d_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if with_grad else None
+        d_offset = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for s in range(0, n, chunk):
             h = h_c[s : s + chunk]
             rows = torch.arange(len(h), device=hidden.device)
@@ -41,19 +49,25 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             # The kernel accumulates in float32 and writes the matmul dtype: no extra conversion pass.
             probs = torch.softmax(logits, dim=1)
             target_prob[s : s + chunk] = probs[rows, t]
+            if with_grad and seen is not None:
+                cols = seen[s : s + chunk]
+                p_seen = probs[rows[:, None].expand_as(cols), cols].float().sum(1).clamp(0, 1)
+                p_seen_offset = torch.sigmoid(seen_offset.float() + torch.logit(p_seen))
+                d_offset += (p_seen_offset - (cols == t[:, None]).any(1).float()).sum()
             if with_grad:
                 probs[rows, t] -= 1.0
                 d_hidden[s : s + chunk] = probs @ w_c
                 d_weight += probs.t() @ h  # accumulates in float32
         if with_grad:
-            ctx.save_for_backward(d_hidden / n, (d_weight / n).to(weight.dtype))
+            ctx.save_for_backward(d_hidden / n, (d_weight / n).to(weight.dtype), d_offset / n)
         # Clamped so that an underflowing target probability reports a large finite loss; gradients are exact.
         return -target_prob.clamp_min(torch.finfo(torch.float32).tiny).log().mean()
 
     @staticmethod
     def backward(ctx, grad):
-        d_hidden, d_weight = ctx.saved_tensors
-        return d_hidden * grad, d_weight * grad, None, None, None, None
+        d_hidden, d_weight, d_offset = ctx.saved_tensors
+        d_seen_offset = d_offset * grad if ctx.needs_input_grad[7] else None
+        return d_hidden * grad, d_weight * grad, None, None, None, None, None, d_seen_offset
 
 
 def full_softmax(
@@ -62,10 +76,19 @@ def full_softmax(
     targets: torch.Tensor,
     chunk: int = 256,
     dtype: torch.dtype = torch.float32,
+    seen: torch.Tensor | None = None,
+    seen_offset: torch.Tensor | None = None,
 ):
-    """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d]."""
-    with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype, with_grad)
+    """Mean cross-entropy of `targets` (indices into weight's rows) given hidden states [N, d].
+
+    `seen` / `seen_offset`: the items each position's user already has and the scalar logit offset for them,
+    fitted beside the model (see `_ChunkedSoftmaxCE`); the returned loss is the model's own.
+    """
+    if (seen is None) != (seen_offset is None):
+        raise ValueError("seen and seen_offset go together")
+    needs = [hidden, weight] + ([] if seen_offset is None else [seen_offset])
+    with_grad = torch.is_grad_enabled() and any(x.requires_grad for x in needs)
+    return _ChunkedSoftmaxCE.apply(hidden, weight, targets, chunk, dtype, with_grad, seen, seen_offset)
 
 
 def sampled_softmax(
