@@ -68,10 +68,12 @@ def constrained_beam_search(
     beam: int,
     k: int,
     exclude: torch.Tensor | None = None,
+    reorder: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k items per user by beam search restricted to the trie -> (items [B, k], log-prob [B, k], codes
     [B, k, depth]). `exclude` ([B, M] item ids, 0 = none) removes items at the last level. Slots that no valid
-    beam reached hold item 0 and score -inf."""
+    beam reached hold item 0 and score -inf. `reorder(origin)`, if given, is told after each level but the last
+    which earlier beam each kept beam extends ([B, W] indices), so a caller can reorder its decoder cache."""
     beam = max(beam, k)
     neg_inf = float("-inf")
     scores = torch.zeros(batch, 1)
@@ -98,6 +100,8 @@ def constrained_beam_search(
         prefix = torch.cat([prefix.gather(1, src[..., None].expand(-1, -1, d)), new_code[..., None]], 2)
         dead = torch.isinf(scores)
         nodes = nodes.masked_fill(dead, 0)  # dead slots follow node 0; their score stays -inf
+        if reorder is not None and d < trie.depth - 1:
+            reorder(src)
     items = trie.leaf_item[nodes].masked_fill(torch.isinf(scores), 0)
     if items.shape[1] < k:  # tiny catalogues: pad to k
         pad = k - items.shape[1]

@@ -55,6 +55,10 @@ class TigerConfig(ModelConfig):
     ffn_mult: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     max_len: int = Field(20, ge=1, description="most recent history items the encoder reads")
+    history_tokens: Literal["codes", "items"] = Field(
+        "codes",
+        description="encoder input: one token per code (TIGER) or one per item, the sum of its code embeddings",
+    )
     beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
@@ -82,7 +86,12 @@ class Attention(nn.Module):
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
         k, v = context if isinstance(context, tuple) else self.keys_values(context)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # Written out: for these short sequences PyTorch's CPU flash kernel (backward above all) costs several
+        # times more than two matmuls and a softmax.
+        att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+        y = torch.softmax(att.float(), -1).to(v.dtype) @ v
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
@@ -102,6 +111,19 @@ class Block(nn.Module):
     def forward(self, x, self_mask, memory=None, memory_mask=None, beams: int = 1):
         y = self.norm1(x)
         x = x + self.drop(self.self_attn(y, y, self_mask))
+        return self._cross_and_ffn(x, memory, memory_mask, beams)
+
+    def step(self, x, past, memory, memory_mask, beams: int):
+        """One new decoder position per row, `x` [B * W, 1, d], attending to itself and the cached keys/values
+        `past` of the earlier positions (None at the first) -> (output, keys/values including this position)."""
+        y = self.norm1(x)
+        k, v = self.self_attn.keys_values(y)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        x = x + self.drop(self.self_attn(y, (k, v), None))
+        return self._cross_and_ffn(x, memory, memory_mask, beams), (k, v)
+
+    def _cross_and_ffn(self, x, memory, memory_mask, beams: int):
         if self.cross:
             n, t, d = x.shape
             # [B * W, t, d] -> [B, W * t, d]: every beam of a user attends to that user's memory, uncopied.
@@ -187,9 +209,13 @@ class Tiger(Recommender):
         real = items > 0
         tok = torch.where(real[..., None], self.tokens(self.item_codes[items]), 0)
         pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len)
-        x = self.tok_emb(tok) + self.item_pos_emb(pos)[None, :, None] + self.level_emb.weight[None, None]
-        x = self.drop(x.reshape(b, length * self.depth, -1))
-        key_ok = real.repeat_interleave(self.depth, 1)[:, None, None, :]
+        x = self.tok_emb(tok) + self.level_emb.weight[None, None]
+        if self.cfg.history_tokens == "items":  # one position per item: a sequence `depth` times shorter
+            x = self.drop(x.sum(2) + self.item_pos_emb(pos)[None])
+            key_ok = real[:, None, None, :]
+        else:
+            x = self.drop((x + self.item_pos_emb(pos)[None, :, None]).reshape(b, length * self.depth, -1))
+            key_ok = real.repeat_interleave(self.depth, 1)[:, None, None, :]
         for block in self.encoder:
             x = block(x, key_ok)
         return self.enc_norm(x), key_ok
@@ -253,15 +279,38 @@ class Tiger(Recommender):
             memory, mask = self.encode(batch.items)
             # Cross-attention keys/values depend on the history only: once per request, not once per level.
             memory = [block.cross_attn.keys_values(memory) for block in self.decoder]
+        # Decoder KV cache: self-attention keys/values of the positions decoded so far, one row per beam, so each
+        # level runs the decoder on its one new position only.
+        cache: list = [None] * len(self.decoder)
 
         def step(prefix: torch.Tensor, level: int) -> torch.Tensor:
+            b, w, t = prefix.shape
+            if t == 0:
+                tok = torch.full((b * w, 1), self.bos)
+            else:
+                tok = (prefix[:, :, -1] + self.offsets[t - 1]).reshape(b * w, 1)
             with self.autocast():
-                hidden = self.decode(prefix, memory, mask)[:, :, -1]
-                logits = self.level_logits(hidden, level)
+                x = self.tok_emb(tok) + self.dec_pos_emb.weight[t]
+                for i, block in enumerate(self.decoder):
+                    x, cache[i] = block.step(x, cache[i], memory[i], mask, w)
+                logits = self.level_logits(self.dec_norm(x).reshape(b, w, -1), level)
             return torch.log_softmax(logits.float(), -1)
 
+        def reorder(origin: torch.Tensor) -> None:
+            """Beams kept after a level: row j of user u continues beam origin[u, j] of the previous level."""
+            b, w = origin.shape
+            rows = (origin + torch.arange(b)[:, None] * (len(cache[0][0]) // b)).reshape(-1)
+            for i, (ck, cv) in enumerate(cache):
+                cache[i] = (ck[rows], cv[rows])
+
         items, scores, _ = constrained_beam_search(
-            step, self.trie(), len(batch.items), max(self.cfg.beam, k), min(k, self.n_items), exclude
+            step,
+            self.trie(),
+            len(batch.items),
+            max(self.cfg.beam, k),
+            min(k, self.n_items),
+            exclude,
+            reorder,
         )
         return items, scores
 
