@@ -189,3 +189,10 @@ def test_history_offset_learns_whether_users_repeat_items(repeat):
         plain = model.user_embedding(history) @ model.output_weight().t()
     assert torch.allclose(shifted[0, 1:4] - plain[0, 1:4], torch.full((3,), offset), atol=1e-4)
     assert torch.allclose(shifted[0, 4:], plain[0, 4:])
+
+
+def test_history_bias_with_a_loss_that_cannot_fit_it_is_a_config_error():
+    from genrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="history_bias"):
+        load_config("sasrec", ["model.history_bias=true", "model.loss=bce"])

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
@@ -55,6 +55,12 @@ class NextItemConfig(ModelConfig):
         "auto",
         description="matmul precision of the full softmax; auto = bfloat16 where the CPU has AMX/AVX512-BF16",
     )
+
+    @model_validator(mode="after")
+    def _history_bias_needs_full_softmax(self):
+        if self.history_bias and self.loss != "full_softmax":
+            raise ValueError("history_bias is fitted by the full softmax: set loss: full_softmax")
+        return self
 
 
 class NextItemModel(Recommender):
