@@ -271,7 +271,9 @@ def serve(
     run_dir: Path = typer.Argument(...),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    backend: str = typer.Option("exact", "--backend", help="top-K retrieval: exact | faiss (HNSW, approximate)"),
+    backend: str = typer.Option(
+        "exact", "--backend", help="top-K retrieval: exact | faiss (HNSW, approximate)"
+    ),
     threads: int = typer.Option(
         1, "--threads", min=1, help="torch threads per request (requests already run in parallel)"
     ),
