@@ -7,6 +7,7 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
   the weights, so a loaded run decodes exactly the same catalogue.
 - Tokens: one shared table; level l's code c is token 1 + offset_l + c (0 = padding). Encoder positions are the
   item's position counted back from the newest plus the code level; the decoder starts from a BOS token.
+  `history_tokens: items` gives the encoder one token per history item instead, the sum of its code embeddings.
 - Decoding: beam search constrained by the prefix trie of all item codes (`inference/beam.py`), so every output
   is a real item; the beams, best first, are the top-K list the evaluator scores. History items can be excluded
   at the last code level.
