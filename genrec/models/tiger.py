@@ -204,7 +204,8 @@ class Tiger(Recommender):
         return codes + self.offsets
 
     def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """History [B, L] (right-aligned) -> memory [B, L * depth, d] and its key mask [B, 1, 1, L * depth]."""
+        """History [B, L] (right-aligned) -> memory [B, S, d] and its key mask [B, 1, 1, S]; S = L * depth, or L
+        with one token per item."""
         items = items[:, -self.cfg.max_len :]
         b, length = items.shape
         real = items > 0
