@@ -28,7 +28,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.models.base import FitContext
 from genrec.models.ranking import RANKERS, Ranker, RankerConfig
 from genrec.runs import run_logger
-from genrec.train.checkpoint import load_weights, save_weights, write_json, write_text
+from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
 
 MODEL_FILE = "model.safetensors"
 
@@ -188,6 +188,6 @@ def load_ranker(
     if data is None:
         data, _, _ = prepare_feedback(cfg.data)
     model = build_ranker(cfg.model, data)
-    model.load_state_dict(load_weights(run_dir / MODEL_FILE))
+    load_model_weights(model, run_dir / MODEL_FILE)
     model.eval()
     return cfg, model, data

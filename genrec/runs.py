@@ -33,7 +33,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol
 from genrec.models import FitContext, Recommender, build_model
 from genrec.progress import make_progress
-from genrec.train.checkpoint import load_weights, save_weights, write_json, write_text
+from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
 
 MODEL_FILE = "model.safetensors"
 
@@ -229,7 +229,7 @@ def load_run(run_dir: Path) -> Run:
     cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
     meta = json.loads((run_dir / "meta.json").read_text())
     model = build_model(cfg.model, meta["n_items"], meta["n_users"])
-    model.load_state_dict(load_weights(run_dir / MODEL_FILE))
+    load_model_weights(model, run_dir / MODEL_FILE)
     model.eval()
     items = pl.read_parquet(run_dir / "items.parquet")
     users = pl.read_parquet(run_dir / "users.parquet")

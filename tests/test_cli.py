@@ -128,3 +128,10 @@ def test_recommend_for_a_user_matches_the_evaluated_scores(tmp_path):
     with torch.no_grad():
         expected = run.model.score(batch)[0]
     assert np.allclose(scores, expected[torch.from_numpy(ids)].numpy(), atol=1e-5)
+
+    # Weights that do not fit the config (an older model version): one line, not a PyTorch traceback.
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("dim: 16", "dim: 32"))
+    r = genrec("recommend", str(out), "--user", str(user), "-k", "3")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "does not fit the model" in r.stderr and len(r.stderr.strip().splitlines()) == 1

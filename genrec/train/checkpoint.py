@@ -48,6 +48,22 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights of a run directory into its model, with a one-line error when they do not fit (a run written by
+    an older version of the model's code, or a hand-edited config)."""
+    from genrec.errors import ConfigError
+
+    try:
+        model.load_state_dict(load_weights(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ConfigError(
+            f"{path} does not fit the model its config.yaml builds (written by another version of genrec?): "
+            f"{detail}"
+        ) from None
+
+
 def save_state(path: Path, state: dict) -> None:
     """Trainer state (optimiser, scheduler, counters): tensors and plain Python values only."""
     _atomic(path, lambda tmp: torch.save(state, tmp))
