@@ -6,14 +6,11 @@ from genrec.errors import ConfigError
 
 
 def test_every_recipe_resolves():
-    from genrec.config import recipe_dict
-    from genrec.models.ranking import RANKERS
-    from genrec.rank_runs import load_rank_config
+    from genrec.rank_runs import load_rank_config, ranking_recipe
 
     for name in list_recipes():
         # Ranking recipes (genrec rank-train) have their own config type.
-        ranking = recipe_dict(name)["model"]["name"] in RANKERS
-        cfg = load_rank_config(name) if ranking else load_config(name)
+        cfg = load_rank_config(name) if ranking_recipe(name) else load_config(name)
         assert cfg.model.name
 
 

@@ -61,6 +61,7 @@ class Engine:
         self.n_items = int(run.meta["n_items"])
         self.window = self.model.max_history
         self.items = item_matrix(self.model)
+        self.offset = history_offset(self.model)  # weights are fixed while serving: read once
         if self.items is None and backend != "exact":
             raise ConfigError(
                 f"backend {backend!r} needs an embedding model; {run.cfg.model.name} is not one"
@@ -100,13 +101,16 @@ class Engine:
 
     # ---- scoring ---------------------------------------------------------------------------------------------
 
+    def window_of(self, values: np.ndarray) -> np.ndarray:
+        """The newest `window` entries of a history (all of it for models without a window)."""
+        return values[-self.window :] if self.window else values
+
     def batch(self, items: np.ndarray, ts: np.ndarray | None, user: int | None) -> HistoryBatch:
         """The same tensors `history_batch` builds for one history: the newest `window` items."""
-        w = slice(-self.window, None) if self.window else slice(None)
         return HistoryBatch(
-            items=torch.from_numpy(items[w].copy()).long()[None],
+            items=torch.from_numpy(self.window_of(items).copy()).long()[None],
             users=torch.tensor([-1 if user is None else user]),
-            timestamps=None if ts is None else torch.from_numpy(ts[w].copy())[None],
+            timestamps=None if ts is None else torch.from_numpy(self.window_of(ts).copy())[None],
         )
 
     def check_k(self, k: int) -> None:
@@ -120,15 +124,13 @@ class Engine:
         else:
             if query is None:
                 query = self._query(items, ts, user)
-            offset = history_offset(self.model)
-            if offset is None:
+            if self.offset is None:
                 ids, scores = self.backend.search(query, k, exclude)
             else:
-                window = items[-self.window :] if self.window else items
                 ids, scores = search_with_history_offset(
-                    self.backend, self.items, query, k, exclude, window, offset
+                    self.backend, self.items, query, k, exclude, self.window_of(items), self.offset
                 )
-        used = len(items) if not self.window else min(len(items), self.window)
+        used = len(self.window_of(items))
         return Recommendation(ids, scores, len(items), used)
 
     @torch.no_grad()
@@ -183,9 +185,8 @@ class Engine:
             if self.items is not None:
                 query = state.query if state is not None else query_vectors(self.model, batch)[0]
                 scores = self.items[c] @ query
-                offset = history_offset(self.model)
-                if offset is not None:
-                    scores = scores + offset * torch.isin(c, batch.items[0]).float()
+                if self.offset is not None:
+                    scores = scores + self.offset * torch.isin(c, batch.items[0]).float()
                 return scores.numpy()
             if not self.model.scores_all_items:
                 raise DataError(

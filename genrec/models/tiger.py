@@ -230,8 +230,8 @@ class Tiger(Recommender):
         )
         x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[: t + 1])
         causal = torch.ones(t + 1, t + 1, dtype=torch.bool).tril()
-        for i, block in enumerate(self.decoder):
-            x = block(x, causal, memory[i] if isinstance(memory, list) else memory, memory_mask, beams=w)
+        for block in self.decoder:
+            x = block(x, causal, memory, memory_mask, beams=w)
         return self.dec_norm(x).reshape(b, w, t + 1, -1)
 
     def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
@@ -290,7 +290,7 @@ class Tiger(Recommender):
             if t == 0:
                 tok = torch.full((b * w, 1), self.bos)
             else:
-                tok = (prefix[:, :, -1] + self.offsets[t - 1]).reshape(b * w, 1)
+                tok = self.tokens_prefix(prefix)[:, :, -1].reshape(b * w, 1)
             with self.autocast():
                 x = self.tok_emb(tok) + self.dec_pos_emb.weight[t]
                 for i, block in enumerate(self.decoder):
