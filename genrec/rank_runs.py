@@ -41,6 +41,9 @@ class RankDataConfig(StrictModel):
     valid_quantile: float = 0.8
     test_quantile: float = 0.9
     like_threshold: float = 4.0
+    candidate_time: Literal["impression", "last_event"] = Field(
+        "impression", description="the candidate's time models see: its own, or its history's last event's"
+    )
 
 
 class RankEvalConfig(StrictModel):
@@ -100,7 +103,7 @@ def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]
     from genrec.runs import prepare_dataset
 
     ds = prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
-    data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold)
+    data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time)
     return data, ds.stats(), list(ds.notes)
 
 

@@ -70,6 +70,22 @@ def test_feedback_split_has_no_leakage(data: FeedbackData):
     assert np.array_equal(data.test.labels, (data.test.actions >= 4).astype(np.float32))
 
 
+def test_candidate_time_last_event(data: FeedbackData):
+    assert np.array_equal(data.test.cand_times, data.test.times)  # the default: the impression's own time
+    later = prepare_feedback(RankDataConfig(dataset="ml-100k", candidate_time="last_event"))[0]
+    assert np.array_equal(later.test.times, data.test.times)  # the split does not move
+    for imps in (later.valid, later.test):
+        assert np.array_equal(imps.cand_times, later.seq.timestamps[imps.hist_end - 1])
+    assert (later.test.cand_times < later.details["test_cutoff"]).all()
+    # Only models that read time score differently; DIN does not read it.
+    part = np.arange(300)
+    for name, changes in (("din", False), ("genrank", True)):
+        model = tiny(name, data)
+        before = model.predict(data, data.test.take(part))
+        after = model.predict(later, later.test.take(part))
+        assert (np.abs(before - after).max() > 1e-4) == changes
+
+
 def test_cross_features_use_only_the_history(data: FeedbackData):
     u = int(data.valid.users[0])
     start = data.seq.offsets[u]

@@ -9,6 +9,12 @@ something before it:
 - test: impressions at or after the test cut; history = the user's events before the test cut.
 A user with no event before the cut has no history there (a cold user) and is not evaluated; the count is kept.
 
+The time a model sees for a candidate (`cand_times`) is either the impression's own time or, with
+`candidate_time="last_event"`, the time of the last event in its history. Why the option: a training
+impression follows its previous event by a median 0 s (ratings come in sessions), while an evaluation
+impression lies anywhere in the weeks after its cut-off (median ~30 days after the user's last event), so a
+model reading time gaps meets gaps in evaluation that training hardly showed it.
+
 Side features: user demographics (gender, age bucket, occupation), item genres and release-year bucket, and
 the item text (title + genres) for models that embed it. `cross_features` adds features computed from the
 history only (the user's like rate, and like rate / share of history within the candidate's genres).
@@ -49,8 +55,9 @@ class Impressions:
     items: np.ndarray
     actions: np.ndarray
     labels: np.ndarray  # float32 0/1
-    times: np.ndarray
+    times: np.ndarray  # when the impression happened (defines the split)
     hist_end: np.ndarray  # flat event index (exclusive) where the impression's history ends
+    cand_times: np.ndarray  # the candidate's time as models see it (see the module docstring)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -186,6 +193,7 @@ def build_feedback(
     valid_quantile: float = 0.8,
     test_quantile: float = 0.9,
     like_threshold: float = 4.0,
+    candidate_time: str = "impression",
 ) -> FeedbackData:
     seq = ds.encode()
     if seq.ratings is None or np.isnan(seq.ratings).all():
@@ -194,6 +202,8 @@ def build_feedback(
         raise DataError(f"{ds.name}: ranking needs a timestamp on every interaction (drop unordered users)")
     if not 0 < valid_quantile < test_quantile < 1:
         raise DataError("ranking split needs 0 < valid_quantile < test_quantile < 1")
+    if candidate_time not in ("impression", "last_event"):
+        raise DataError(f"candidate_time must be 'impression' or 'last_event', got {candidate_time!r}")
     ratings = np.nan_to_num(seq.ratings, nan=0.0)
     actions = np.clip(np.rint(ratings), 1, N_ACTIONS).astype(np.int64)
     labels = (ratings >= like_threshold).astype(np.float32)
@@ -212,9 +222,9 @@ def build_feedback(
 
     def impressions(mask: np.ndarray, hist_end: np.ndarray) -> Impressions:
         idx = ev[mask]
-        return Impressions(
-            user_of[idx], seq.items[idx], actions[idx], labels[idx], t[idx], hist_end[mask].astype(np.int64)
-        )
+        end = hist_end[mask].astype(np.int64)
+        cand_t = t[idx] if candidate_time == "impression" else t[end - 1]  # every impression has a history
+        return Impressions(user_of[idx], seq.items[idx], actions[idx], labels[idx], t[idx], end, cand_t)
 
     pos_in_user = ev - start[user_of]
     # Training impressions need at least one earlier event; their history is every earlier event.
@@ -236,6 +246,10 @@ def build_feedback(
         "cut2, each predicted from the user's events before its cut-off; users without earlier events are "
         "not evaluated",
         "label": f"like = rating >= {like_threshold:g}",
+        "candidate_time": "the impression's own time"
+        if candidate_time == "impression"
+        else "the time of the last event in the impression's history (the user's last event before the "
+        "cut-off in evaluation; training candidates keep their own time, a median 0 s after that event)",
         "valid_cutoff": int(cut_valid),
         "test_cutoff": int(cut_test),
         "valid_quantile": valid_quantile,

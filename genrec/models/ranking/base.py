@@ -37,6 +37,9 @@ class RankerConfig(ModelConfig):
     stride: int | None = Field(None, ge=1, description="training-window stride (default max_len // 2)")
     dropout: float = Field(0.1, ge=0, lt=1)
     text_features: bool = Field(False, description="add frozen text embeddings of item title + genres")
+    text_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the frozen text embedding (training)"
+    )
     cross_features: bool = Field(False, description="add history-derived user x item statistics")
     candidates_per_row: int = Field(128, ge=1, description="evaluation: candidates scored per history row")
 
@@ -58,7 +61,9 @@ class RankBatch:
 class ItemFeatures(nn.Module):
     """One vector per item: id + mean of genre embeddings + year bucket (+ projected frozen text embedding)."""
 
-    def __init__(self, n_items: int, f: SideFeatures, dim: int, text: np.ndarray | None) -> None:
+    def __init__(
+        self, n_items: int, f: SideFeatures, dim: int, text: np.ndarray | None, text_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.id_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.genre_emb = nn.Embedding(f.n_genres + 1, dim, padding_idx=0)
@@ -75,13 +80,15 @@ class ItemFeatures(nn.Module):
             table = np.concatenate([np.zeros((1, text.shape[1]), dtype=np.float32), text.astype(np.float32)])
             self.register_buffer("text", torch.from_numpy(table), persistent=False)
             self.text_proj = nn.Linear(text.shape[1], dim)
+            # A 384-d frozen vector is nearly unique per item, a second id to memorise; dropout is the brake.
+            self.text_dropout = nn.Dropout(text_dropout)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         g = self.genres[items]
         genre = self.genre_emb(g).sum(-2) / (g > 0).sum(-1, keepdim=True).clamp(min=1)
         x = self.id_emb(items) + genre + self.year_emb(self.years[items])
         if self.text_proj is not None:
-            x = x + self.text_proj(self.text[items])
+            x = x + self.text_proj(self.text_dropout(self.text[items]))
         return x
 
 
@@ -136,7 +143,7 @@ class Ranker(nn.Module):
         if cfg.text_features and text is None:
             raise ValueError("text_features needs the item text embeddings")
         self.item_features = ItemFeatures(
-            data.n_items, data.features, cfg.dim, text if cfg.text_features else None
+            data.n_items, data.features, cfg.dim, text if cfg.text_features else None, cfg.text_dropout
         )
         self.user_features = UserFeatures(data.features, cfg.dim)
         self.action_emb = nn.Embedding(self.action_vocab + 1, cfg.dim, padding_idx=0)
@@ -258,7 +265,7 @@ class Ranker(nn.Module):
                     hist_actions=torch.from_numpy(np.where(valid, data.actions[idx], 0)),
                     hist_times=torch.from_numpy(np.where(valid, data.seq.timestamps[idx], 0)),
                     items=torch.from_numpy(np.where(have, imps.items[safe], 0)),
-                    times=torch.from_numpy(np.where(have, imps.times[safe], 0)),
+                    times=torch.from_numpy(np.where(have, imps.cand_times[safe], 0)),
                     labels=torch.from_numpy(np.where(have, imps.labels[safe], 0.0).astype(np.float32)),
                     weights=torch.from_numpy(have.astype(np.float32)),
                     cross=cross,
