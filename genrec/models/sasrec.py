@@ -30,13 +30,7 @@ class SASRec(NextItemModel):
     def __init__(self, cfg: SASRecConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
         make_item_tables(self, n_items, cfg.dim)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
-            for _ in range(cfg.layers)
-        )
-        self.final_norm = nn.LayerNorm(cfg.dim)
+        add_sasrec_tower(self, cfg)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed_inputs(items)
@@ -44,3 +38,15 @@ class SASRec(NextItemModel):
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
+
+
+def add_sasrec_tower(model: NextItemModel, cfg: SASRecConfig) -> None:
+    """The layers `SASRec.encode` runs, as attributes of `model` (any model with its own item inputs can reuse
+    the tower: `encode = SASRec.encode`)."""
+    model.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+    model.dropout = nn.Dropout(cfg.dropout)
+    model.blocks = nn.ModuleList(
+        TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
+        for _ in range(cfg.layers)
+    )
+    model.final_norm = nn.LayerNorm(cfg.dim)

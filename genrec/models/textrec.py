@@ -24,19 +24,17 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import FitContext, register
-from genrec.models.next_item import NextItemConfig, NextItemModel
-from genrec.nn.transformer import TransformerBlock, causal_padding_mask
+from genrec.models.next_item import NextItemModel
+from genrec.models.sasrec import SASRec, SASRecConfig, add_sasrec_tower
 
 
-class TextRecConfig(NextItemConfig):
+class TextRecConfig(SASRecConfig):
     name: Literal["textrec"] = "textrec"
     encoder: str | None = Field(
         None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
     )
     text_dim: int = Field(384, ge=1, description="size of the text embeddings (384 for MiniLM-L6)")
     use_id: bool = Field(False, description="add a learned ID embedding (zero-initialised) to the text tower")
-    ffn_mult: int = 1
-    activation: Literal["gelu", "relu"] = "gelu"
     retrieval: Literal["exact", "faiss"] = "exact"
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_search: int = Field(128, ge=1)
@@ -57,13 +55,7 @@ class TextRec(NextItemModel):
         self.id_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0) if cfg.use_id else None
         if self.id_emb is not None:
             nn.init.zeros_(self.id_emb.weight)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
-            for _ in range(cfg.layers)
-        )
-        self.final_norm = nn.LayerNorm(cfg.dim)
+        add_sasrec_tower(self, cfg)
         self._index = None
 
     def set_text_embeddings(self, emb: np.ndarray) -> None:
@@ -102,12 +94,7 @@ class TextRec(NextItemModel):
         w = self.item_table()
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed_inputs(items)
-        mask = causal_padding_mask(items)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.final_norm(x)
+    encode = SASRec.encode  # the user tower is SASRec's, over the item-tower vectors
 
     def train(self, mode: bool = True):
         if mode:
