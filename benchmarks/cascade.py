@@ -1,5 +1,8 @@
 """Cascade table: retrieval -> top 200 -> ranker -> top 10, against retrieval's own top 10, on the same users.
 
+Each ranker gets two rows: candidates ordered by its like-probability alone, and by the blend of like- and
+retrieval log-probabilities with the weight chosen on the validation users (genrec/eval/cascade.py).
+
     .venv/bin/python benchmarks/cascade.py RETRIEVAL_RUN RANKER_RUN [RANKER_RUN ...] [--k-retrieve 200]
 
 RETRIEVAL_RUN: `genrec train sasrec --dataset ml-1m --set data.split=temporal ...`; RANKER_RUN(s):
@@ -12,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genrec.eval.cascade import cascade
+from genrec.eval.cascade import SELECT_METRIC, cascade
 
 
 def main() -> None:
@@ -33,12 +36,26 @@ def main() -> None:
         results[str(ranker)] = res
         rows = [("retrieval alone", res["retrieval"])] if i == 0 else []
         rows.append((f"retrieval -> top {args.k_retrieve} -> {ranker.name}", res["cascade"]))
+        rows.append(
+            (
+                f"retrieval -> top {args.k_retrieve} -> {ranker.name}, blend w={res['blend_weight']:g}",
+                res["blend"],
+            )
+        )
         for name, m in rows:
             print(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + f" | {m['users']} |", flush=True)
     p = next(iter(results.values()))["protocol"]
     print(
-        f"\nProtocol: retrieval run {p['retrieval_run']}; {p['users']}; judged against {p['judged_against']}."
+        f"\nProtocol: retrieval run {p['retrieval_run']}; {p['users']}; judged against {p['judged_against']}; "
+        f"blend: {p['blend']}."
     )
+    select = f"{SELECT_METRIC}@{k}"
+    for ranker, res in results.items():
+        weights = ", ".join(f"w={w}: {v:.4f}" for w, v in res["valid_by_weight"].items())
+        print(
+            f"Validation {select}, {Path(ranker).name}: retrieval alone {res['valid_retrieval_alone']:.4f}; "
+            f"{weights}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -210,8 +210,27 @@ def test_cascade_matches_retrieval_protocol(tmp_path):
     res = cascade(tmp_path / "retrieval", tmp_path / "ranker", k_retrieve=50, k_final=10)
     assert res["retrieval"]["users"] == r_metrics["test"]["examples"]
     assert res["retrieval"]["hr@10"] == pytest.approx(r_metrics["test"]["recall@10"], abs=1e-4)
-    assert res["cascade"]["users"] == res["retrieval"]["users"]
+    assert res["cascade"]["users"] == res["retrieval"]["users"] == res["blend"]["users"]
     assert 0.0 <= res["cascade"]["liked_precision@10"] <= 1.0
+    chosen = res["valid_by_weight"][str(res["blend_weight"])]
+    assert chosen == max(res["valid_by_weight"].values())
+
+
+def test_cascade_blend_orders_between_ranker_and_retrieval():
+    """Weight 0 orders by the ranker alone, a huge weight by retrieval alone; unknown items always go last."""
+    from genrec.eval.cascade import _blend_order, _UserLists
+
+    u = _UserLists(
+        raw_ids=np.array([10, 20, 30, 40]),
+        retrieval_log_prob=np.log([0.4, 0.3, 0.2, 0.1]),
+        like_log_prob=np.array([-2.0, -np.inf, -0.1, -1.0]),  # item 20 unknown to the ranker
+        target=30,
+        liked=set(),
+    )
+    assert _blend_order(0.0)(u).tolist() == [30, 40, 10, 20]
+    assert _blend_order(1e6)(u).tolist() == [10, 30, 40, 20]
+    # w = 1: 10 -> -2.92, 30 -> -1.71, 40 -> -3.30
+    assert _blend_order(1.0)(u).tolist() == [30, 10, 40, 20]
 
 
 @pytest.mark.parametrize("recipe", ["din", "hstu_ranker-ml-1m", "yaml"])
