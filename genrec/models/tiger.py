@@ -223,7 +223,8 @@ class Tiger(Recommender):
         return self.enc_norm(x), key_ok
 
     def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """prefix [B, W, t] codes -> hidden state of the next position [B, W, d] (t may be 0)."""
+        """prefix [B, W, t] codes -> hidden states [B, W, t + 1, d] of BOS + prefix; the last predicts the next
+        code (t may be 0)."""
         b, w, t = prefix.shape
         tok = torch.cat([torch.full((b, w, 1), self.bos), self.tokens_prefix(prefix)], 2).reshape(
             b * w, t + 1

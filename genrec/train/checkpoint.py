@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from genrec.errors import ConfigError
+
 
 def _atomic(path: Path, write) -> None:
     path = Path(path)
@@ -51,8 +53,6 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_model_weights(model: torch.nn.Module, path: Path) -> None:
     """Weights of a run directory into its model, with a one-line error when they do not fit (a run written by
     an older version of the model's code, or a hand-edited config)."""
-    from genrec.errors import ConfigError
-
     try:
         model.load_state_dict(load_weights(path))
     except RuntimeError as err:
