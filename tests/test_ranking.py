@@ -194,6 +194,15 @@ def test_rank_config_errors():
         load_rank_config("din", ["model.dimm=3"])
 
 
+def test_ml1m_baseline_and_hstu_ranker_read_the_same_input():
+    """The DIN vs HSTU ranker comparison on ML-1M is fair only with the same history and training windows."""
+    din, hstu = load_rank_config("din-ml-1m"), load_rank_config("hstu_ranker-ml-1m")
+    assert din.model.max_len == hstu.model.max_len == 100
+    assert din.model.stride == hstu.model.stride
+    assert din.train.batch_size == hstu.train.batch_size and din.train.epochs == hstu.train.epochs
+    assert din.data == hstu.data
+
+
 def test_cascade_matches_retrieval_protocol(tmp_path):
     """Retrieval-alone numbers of the cascade equal the retrieval run's own test Recall@10 on the same split."""
     from genrec.config import load_config
