@@ -84,6 +84,9 @@ class TrainConfig(StrictModel):
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
+    adam_beta2: float = Field(
+        0.999, gt=0, lt=1, description="AdamW's second-moment decay (0.98 adapts faster, as in SASRec's code)"
+    )
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"

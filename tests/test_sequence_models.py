@@ -44,11 +44,13 @@ def test_sampled_softmax_and_bce_are_finite_and_differentiable():
     assert h.grad is not None and torch.isfinite(h.grad).all()
 
 
-@pytest.mark.parametrize("name", ["sasrec", "hstu"])
-def test_encoder_is_causal_and_ignores_padding(name):
+@pytest.mark.parametrize("name, extra", [("sasrec", []), ("sasrec", ["model.positions=none"]), ("hstu", [])])
+def test_encoder_is_causal_and_ignores_padding(name, extra):
     torch.manual_seed(0)
-    cfg = load_config(name, ["model.dim=16", "model.max_len=6", "model.dropout=0.0"]).model
+    cfg = load_config(name, ["model.dim=16", "model.max_len=6", "model.dropout=0.0", *extra]).model
     model = build_model(cfg, 30, 5).eval()
+    if extra:
+        assert model.pos_emb is None
     items = torch.tensor([[0, 0, 3, 4, 5, 6]])
     changed_future = torch.tensor([[0, 0, 3, 4, 9, 1]])
     a, b = model.encode(items), model.encode(changed_future)
@@ -91,6 +93,15 @@ def test_sequence_model_learns_successor_pattern(tiny_p5, name):
     # Next item = previous + 1 is learnable: far above the 1/8 of a random guess.
     assert res["unfiltered"]["recall@1"] > 0.5, (res["unfiltered"], summary["best_valid"])
     assert np.isfinite(summary["history"][-1]["loss"])
+
+
+def test_trainer_uses_the_configured_adam_beta2(tiny_p5):
+    from genrec.train.trainer import Trainer
+
+    split = leave_one_out(load_dataset(str(tiny_p5)).encode())
+    model = build_model(load_config("sasrec", ["model.dim=16"]).model, split.n_items, split.n_users)
+    ctx = FitContext(TrainConfig(adam_beta2=0.98), EvalConfig(), progress=False)
+    assert all(g["betas"] == (0.9, 0.98) for g in Trainer(model, split, ctx).optimizer.param_groups)
 
 
 def test_untied_output_table_is_used_for_scoring():

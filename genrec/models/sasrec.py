@@ -1,7 +1,8 @@
 """SASRec (Kang & McAuley 2018): a causal transformer over the item sequence predicts the next item.
 
 Item embeddings are shared between input and output (unless `tie_output: false`); learned absolute
-positions count back from the newest item; pre-norm blocks; full-softmax cross-entropy by default (the original
+positions count back from the newest item (`positions: none` drops them: a causal stack can infer order on its
+own); pre-norm blocks; full-softmax cross-entropy by default (the original
 BCE with one negative is `loss: bce`).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from genrec.models.base import register
@@ -21,6 +23,10 @@ class SASRecConfig(NextItemConfig):
     name: Literal["sasrec"] = "sasrec"
     ffn_mult: int = 1
     activation: Literal["gelu", "relu"] = "gelu"
+    positions: Literal["learned", "none"] = Field(
+        "learned",
+        description="learned absolute positions (SASRec's) or none: causal attention still sees the order",
+    )
 
 
 @register
@@ -43,7 +49,7 @@ class SASRec(NextItemModel):
 def add_sasrec_tower(model: NextItemModel, cfg: SASRecConfig) -> None:
     """The layers `SASRec.encode` runs, as attributes of `model` (any model with its own item inputs can reuse
     the tower: `encode = SASRec.encode`)."""
-    model.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+    model.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.positions == "learned" else None
     model.dropout = nn.Dropout(cfg.dropout)
     model.blocks = nn.ModuleList(
         TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)

@@ -87,7 +87,8 @@ class TextRec(NextItemModel):
 
     def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
         x = F.embedding(items, self.item_table()) * self.cfg.dim**0.5
-        x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
         return self.dropout(x * (items > 0)[..., None])
 
     def output_weight(self) -> torch.Tensor:

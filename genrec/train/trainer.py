@@ -50,6 +50,7 @@ class Trainer:
                 {"params": no_decay, "weight_decay": 0.0},
             ],
             lr=self.cfg.lr,
+            betas=(0.9, self.cfg.adam_beta2),
         )
         probe = model.training_batches(split, np.random.default_rng(0), self.cfg.batch_size)
         steps_per_epoch = max(1, sum(1 for _ in probe))
