@@ -81,10 +81,14 @@ class NextItemModel(Recommender):
             hidden = F.normalize(hidden, dim=-1)
         return hidden / self.cfg.temperature
 
+    def input_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, L] item ids -> [B, L, d] input vectors; a model with another item tower overrides this."""
+        return self.item_emb(items)
+
     def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
-        """sqrt(d)-scaled item embeddings, plus absolute positions when the model has `pos_emb`, with dropout;
+        """sqrt(d)-scaled item vectors, plus absolute positions when the model has `pos_emb`, with dropout;
         padding positions are zero."""
-        x = self.item_emb(items) * math.sqrt(self.cfg.dim)
+        x = self.input_vectors(items) * math.sqrt(self.cfg.dim)
         if getattr(self, "pos_emb", None) is not None:
             x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
         return self.dropout(x * (items > 0)[..., None])

@@ -85,11 +85,8 @@ class TextRec(NextItemModel):
             table = table + self.id_emb.weight
         return table * (torch.arange(self.n_items + 1) > 0)[:, None]
 
-    def embed_inputs(self, items: torch.Tensor) -> torch.Tensor:
-        x = F.embedding(items, self.item_table()) * self.cfg.dim**0.5
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
-        return self.dropout(x * (items > 0)[..., None])
+    def input_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return F.embedding(items, self.item_table())
 
     def output_weight(self) -> torch.Tensor:
         w = self.item_table()
