@@ -7,7 +7,9 @@
         --block leaderboard-movielens --update-readme                   # the MovieLens table
 
 Runs are kept in --runs-dir (default runs/leaderboard) and reused when finished, so a table can be rebuilt
-without training again. Our rows use the TIGER protocol columns (leave-one-out, full catalogue, every item
+without training again. `--set MODEL:key=value` overrides one model's recipe (e.g. `--set tiger:train.epochs=10`);
+each row prints the command that reproduces its run, with every setting in which the run's saved config differs
+from the recipe as a `--set`. Our rows use the TIGER protocol columns (leave-one-out, full catalogue, every item
 ranked = `test_unfiltered`) and add NDCG@10 with history items excluded (`test`), time to the best validation
 epoch and the run's recipe.
 """
@@ -20,6 +22,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +52,34 @@ def recipe_for(model: str, dataset: str) -> str:
     return tuned.stem if tuned.exists() else model
 
 
-def train(model: str, dataset: str, runs_dir: Path) -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_overrides(out: Path, recipe: str, dataset: str) -> list[str]:
+    """`key=value` for every setting in which the run's saved config differs from the recipe now.
+
+    Keys the run does not have (added to the library after it) are skipped: their defaults keep the old behaviour.
+    """
+    from genrec.config import load_config
+
+    saved = flatten(yaml.safe_load((out / "config.yaml").read_text()))
+    now = flatten(load_config(recipe, [], dataset).model_dump(mode="json"))
+    return [f"{key}={as_override(value)}" for key, value in saved.items() if key in now and now[key] != value]
+
+
+def as_override(value) -> str:
+    """A value as `--set` reads it back (YAML; JSON without spaces is YAML and needs no shell quoting)."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def train(model: str, dataset: str, runs_dir: Path, overrides: list[str]) -> dict:
     recipe = recipe_for(model, dataset)
     out = runs_dir / f"{recipe}--{dataset}"
     if not (out / "metrics.json").exists():
@@ -65,6 +96,7 @@ def train(model: str, dataset: str, runs_dir: Path) -> dict:
             "--examples",
             "0",
             "--no-progress",
+            *(arg for o in overrides for arg in ("--set", o)),
         ]
         if (out / "checkpoint.pt").exists():
             cmd.append("--resume")
@@ -72,6 +104,7 @@ def train(model: str, dataset: str, runs_dir: Path) -> dict:
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stderr)  # stdout stays the Markdown table
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["recipe"] = recipe
+    metrics["overrides"] = run_overrides(out, recipe, dataset)
     return metrics
 
 
@@ -79,7 +112,7 @@ def row(name: str, source: str, m4: tuple, extra: list[str]) -> str:
     return "| " + " | ".join([name, *(f"{v:.4f}" for v in m4), *extra, source]) + " |"
 
 
-def table(datasets: list[str], models: list[str], runs_dir: Path) -> str:
+def table(datasets: list[str], models: list[str], runs_dir: Path, sets: dict[str, list[str]]) -> str:
     lines = []
     for dataset in datasets:
         lines += [
@@ -93,15 +126,16 @@ def table(datasets: list[str], models: list[str], runs_dir: Path) -> str:
         for model in models:
             if model in TEXT_MODELS and dataset in NO_TEXT:
                 continue
-            m = train(model, dataset, runs_dir)
+            m = train(model, dataset, runs_dir, sets.get(model, []))
             u, f = m["test_unfiltered"], m["test"]
             tr = m.get("training", {})
             t = tr.get("seconds_to_best", tr.get("fit_seconds", "-"))
             vals = (u["recall@5"], u["ndcg@5"], u["recall@10"], u["ndcg@10"])
+            command_sets = "".join(f" --set {o}" for o in m["overrides"])
             lines.append(
                 row(
                     f"{model} (genrec)",
-                    f"`genrec train {m['recipe']} --dataset {dataset}`",
+                    f"`genrec train {m['recipe']} --dataset {dataset}{command_sets}`",
                     vals,
                     [f"{f['ndcg@10']:.4f}", str(t)],
                 )
@@ -124,8 +158,22 @@ def main() -> None:
     ap.add_argument(
         "--block", default="leaderboard", help="README block to rewrite: between <!-- BLOCK:begin/end -->"
     )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="override one model's recipe, e.g. --set tiger:train.epochs=10 (repeatable)",
+    )
     args = ap.parse_args()
-    md = table(args.datasets.split(","), args.models.split(","), args.runs_dir)
+    sets: dict[str, list[str]] = {}
+    for item in args.sets:
+        model, sep, override = item.partition(":")
+        if not sep or "=" not in override:
+            ap.error(f"--set {item!r}: expected MODEL:key=value")
+        sets.setdefault(model, []).append(override)
+    md = table(args.datasets.split(","), args.models.split(","), args.runs_dir, sets)
     print(md)
     if args.update_readme:
         readme = ROOT / "README.md"

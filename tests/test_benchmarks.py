@@ -1,0 +1,26 @@
+import importlib.util
+from pathlib import Path
+
+from genrec.config import dump_config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_leaderboard_row_command_carries_the_settings_the_run_differs_in(tmp_path):
+    leaderboard = load_script("leaderboard")
+    run = tmp_path / "run"
+    run.mkdir()
+    overrides = ["train.epochs=10", "model.dropout=0.25", "eval.ks=[5,10]"]
+    cfg = load_config("tiger-amazon-sports", overrides, "amazon-sports")
+    (run / "config.yaml").write_text(dump_config(cfg))
+    assert sorted(leaderboard.run_overrides(run, "tiger-amazon-sports", "amazon-sports")) == sorted(overrides)
+    # A run of the plain recipe reproduces with the plain command.
+    (run / "config.yaml").write_text(dump_config(load_config("tiger-amazon-sports", [], "amazon-sports")))
+    assert leaderboard.run_overrides(run, "tiger-amazon-sports", "amazon-sports") == []
