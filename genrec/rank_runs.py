@@ -66,7 +66,11 @@ class RankRunConfig(StrictModel):
         if not isinstance(value, dict) or value.get("name") not in RANKERS:
             got = value.get("name") if isinstance(value, dict) else value
             raise ValueError(f"unknown ranker {got!r}; known: {', '.join(sorted(RANKERS))}")
-        return RANKERS[value["name"]].config_class.model_validate(value)
+        cfg = RANKERS[value["name"]].config_class.model_validate(value)
+        if cfg.text_interest and not RANKERS[cfg.name].reads_text_interest:
+            readers = ", ".join(sorted(n for n, r in RANKERS.items() if r.reads_text_interest))
+            raise ValueError(f"ranker {cfg.name!r} does not read text_interest (rankers that do: {readers})")
+        return cfg
 
 
 def build_rank_config(raw: dict) -> RankRunConfig:
@@ -115,7 +119,7 @@ def text_embeddings(data: FeedbackData) -> np.ndarray:
 
 
 def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
-    text = text_embeddings(data) if cfg.text_features else None
+    text = text_embeddings(data) if cfg.text_features or cfg.text_interest else None
     return RANKERS[cfg.name](cfg, data, text)
 
 
