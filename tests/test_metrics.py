@@ -65,6 +65,25 @@ def test_hand_computed_example():
     assert f["examples"] == 3
 
 
+def test_validation_pass_computes_only_the_convention_it_selects_on():
+    torch.manual_seed(0)
+    n_items, n_users = 40, 30
+    table = torch.randn(n_users, n_items + 1)
+    hist = Csr(
+        np.arange(0, 2 * n_users + 1, 2), np.random.default_rng(0).integers(1, n_items + 1, 2 * n_users)
+    )
+    examples = EvalSet(np.arange(n_users), hist, np.random.default_rng(1).integers(1, n_items + 1, n_users))
+    cfg = EvalConfig(ks=[5, 10])
+    full = evaluate(FixedScores(table), examples, n_items, cfg)
+    for convention in ("filtered", "unfiltered"):
+        fast = evaluate(FixedScores(table), examples, n_items, cfg, conventions=(convention,), coverage=False)
+        assert list(fast) == [convention]
+        for key in ("recall@5", "ndcg@10", "mrr"):
+            assert fast[convention][key] == full[convention][key]
+        assert "coverage@10" not in fast[convention] and "coverage@10" in full[convention]
+    assert full["filtered"]["ndcg@10"] != full["unfiltered"]["ndcg@10"]
+
+
 def test_target_in_history_is_a_miss_when_filtered():
     table = torch.tensor([[0, 1.0, 0.5, 0.1]])
     examples = EvalSet(np.array([0]), Csr(np.array([0, 1]), np.array([1])), np.array([1]))

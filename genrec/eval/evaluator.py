@@ -32,14 +32,25 @@ def evaluate(
     n_items: int,
     cfg: EvalConfig,
     progress=None,
+    conventions: tuple[str, ...] = ("filtered", "unfiltered"),
+    coverage: bool = True,
 ) -> dict[str, dict]:
-    """Metrics for both conventions (and sampled candidates if configured) on one evaluation set."""
+    """Metrics of the asked conventions (both by default; sampled candidates if configured) on one evaluation set.
+
+    Per-epoch validation asks for the one convention it selects on and no coverage (no top-K lists): for a
+    generating model (TIGER) that halves the decoding, for a scoring one it skips a ranking and two top-K sorts.
+    """
     was_training = model.training
     model.eval()
     ks = cfg.ks
     max_k = min(max(ks), n_items)
+    want_filtered, want_unfiltered = "filtered" in conventions, "unfiltered" in conventions
     filtered, unfiltered = MetricAccumulator(ks, n_items), MetricAccumulator(ks, n_items)
     sampled = MetricAccumulator(ks, cfg.sampled_negatives + 1) if cfg.sampled_negatives else None
+
+    def top(scores: torch.Tensor) -> torch.Tensor | None:
+        return torch.topk(scores, max_k, dim=1).indices if coverage else None
+
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
     order = np.argsort(hist.lengths(), kind="stable")  # similar lengths together: less padding per batch
@@ -59,24 +70,32 @@ def evaluate(
         if model.scores_all_items:
             scores = model.score(batch).float().clone()
             scores[:, 0] = float("-inf")
-            unfiltered.add(target_ranks(scores, targets), torch.topk(scores, max_k, dim=1).indices)
+            if want_unfiltered:
+                unfiltered.add(target_ranks(scores, targets), top(scores))
             if sampled is not None:
                 sampled.add(_sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng))
-            scores.scatter_(1, seen, float("-inf"))
-            filtered.add(target_ranks(scores, targets), torch.topk(scores, max_k, dim=1).indices)
+            if want_filtered:
+                scores.scatter_(1, seen, float("-inf"))
+                filtered.add(target_ranks(scores, targets), top(scores))
         else:
-            top_all, _ = model.recommend(batch, max_k, exclude=None)
-            unfiltered.add(ranks_from_lists(top_all, targets, n_items), top_all)
-            top_new, _ = model.recommend(batch, max_k, exclude=seen)
-            filtered.add(ranks_from_lists(top_new, targets, n_items), top_new)
+            if want_unfiltered:
+                top_all, _ = model.recommend(batch, max_k, exclude=None)
+                unfiltered.add(ranks_from_lists(top_all, targets, n_items), top_all)
+            if want_filtered:
+                top_new, _ = model.recommend(batch, max_k, exclude=seen)
+                filtered.add(ranks_from_lists(top_new, targets, n_items), top_new)
         if progress:
             progress.advance(task, len(rows))
     if progress:
         progress.remove_task(task)
     model.train(was_training)
-    out = {"filtered": filtered.result(), "unfiltered": unfiltered.result()}
+    out = {}
+    if want_filtered:
+        out["filtered"] = filtered.result()
+    if want_unfiltered:
+        out["unfiltered"] = unfiltered.result()
     if sampled is not None:
-        out["sampled"] = {k: v for k, v in sampled.result().items() if not k.startswith("coverage")}
+        out["sampled"] = sampled.result()
     return out
 
 

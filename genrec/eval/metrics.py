@@ -24,7 +24,7 @@ def ranks_from_lists(top_ids: torch.Tensor, targets: torch.Tensor, missing_rank:
 
 
 class MetricAccumulator:
-    """Sums per-example metrics and catalogue coverage over batches."""
+    """Sums per-example metrics and catalogue coverage over batches (coverage only when top-K lists are given)."""
 
     def __init__(self, ks: list[int], n_items: int) -> None:
         self.ks = ks
@@ -32,11 +32,13 @@ class MetricAccumulator:
         self.count = 0
         self.sums: dict[str, float] = {}
         self.covered = {k: torch.zeros(n_items + 1, dtype=torch.bool) for k in ks}
+        self.has_lists = False
 
     def add(self, ranks: torch.Tensor, top_ids: torch.Tensor | None = None) -> None:
         ranks = ranks.double()
         self.count += len(ranks)
         values = {"mrr": (1.0 / (ranks + 1)).sum()}
+        self.has_lists = self.has_lists or top_ids is not None
         for k in self.ks:
             hit = ranks < k
             values[f"recall@{k}"] = hit.sum()
@@ -54,7 +56,7 @@ class MetricAccumulator:
             out[f"hr@{k}"] = out[f"recall@{k}"]
             out[f"ndcg@{k}"] = self.sums.get(f"ndcg@{k}", 0.0) / n
         out["mrr"] = self.sums.get("mrr", 0.0) / n
-        for k in self.ks:
+        for k in self.ks if self.has_lists else []:
             covered = self.covered[k].clone()
             covered[0] = False
             out[f"coverage@{k}"] = float(covered.sum()) / self.n_items

@@ -28,6 +28,9 @@ class HSTUConfig(NextItemConfig):
     attn_dim: int | None = Field(None, description="query/key width (default: dim)")
     time_buckets: int = Field(32, ge=0, description="log2 buckets of time gaps; 0 disables the time bias")
     abs_positions: bool = False
+    position_bias: bool = Field(
+        True, description="learned relative position bias; false = order only through the causal mask"
+    )
 
 
 @register
@@ -40,7 +43,7 @@ class HSTU(NextItemModel):
         make_item_tables(self, n_items, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.abs_positions else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.bias = RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets)
+        self.bias = RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets, cfg.position_bias)
         self.blocks = nn.ModuleList(
             HSTUBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.max_len, cfg.attn_dim) for _ in range(cfg.layers)
         )

@@ -20,10 +20,13 @@ from torch import nn
 class RelativeBias(nn.Module):
     """Learned attention bias from relative position (i - j) and, optionally, bucketed log time gap."""
 
-    def __init__(self, max_len: int, heads: int, time_buckets: int = 0) -> None:
+    def __init__(self, max_len: int, heads: int, time_buckets: int = 0, positions: bool = True) -> None:
         super().__init__()
         self.max_len = max_len
-        self.pos = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))
+        if positions:
+            self.pos = nn.Parameter(torch.zeros(heads, 2 * max_len - 1))
+        else:  # order only through the causal mask (and the time bias): a constant zero bias
+            self.register_buffer("pos", torch.zeros(heads, 2 * max_len - 1))
         self.time = nn.Parameter(torch.zeros(heads, time_buckets + 1)) if time_buckets else None
         self.time_buckets = time_buckets
 

@@ -68,16 +68,15 @@ class Trainer:
             "history": [],
         }
 
-    def _select_score(self, metrics: dict) -> float:
-        convention = "filtered" if self.ctx.eval.exclude_history else "unfiltered"
-        return float(metrics[convention][self.ctx.eval.select_metric])
-
     def _validate(self, progress) -> float:
         # Rankers score labelled impressions (AUC / GAUC), not a full-catalogue ranking: they say how.
         if hasattr(self.model, "validation_score"):
             return float(self.model.validation_score(self.split, progress))
-        metrics = evaluate(self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
-        return self._select_score(metrics)
+        convention = "filtered" if self.ctx.eval.exclude_history else "unfiltered"
+        metrics = evaluate(
+            self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress, (convention,), False
+        )
+        return float(metrics[convention][self.ctx.eval.select_metric])
 
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
