@@ -50,7 +50,7 @@ def main() -> None:
     genres = np.zeros((data.n_items, data.features.n_genres + 1), dtype=np.float32)
     for i, row in enumerate(data.features.item_genres[1:]):
         genres[i, row[row > 0]] = 1.0
-    tables = {"title | genres": full, "title only": titles, "genres multi-hot": genres[:, 1:]}
+    tables = {"title + genres": full, "title only": titles, "genres multi-hot": genres[:, 1:]}
     feats = {name: features(model, data, table) for name, table in tables.items()}
     y, users = data.valid.labels, data.valid.users
     print(
@@ -61,10 +61,10 @@ def main() -> None:
     for j, name in enumerate(TEXT_INTEREST):
         cells = [f"{auc(y, f[:, j]):.4f} / {gauc(users, y, f[:, j])[0]:.4f}" for f in feats.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    ref = feats["title | genres"]
+    ref = feats["title + genres"]
     for name in ("title only", "genres multi-hot"):
         corr = [np.corrcoef(ref[:, j], feats[name][:, j])[0, 1] for j in range(len(TEXT_INTEREST))]
-        print(f"correlation with title | genres, {name}: median {np.median(corr):.2f} (min {min(corr):.2f})")
+        print(f"correlation with title + genres, {name}: median {np.median(corr):.2f} (min {min(corr):.2f})")
 
 
 if __name__ == "__main__":
