@@ -82,6 +82,8 @@ def test_validation_pass_computes_only_the_convention_it_selects_on():
             assert fast[convention][key] == full[convention][key]
         assert "coverage@10" not in fast[convention] and "coverage@10" in full[convention]
     assert full["filtered"]["ndcg@10"] != full["unfiltered"]["ndcg@10"]
+    with pytest.raises(ValueError, match="conventions"):
+        evaluate(FixedScores(table), examples, n_items, cfg, conventions=("excluded",))
 
 
 def test_target_in_history_is_a_miss_when_filtered():

@@ -44,6 +44,8 @@ def evaluate(
     model.eval()
     ks = cfg.ks
     max_k = min(max(ks), n_items)
+    if not conventions or set(conventions) - {"filtered", "unfiltered"}:
+        raise ValueError(f"conventions must be 'filtered' and/or 'unfiltered', got {conventions!r}")
     want_filtered, want_unfiltered = "filtered" in conventions, "unfiltered" in conventions
     filtered, unfiltered = MetricAccumulator(ks, n_items), MetricAccumulator(ks, n_items)
     sampled = MetricAccumulator(ks, cfg.sampled_negatives + 1) if cfg.sampled_negatives else None
