@@ -8,7 +8,7 @@ import torch
 
 from genrec.config import EvalConfig
 from genrec.data.split import Csr, EvalSet
-from genrec.eval.evaluator import evaluate
+from genrec.eval.evaluator import evaluate, validation_score
 from genrec.eval.metrics import MetricAccumulator, ranks_from_lists, target_ranks
 
 
@@ -82,6 +82,8 @@ def test_validation_pass_computes_only_the_convention_it_selects_on():
             assert fast[convention][key] == full[convention][key]
         assert "coverage@10" not in fast[convention] and "coverage@10" in full[convention]
     assert full["filtered"]["ndcg@10"] != full["unfiltered"]["ndcg@10"]
+    # What the trainer calls every epoch: the selected metric of the history-excluded convention by default.
+    assert validation_score(FixedScores(table), examples, n_items, cfg) == full["filtered"][cfg.select_metric]
     with pytest.raises(ValueError, match="conventions"):
         evaluate(FixedScores(table), examples, n_items, cfg, conventions=("excluded",))
 

@@ -101,6 +101,16 @@ def evaluate(
     return out
 
 
+def validation_score(
+    model: Recommender, examples: EvalSet, n_items: int, cfg: EvalConfig, progress=None
+) -> float:
+    """The per-epoch checkpoint-selection score: `cfg.select_metric` in the convention `cfg.exclude_history`
+    names, from one pass that computes nothing else."""
+    convention = "filtered" if cfg.exclude_history else "unfiltered"
+    metrics = evaluate(model, examples, n_items, cfg, progress, (convention,), coverage=False)
+    return float(metrics[convention][cfg.select_metric])
+
+
 def _sampled_ranks(scores, targets, seen, n_neg, n_items, rng) -> torch.Tensor:
     """Rank of the target among n_neg items drawn uniformly from those not in the history and not the target."""
     b = len(targets)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from genrec.data.split import Split
-from genrec.eval.evaluator import evaluate
+from genrec.eval.evaluator import validation_score
 from genrec.models.base import FitContext, Recommender
 from genrec.progress import make_progress
 from genrec.train.checkpoint import load_state, load_weights, save_state, save_weights
@@ -72,11 +72,7 @@ class Trainer:
         # Rankers score labelled impressions (AUC / GAUC), not a full-catalogue ranking: they say how.
         if hasattr(self.model, "validation_score"):
             return float(self.model.validation_score(self.split, progress))
-        convention = "filtered" if self.ctx.eval.exclude_history else "unfiltered"
-        metrics = evaluate(
-            self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress, (convention,), False
-        )
-        return float(metrics[convention][self.ctx.eval.select_metric])
+        return validation_score(self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
 
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
