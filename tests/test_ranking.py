@@ -138,6 +138,20 @@ def _window_batch(data: FeedbackData, user: int, w: int) -> RankBatch:
     )
 
 
+def _event_as_candidate(data: FeedbackData, user: int, t: int, cross: np.ndarray | None = None) -> RankBatch:
+    """The user's event t as the one candidate of an evaluation batch whose history is the t events before it."""
+    s = int(data.seq.offsets[user])
+    return make_batch(
+        data.seq.items[s : s + t],
+        data.actions[s : s + t],
+        data.seq.items[s + t : s + t + 1],
+        data.seq.timestamps[s : s + t],
+        data.seq.timestamps[s + t : s + t + 1],
+        user=user,
+        cross=cross,
+    )
+
+
 @pytest.mark.parametrize("name", ["din", *GENERATIVE])
 def test_training_logits_equal_inference_scores(name: str, data: FeedbackData):
     """The logit a training window gives event t is the score of candidate t after the history before it."""
@@ -145,19 +159,10 @@ def test_training_logits_equal_inference_scores(name: str, data: FeedbackData):
     w = model.cfg.max_len
     user = int(np.flatnonzero(data.seq.lengths() > w)[0])
     batch = _window_batch(data, user, w)
-    s = int(data.seq.offsets[user])
     with torch.no_grad():
         train_logits = model.logits(batch)[0]
         for t in (1, w // 2, w - 1):
-            one = make_batch(
-                data.seq.items[s : s + t],
-                data.actions[s : s + t],
-                data.seq.items[s + t : s + t + 1],
-                data.seq.timestamps[s : s + t],
-                data.seq.timestamps[s + t : s + t + 1],
-                user=user,
-                cross=batch.cross[0, t : t + 1].numpy(),
-            )
+            one = _event_as_candidate(data, user, t, cross=batch.cross[0, t : t + 1].numpy())
             assert model.logits(one)[0, 0].item() == pytest.approx(train_logits[t].item(), abs=1e-5)
 
 
@@ -312,17 +317,9 @@ def test_text_interest_sees_only_earlier_events(data: FeedbackData):
         z, z2 = model.logits(batch)[0], model.logits(other)[0]
     assert torch.equal(f[: t + 1], g[: t + 1]) and torch.allclose(z[: t + 1], z2[: t + 1])
     assert (f[t + 1 :] - g[t + 1 :]).abs().max().item() > 1e-3  # later candidates do see it
-    s = int(data.seq.offsets[user])
     with torch.no_grad():
         for k in (1, t, w - 1):
-            one = make_batch(
-                data.seq.items[s : s + k],
-                data.actions[s : s + k],
-                data.seq.items[s + k : s + k + 1],
-                data.seq.timestamps[s : s + k],
-                data.seq.timestamps[s + k : s + k + 1],
-                user=user,
-            )
+            one = _event_as_candidate(data, user, k)
             assert model.logits(one)[0, 0].item() == pytest.approx(z[k].item(), abs=1e-5)
 
 
