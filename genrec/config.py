@@ -96,6 +96,13 @@ class TrainConfig(StrictModel):
     seed: int = 42
     threads: int | None = None
     max_minutes: float | None = None
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights (updated every step with this decay) and "
+        "validate, select and save the average instead of the live weights",
+    )
 
 
 class RunConfig(StrictModel):

@@ -29,6 +29,7 @@ from genrec.models.base import FitContext
 from genrec.models.ranking import RANKERS, Ranker, RankerConfig
 from genrec.runs import run_logger
 from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
+from genrec.train.trainer import averaging_note
 
 MODEL_FILE = "model.safetensors"
 
@@ -137,7 +138,8 @@ def protocol(cfg: RankRunConfig, data: FeedbackData, stats: dict, notes: list[st
         "metrics": "AUC over all impressions (ties half); GAUC = impression-weighted per-user AUC over users "
         "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
         "score, gain = like, ties pessimistic",
-        "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test",
+        "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test"
+        + averaging_note(cfg.train),
         "seed": cfg.train.seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "code_version": code_version(),

@@ -34,6 +34,7 @@ from genrec.eval.evaluator import evaluate_split, protocol
 from genrec.models import FitContext, Recommender, build_model
 from genrec.progress import make_progress
 from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
+from genrec.train.trainer import averaging_note
 
 MODEL_FILE = "model.safetensors"
 
@@ -209,7 +210,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
         cfg.data.dataset,
         stats,
         ds.notes,
-        model.checkpoint_selection(),
+        model.checkpoint_selection() + averaging_note(cfg.train),
         cfg.train.seed,
         model,
     )
@@ -249,7 +250,7 @@ def evaluate_run(run: Run, dataset: str | None = None, progress: bool = True) ->
         data_cfg.dataset,
         ds.stats(),
         ds.notes,
-        run.model.checkpoint_selection(),
+        run.model.checkpoint_selection() + averaging_note(run.cfg.train),
         run.cfg.train.seed,
         run.model,
     )

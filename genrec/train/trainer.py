@@ -1,4 +1,5 @@
-"""The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume.
+"""The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume,
+and optionally an exponential moving average of the weights (`train.ema_decay`) as the weights that are validated.
 
 Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
@@ -6,6 +7,7 @@ from the checkpoint of epoch e continues exactly as the uninterrupted run would 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -35,6 +37,13 @@ def lr_lambda(kind: str, warmup: int, total: int):
     return f
 
 
+def averaging_note(cfg) -> str:
+    """What the protocol adds to its checkpoint selection when the selected weights are a moving average."""
+    if not cfg.ema_decay:
+        return ""
+    return f"; the weights are an exponential moving average of the training steps (decay {cfg.ema_decay})"
+
+
 class Trainer:
     def __init__(self, model: Recommender, split: Split, ctx: FitContext) -> None:
         self.model, self.split, self.ctx, self.cfg = model, split, ctx, ctx.train
@@ -58,6 +67,17 @@ class Trainer:
             self.optimizer,
             lr_lambda(self.cfg.lr_schedule, self.cfg.warmup_steps, steps_per_epoch * self.cfg.epochs),
         )
+        # The average starts as a copy of the initial weights and takes one update per optimiser step; buffers
+        # (some are integer, e.g. TIGER's codes) are copied from the live model, not averaged.
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.cfg.ema_decay)
+            )
+            if self.cfg.ema_decay
+            else None
+        )
+        if self.ema is not None:
+            self.ema.update_parameters(model)  # its first update copies: the initial weights
         self.state = {
             "epoch": 0,
             "best_score": -1.0,
@@ -67,6 +87,20 @@ class Trainer:
             "seconds_to_best": 0.0,
             "history": [],
         }
+
+    @contextlib.contextmanager
+    def _selected_weights(self):
+        """Inside: the model holds the weights that are validated, selected and saved as best (the moving
+        average when there is one); afterwards training continues from the live weights."""
+        if self.ema is None:
+            yield
+            return
+        live = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(live)
 
     def _validate(self, progress) -> float:
         # Rankers score labelled impressions (AUC / GAUC), not a full-catalogue ranking: they say how.
@@ -86,6 +120,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else {},
                 "trainer": {k: v for k, v in self.state.items() if k != "history"},
                 "history": [list(h.values()) for h in self.state["history"]],
                 "history_keys": list(self.state["history"][0]) if self.state["history"] else [],
@@ -100,6 +135,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         self.state.update(ckpt["trainer"])
         self.state["history"] = [dict(zip(ckpt["history_keys"], h)) for h in ckpt["history"]]
         self.ctx.info(
@@ -140,6 +177,8 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     self.optimizer.step()
                     self.scheduler.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(model)
                     total_loss += float(loss.detach())
                     seen += _batch_size(batch)
                     if i % 10 == 0:
@@ -158,7 +197,10 @@ class Trainer:
                 }
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     t1 = time.perf_counter()
-                    score = self._validate(progress)
+                    with self._selected_weights():
+                        score = self._validate(progress)
+                        if score > self.state["best_score"]:
+                            best_state = copy.deepcopy(model.state_dict())
                     self.state["seconds"] += time.perf_counter() - t1
                     record["valid_" + self.ctx.eval.select_metric] = score
                     if score > self.state["best_score"]:
@@ -168,7 +210,6 @@ class Trainer:
                             bad_evals=0,
                             seconds_to_best=self.state["seconds"],
                         )
-                        best_state = copy.deepcopy(model.state_dict())
                     else:
                         self.state["bad_evals"] += 1
                 self.state["epoch"] = epoch
