@@ -8,7 +8,7 @@ from genrec.config import EvalConfig, TrainConfig, load_config
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
-from genrec.eval.coldstart import cold_items, cold_start_split, evaluate_warm_cold
+from genrec.eval.coldstart import ColdPlaces, cold_items, cold_start_split, evaluate_warm_cold
 from genrec.eval.evaluator import evaluate
 from genrec.models import FitContext, build_model
 from genrec.tokenize import text
@@ -74,5 +74,27 @@ def test_warm_and_cold_metrics_are_reported_separately(tiny, monkeypatch):
     out = evaluate_warm_cold(model, cs, is_cold, EvalConfig(ks=[1, 5, 10]))
     assert out["warm"]["examples"] == details["test_examples_warm"]
     assert out["cold"]["examples"] == details["test_examples_cold"]
+    assert out["cold_after_cold"]["examples"] + out["cold_first"]["examples"] == out["cold"]["examples"]
+    hist = cs.test.history
+    after = [is_cold[hist.items[hist.offsets[r] : hist.offsets[r + 1]]].any() for r in range(len(cs.test))]
+    assert out["cold_after_cold"]["examples"] == sum(a for a, t in zip(after, cs.test.targets) if is_cold[t])
     if details["test_examples_cold"]:
         assert out["cold_unfiltered"]["recall@1"] == 0.0  # popularity never ranks an unseen item first
+
+
+def test_cold_places_put_the_best_cold_items_at_every_tenth_place():
+    """Share 0.2 of a top-10 list: the two best-scoring cold items at places 5 and 10, the eight best warm items
+    around them in score order; history items stay out of both groups."""
+
+    class Fixed(torch.nn.Module):
+        scores_all_items, max_history, n_items = True, None, 30
+
+        def score(self, batch):
+            return torch.arange(31, dtype=torch.float32).expand(len(batch.items), -1)  # item i scores i
+
+    is_cold = np.zeros(31, dtype=bool)
+    is_cold[[3, 4, 5, 28]] = True
+    batch = history_batch(np.array([0, 1]), np.array([30]), np.array([0]), None)
+    items, scores = ColdPlaces(Fixed(), is_cold, 0.2).recommend(batch, 10, exclude=torch.tensor([[28]]))
+    assert items[0].tolist() == [30, 29, 27, 26, 5, 25, 24, 23, 22, 4]
+    assert scores[0, 4] == 5 and scores[0, 9] == 4

@@ -125,6 +125,46 @@ def test_kv_cached_decoding_matches_decoding_the_whole_prefix(history_tokens):
     assert ref_scores[:, 0].std() > 0.1  # the check is not between near-identical flat distributions
 
 
+def test_cold_share_keeps_places_for_the_best_untrained_items():
+    """With some items marked untrained, `cold_share` 0.3 gives each top-10 list its 3 best untrained items (by
+    the same beam search over their codes alone) at positions 4, 7 and 10, and its 7 best trained ones around
+    them, each group in score order."""
+    split = leave_one_out(load_dataset("ml-100k").encode())
+    over = ["model.dim=32", "model.heads=2", "model.tokenizer.codebook_size=6", "model.precision=float32"]
+    cfg = load_config("tiger", [*over, "model.cold_share=0.3", "model.beam=40"]).model
+    torch.manual_seed(0)
+    model = build_model(cfg, split.n_items, split.n_users).eval()
+    model.tok_emb.weight.data *= 8
+    model.set_semantic_ids(tokenize(np.random.default_rng(0).normal(size=(split.n_items, 8)), cfg.tokenizer))
+    hist = split.test.history
+    rows = np.arange(100)
+    batch = history_batch(hist.offsets, hist.items, rows, cfg.max_len)
+    seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
+    plain, _ = model.recommend(batch, 10, exclude=seen)  # every item trained: cold_share is inert
+    cold = np.arange(1, split.n_items + 1)[np.random.default_rng(1).random(split.n_items) < 0.1]
+    model.set_trained_items(np.setdiff1d(np.arange(1, split.n_items + 1), cold))
+    items, scores = model.recommend(batch, 10, exclude=seen)
+    is_cold = torch.isin(items, torch.from_numpy(cold))
+    assert (is_cold[:, [3, 6, 9]]).all() and (is_cold.sum(1) == 3).all() and (items > 0).all()
+    for group in (is_cold, ~is_cold):
+        s = scores[group].view(len(rows), -1)
+        assert (s[:, 1:] <= s[:, :-1]).all()
+    assert not (items[:, :, None] == seen[:, None, :]).any()
+    memory, mask = model.encode(batch.items)
+    memory = [block.cross_attn.keys_values(memory) for block in model.decoder]
+    _, warm_trie, cold_trie = model.tries()
+    best_cold, _ = model._beam_search(cold_trie, memory, mask, len(rows), 3, seen)
+    best_warm, _ = model._beam_search(warm_trie, memory, mask, len(rows), 7, seen)
+    assert torch.equal(items[:, [3, 6, 9]], best_cold)
+    assert torch.equal(items[~is_cold].view(len(rows), 7), best_warm)
+    # Without the cold share the untrained items rarely make a list (scores here are random, not trained).
+    assert torch.isin(plain, torch.from_numpy(cold)).sum(1).float().mean() < 3
+    # Weights saved before trained_items existed load with every item trained.
+    state = {k: v for k, v in model.state_dict().items() if k != "trained_items"}
+    model.load_state_dict(state)
+    assert model.trained_items[1:].all()
+
+
 @pytest.mark.parametrize("history_tokens", ["codes", "items"])
 def test_tiger_trains_on_tiny_data_and_beats_popularity(history_tokens, tiny_p5, monkeypatch, tmp_path):
     ds = load_dataset(str(tiny_p5))

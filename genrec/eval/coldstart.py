@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from genrec.config import EvalConfig
 from genrec.data.split import Csr, EvalSet, Split
 from genrec.eval.evaluator import evaluate
+from genrec.inference.cold_places import cold_count, keep_cold_places
 
 
 def _first_seen(split: Split) -> tuple[np.ndarray, str]:
@@ -89,13 +91,47 @@ def cold_start_split(split: Split, share: float = 0.05) -> tuple[Split, np.ndarr
     return out, is_cold, details
 
 
+class ColdPlaces(torch.nn.Module):
+    """Evaluation view of a full-catalogue model with places kept for cold items (`inference/cold_places.py`): the
+    same policy TIGER's `cold_share` applies, so that models are compared with the same number of cold places."""
+
+    scores_all_items = False
+
+    def __init__(self, model, is_cold: np.ndarray, share: float) -> None:
+        super().__init__()
+        self.model, self.share = model, share
+        self.register_buffer("is_cold", torch.from_numpy(is_cold))
+        self.max_history = model.max_history
+        self.n_items = model.n_items
+
+    @torch.no_grad()
+    def recommend(self, batch, k: int, exclude: torch.Tensor | None = None):
+        scores = self.model.score(batch).float().clone()
+        scores[:, 0] = float("-inf")
+        if exclude is not None:
+            scores.scatter_(1, exclude, float("-inf"))
+        n_cold = min(cold_count(self.share, k), int(self.is_cold.sum()))
+        warm = torch.topk(scores.masked_fill(self.is_cold, float("-inf")), k - n_cold, dim=1)
+        cold = torch.topk(scores.masked_fill(~self.is_cold, float("-inf")), n_cold, dim=1)
+        return keep_cold_places(warm.indices, warm.values, cold.indices, cold.values, self.share)
+
+
 def evaluate_warm_cold(model, split: Split, is_cold: np.ndarray, cfg: EvalConfig) -> dict:
-    """Test metrics of both conventions for warm-target and cold-target examples."""
+    """Test metrics of both conventions for warm-target and cold-target examples, and for the cold targets split
+    by whether the history already holds another cold item (`cold_after_cold`) or not (`cold_first`): a model
+    that only learned "untrained items go together" scores on the first group alone."""
+    test = split.test
+    hist = test.history
+    cum = np.concatenate([[0], np.cumsum(is_cold[hist.items])])
+    after_cold = cum[hist.offsets[1:]] > cum[hist.offsets[:-1]]
+    cold_target = is_cold[test.targets]
     out = {}
     for name, rows in (
-        ("warm", np.flatnonzero(~is_cold[split.test.targets])),
-        ("cold", np.flatnonzero(is_cold[split.test.targets])),
+        ("warm", np.flatnonzero(~cold_target)),
+        ("cold", np.flatnonzero(cold_target)),
+        ("cold_after_cold", np.flatnonzero(cold_target & after_cold)),
+        ("cold_first", np.flatnonzero(cold_target & ~after_cold)),
     ):
-        res = evaluate(model, _subset(split.test, rows), split.n_items, cfg)
+        res = evaluate(model, _subset(test, rows), split.n_items, cfg)
         out[name], out[f"{name}_unfiltered"] = res["filtered"], res["unfiltered"]
     return out

@@ -33,6 +33,7 @@ from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.inference.beam import CodeTrie, constrained_beam_search
+from genrec.inference.cold_places import cold_count, keep_cold_places
 from genrec.models.base import FitContext, Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.transformer import FeedForward
@@ -61,6 +62,14 @@ class TigerConfig(ModelConfig):
         description="encoder input: one token per code (TIGER) or one per item, the sum of its code embeddings",
     )
     beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
+    cold_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="TIGER's cold-start share (epsilon): floor(cold_share * K) places of each top-K list go to "
+        "items that never occurred in training (the j-th cold item at position ceil(j / cold_share)), found by a "
+        "second constrained beam search over their codes only; inert when every item was trained on",
+    )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
     )
@@ -148,6 +157,9 @@ class Tiger(Recommender):
             "offsets", torch.tensor(np.r_[0, np.cumsum(self.sizes)[:-1]] + 1, dtype=torch.long)
         )
         self.register_buffer("item_codes", torch.zeros(n_items + 1, self.depth, dtype=torch.long))
+        # Items that occurred in the training sequences (set by fit; runs saved before it existed: all of them).
+        self.register_buffer("trained_items", torch.ones(n_items + 1, dtype=torch.bool))
+        self.register_load_state_dict_pre_hook(_default_trained_items)
         self.bos = 1 + sum(self.sizes)
         self.tok_emb = nn.Embedding(self.bos + 1, cfg.dim, padding_idx=0)
         self.item_pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -158,7 +170,7 @@ class Tiger(Recommender):
         self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.tok_emb.weight, std=cfg.dim**-0.5)
-        self._trie = None  # CodeTrie, built on first use from item_codes
+        self._tries = None  # (all items, trained items, untrained items) CodeTries, built on first use
 
     # --- semantic IDs --------------------------------------------------------------------------------------------
 
@@ -170,12 +182,31 @@ class Tiger(Recommender):
                 f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"
             )
         self.item_codes[1:] = torch.from_numpy(sid.codes)
-        self._trie = None
+        self._tries = None
 
-    def trie(self):
-        if self._trie is None:
-            self._trie = CodeTrie(self.item_codes[1:].numpy(), self.sizes)
-        return self._trie
+    def set_trained_items(self, items: np.ndarray) -> None:
+        """Mark the items that occur in the training sequences; the others are cold (see `cold_share`)."""
+        self.trained_items.zero_()
+        self.trained_items[torch.from_numpy(np.unique(items))] = True
+        self.trained_items[0] = False
+        self._tries = None
+
+    def tries(self) -> tuple[CodeTrie, CodeTrie | None, CodeTrie | None]:
+        """Tries of all items, of the trained items and of the untrained ones (None when there are none)."""
+        if self._tries is None:
+            codes = self.item_codes.numpy()
+            cold = np.flatnonzero(~self.trained_items.numpy()[1:]) + 1
+            warm = np.flatnonzero(self.trained_items.numpy()[1:]) + 1
+            split = len(cold) > 0 and len(warm) > 0
+            self._tries = (
+                CodeTrie(codes[1:], self.sizes),
+                CodeTrie(codes[warm], self.sizes, warm) if split else None,
+                CodeTrie(codes[cold], self.sizes, cold) if split else None,
+            )
+        return self._tries
+
+    def trie(self) -> CodeTrie:
+        return self.tries()[0]
 
     def fit(self, split: Split, ctx: FitContext) -> dict:
         items = ctx.extra.get("items")
@@ -193,6 +224,7 @@ class Tiger(Recommender):
             sid.save(ctx.run_dir)
             (ctx.run_dir / "semantic_ids_report.json").write_text(json.dumps(sid.report, indent=1))
         self.set_semantic_ids(sid)
+        self.set_trained_items(split.train.items)
         summary = super().fit(split, ctx)
         summary["semantic_ids"] = {k: v for k, v in sid.report.items() if k != "tokenizer"}
         return summary
@@ -282,6 +314,19 @@ class Tiger(Recommender):
             memory, mask = self.encode(batch.items)
             # Cross-attention keys/values depend on the history only: once per request, not once per level.
             memory = [block.cross_attn.keys_values(memory) for block in self.decoder]
+        everything, warm, cold = self.tries()
+        n_cold = min(cold_count(self.cfg.cold_share, k), len(cold.leaf_item)) if cold is not None else 0
+        if not n_cold:
+            return self._beam_search(
+                everything, memory, mask, len(batch.items), min(k, self.n_items), exclude
+            )
+        # The model gives codes it never saw as targets too little probability for a plain top-K: TIGER's
+        # cold-start retrieval keeps places for the best cold items (`inference/cold_places.py`).
+        items, scores = self._beam_search(warm, memory, mask, len(batch.items), k - n_cold, exclude)
+        c_items, c_scores = self._beam_search(cold, memory, mask, len(batch.items), n_cold, exclude)
+        return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share)
+
+    def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
         # Decoder KV cache: self-attention keys/values of the positions decoded so far, one row per beam, so each
         # level runs the decoder on its one new position only.
         cache: list = [None] * len(self.decoder)
@@ -307,13 +352,7 @@ class Tiger(Recommender):
                 cache[i] = (ck[rows], cv[rows])
 
         items, scores, _ = constrained_beam_search(
-            step,
-            self.trie(),
-            len(batch.items),
-            max(self.cfg.beam, k),
-            min(k, self.n_items),
-            exclude,
-            reorder,
+            step, trie, batch, max(self.cfg.beam, k), k, exclude, reorder
         )
         return items, scores
 
@@ -321,4 +360,16 @@ class Tiger(Recommender):
         return (
             "weights of the epoch with the best validation score (history-excluded), evaluated once on test; "
             f"top-K from constrained beam search (beam {self.cfg.beam})"
+            + (
+                f"; a share of {self.cfg.cold_share:g} of each list's places kept for items never seen in training"
+                if self.cfg.cold_share
+                else ""
+            )
         )
+
+
+def _default_trained_items(module, state_dict, prefix, *args) -> None:
+    """Weights saved before `trained_items` existed: every item counts as trained."""
+    key = prefix + "trained_items"
+    if key not in state_dict and prefix + "item_codes" in state_dict:
+        state_dict[key] = torch.ones(len(state_dict[prefix + "item_codes"]), dtype=torch.bool)
