@@ -302,6 +302,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def test_browser_demo_page_end_to_end_in_headless_chromium(runs):
     webdriver = pytest.importorskip("selenium.webdriver")
     import uvicorn
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -314,7 +315,8 @@ def test_browser_demo_page_end_to_end_in_headless_chromium(runs):
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
-    wait = WebDriverWait(driver, 30)
+    # A list re-rendered while a wait condition reads it leaves stale elements: read it again, don't fail.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
     try:
         while not server.started:
             time.sleep(0.05)
