@@ -135,7 +135,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None:
+        if self.ema is not None and ckpt.get("ema"):  # a run begun without an average starts one here
             self.ema.load_state_dict(ckpt["ema"])
         self.state.update(ckpt["trainer"])
         self.state["history"] = [dict(zip(ckpt["history_keys"], h)) for h in ckpt["history"]]
