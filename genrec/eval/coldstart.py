@@ -22,6 +22,7 @@ from genrec.config import EvalConfig
 from genrec.data.split import Csr, EvalSet, Split
 from genrec.eval.evaluator import evaluate
 from genrec.inference.cold_places import cold_count, keep_cold_places
+from genrec.models.base import candidate_scores
 
 
 def _first_seen(split: Split) -> tuple[np.ndarray, str]:
@@ -106,10 +107,7 @@ class ColdPlaces(torch.nn.Module):
 
     @torch.no_grad()
     def recommend(self, batch, k: int, exclude: torch.Tensor | None = None):
-        scores = self.model.score(batch).float().clone()
-        scores[:, 0] = float("-inf")
-        if exclude is not None:
-            scores.scatter_(1, exclude, float("-inf"))
+        scores = candidate_scores(self.model, batch, exclude)
         n_cold = min(cold_count(self.share, k), int(self.is_cold.sum()))
         warm = torch.topk(scores.masked_fill(self.is_cold, float("-inf")), k - n_cold, dim=1)
         cold = torch.topk(scores.masked_fill(~self.is_cold, float("-inf")), n_cold, dim=1)

@@ -20,7 +20,7 @@ from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
 from genrec.eval.metrics import MetricAccumulator, ranks_from_lists, target_ranks
-from genrec.models.base import Recommender
+from genrec.models.base import Recommender, candidate_scores
 
 TIE_RULE = "ties counted against the target (pessimistic rank)"
 
@@ -70,8 +70,7 @@ def evaluate(
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
         if model.scores_all_items:
-            scores = model.score(batch).float().clone()
-            scores[:, 0] = float("-inf")
+            scores = candidate_scores(model, batch)
             if want_unfiltered:
                 unfiltered.add(target_ranks(scores, targets), top(scores))
             if sampled is not None:

@@ -71,10 +71,7 @@ class Recommender(nn.Module):
     @torch.no_grad()
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
         """Top-k internal item ids and scores. `exclude` is a [B, M] tensor of item ids to leave out (0 = none)."""
-        scores = self.score(batch).float().clone()
-        scores[:, 0] = float("-inf")
-        if exclude is not None:
-            scores.scatter_(1, exclude, float("-inf"))
+        scores = candidate_scores(self, batch, exclude)
         k = min(k, self.n_items)
         top = torch.topk(scores, k, dim=1)
         return top.indices, top.values
@@ -83,6 +80,16 @@ class Recommender(nn.Module):
         if self.trainable:
             return "weights of the epoch with the best validation score (history-excluded), evaluated once on test"
         return "none: the model is fitted in closed form on the training split"
+
+
+def candidate_scores(model, batch: HistoryBatch, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """`model.score(batch)` as [B, n_items + 1] floats, with padding (column 0) and the `exclude`d item ids
+    ([B, M], 0 = none) at -inf. Needs only `score`, so any scoring model works."""
+    scores = model.score(batch).float().clone()
+    scores[:, 0] = float("-inf")
+    if exclude is not None:
+        scores.scatter_(1, exclude, float("-inf"))
+    return scores
 
 
 MODELS: dict[str, type[Recommender]] = {}
