@@ -37,7 +37,7 @@ from genrec.config import load_config  # noqa: E402
 from genrec.eval.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
 from genrec.models import FitContext, build_model  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.train.checkpoint import load_weights  # noqa: E402
+from genrec.train.checkpoint import load_weights, write_json  # noqa: E402
 
 DEFAULT_MODELS = ["popularity", "sasrec", "hstu", "tiger", "textrec"]
 
@@ -103,7 +103,7 @@ def run_one(
         "epochs_run": summary.get("epochs_run", 0),
         "weights": f"reused from {run_dir}" if fit_s is None else "trained in this run",
     }
-    path.write_text(json.dumps(result, indent=1))
+    write_json(path, result)
     return result
 
 

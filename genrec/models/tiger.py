@@ -192,12 +192,13 @@ class Tiger(Recommender):
         self._tries = None
 
     def tries(self) -> tuple[CodeTrie, CodeTrie | None, CodeTrie | None]:
-        """Tries of all items, of the trained items and of the untrained ones (None when there are none)."""
+        """Tries of all items, of the trained items and of the untrained ones (the last two None unless a cold
+        share is set and both groups have items)."""
         if self._tries is None:
             codes = self.item_codes.numpy()
             cold = np.flatnonzero(~self.trained_items.numpy()[1:]) + 1
             warm = np.flatnonzero(self.trained_items.numpy()[1:]) + 1
-            split = len(cold) > 0 and len(warm) > 0
+            split = self.cfg.cold_share > 0 and len(cold) > 0 and len(warm) > 0
             self._tries = (
                 CodeTrie(codes[1:], self.sizes),
                 CodeTrie(codes[warm], self.sizes, warm) if split else None,
