@@ -91,6 +91,11 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     grad_clip: float | None = 1.0
+    fused_adam: bool = Field(
+        False,
+        description="AdamW's fused kernel: about 3x faster per optimiser step on CPU than the default "
+        "multi-tensor one, equal up to float rounding, so a run is not bit-identical to one without it",
+    )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
     seed: int = 42

@@ -24,3 +24,28 @@ def test_leaderboard_row_command_carries_the_settings_the_run_differs_in(tmp_pat
     # A run of the plain recipe reproduces with the plain command.
     (run / "config.yaml").write_text(dump_config(load_config("tiger-amazon-sports", [], "amazon-sports")))
     assert leaderboard.run_overrides(run, "tiger-amazon-sports", "amazon-sports") == []
+
+
+def test_optimizer_step_benchmark_prints_each_implementation(monkeypatch, capsys):
+    bench = load_script("optimizer_step")
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "optimizer_step.py",
+            "--recipes",
+            "sasrec-ml-100k",
+            "--steps",
+            "3",
+            "--repeats",
+            "1",
+            "--train-steps",
+            "2",
+        ],
+    )
+    bench.main()
+    rows = [
+        line.split(" | ") for line in capsys.readouterr().out.splitlines() if "| sasrec-ml-100k |" in line
+    ]
+    assert [r[2] for r in rows] == ["loop", "multi_tensor", "fused"]
+    diffs = {r[2]: float(r[5].rstrip(" |")) for r in rows}
+    assert diffs["loop"] == 0.0 and diffs["multi_tensor"] == 0.0 and diffs["fused"] < 1e-5

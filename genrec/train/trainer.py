@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from genrec.config import TrainConfig
 from genrec.data.split import Split
 from genrec.eval.evaluator import validation_score
 from genrec.models.base import FitContext, Recommender
@@ -44,23 +45,36 @@ def averaging_note(cfg) -> str:
     return f"; the weights are an exponential moving average of the training steps (decay {cfg.ema_decay})"
 
 
+def build_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, implementation: str | None = None
+) -> torch.optim.AdamW:
+    """AdamW over the model's parameters, weight decay only on matrices that are not embeddings or norms.
+
+    `implementation`: "multi_tensor" (the default: one kernel per operation over all tensors, the same bits as
+    the per-tensor loop, about 2x faster on CPU), "fused" (`train.fused_adam`: one kernel per step, about 3x
+    faster again, equal up to float rounding) or "loop" (PyTorch's per-tensor reference loop); timings and
+    differences in benchmarks/optimizer_step.py.
+    """
+    implementation = implementation or ("fused" if cfg.fused_adam else "multi_tensor")
+    kind = {"multi_tensor": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # Biases, norms and embedding tables are not decayed: decay would shrink rare items' vectors.
+        (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, cfg.adam_beta2),
+        **kind[implementation],
+    )
+
+
 class Trainer:
     def __init__(self, model: Recommender, split: Split, ctx: FitContext) -> None:
         self.model, self.split, self.ctx, self.cfg = model, split, ctx, ctx.train
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            # Biases, norms and embedding tables are not decayed: decay would shrink rare items' vectors.
-            (no_decay if p.ndim < 2 or "emb" in name or "norm" in name else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.cfg.lr,
-            betas=(0.9, self.cfg.adam_beta2),
-        )
+        self.optimizer = build_optimizer(model, self.cfg)
         probe = model.training_batches(split, np.random.default_rng(0), self.cfg.batch_size)
         steps_per_epoch = max(1, sum(1 for _ in probe))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
