@@ -112,15 +112,17 @@ def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]
     return data, ds.stats(), list(ds.notes)
 
 
-def text_embeddings(data: FeedbackData) -> np.ndarray:
-    """Frozen all-MiniLM-L6-v2 embeddings of each item's "title | genres" (cached on disk)."""
+def text_embeddings(data: FeedbackData, encoder: str | None = None, pooling: str = "mean") -> np.ndarray:
+    """Frozen embeddings of each item's "title | genres" (cached on disk): all-MiniLM-L6-v2 by default, or the
+    pooled hidden states of a generative LLM (`encoder`, see genrec.tokenize.text)."""
     from genrec.tokenize.text import encode_texts
 
-    return encode_texts(data.features.item_text)
+    return encode_texts(data.features.item_text, encoder, pooling=pooling)
 
 
 def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
-    text = text_embeddings(data) if cfg.text_features or cfg.text_interest else None
+    wants_text = cfg.text_features or cfg.text_interest
+    text = text_embeddings(data, cfg.text_encoder, cfg.text_pooling) if wants_text else None
     return RANKERS[cfg.name](cfg, data, text)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,14 @@ class RankerConfig(ModelConfig):
     stride: int | None = Field(None, ge=1, description="training-window stride (default max_len // 2)")
     dropout: float = Field(0.1, ge=0, lt=1)
     text_features: bool = Field(False, description="add frozen text embeddings of item title + genres")
+    text_encoder: str | None = Field(
+        None,
+        description="encoder of the item text: None = all-MiniLM-L6-v2; 'smollm2', a .gguf file or a model "
+        "directory (a generative LLM's pooled hidden states; see genrec.tokenize.text)",
+    )
+    text_pooling: Literal["mean", "last"] = Field(
+        "mean", description="pooling of a generative LLM encoder's hidden states over the text's tokens"
+    )
     text_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on the frozen text embedding (training)"
     )
