@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/optimizer_step.py --recipes sasrec-amazon-beauty --steps 500
 
 Each recipe's model is built at its dataset's catalogue size and stepped with the same random gradients by the
-three implementations of `genrec.train.trainer.build_optimizer`: PyTorch's per-tensor loop, the multi-tensor
-default and the fused kernel (`train.fused_adam`). The table prints the median milliseconds per step over
+three implementations of `genrec.train.trainer.build_optimizer` (`train.adam_kernel`): PyTorch's per-tensor loop
+(the default), the multi-tensor kernel and the fused kernel. The table prints the median milliseconds per step over
 `--repeats` timings (implementations alternate, so a slower spell of a shared machine hits all of them), the
 speed-up over the loop and the largest weight difference from the loop after all steps (0 = the same bits).
 With `--train-steps N` (default 60) it also times whole training steps (forward, backward, clipping, AdamW) on N

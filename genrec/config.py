@@ -91,10 +91,10 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     grad_clip: float | None = 1.0
-    fused_adam: bool = Field(
-        False,
-        description="AdamW's fused kernel: about 3x faster per optimiser step on CPU than the default "
-        "multi-tensor one, equal up to float rounding, so a run is not bit-identical to one without it",
+    adam_kernel: Literal["loop", "multi_tensor", "fused"] = Field(
+        "loop",
+        description="AdamW implementation: PyTorch's per-tensor loop; multi_tensor (the same bits per step, "
+        "faster); fused (fastest, equal up to float rounding)",
     )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)

@@ -50,12 +50,12 @@ def build_optimizer(
 ) -> torch.optim.AdamW:
     """AdamW over the model's parameters, weight decay only on matrices that are not embeddings or norms.
 
-    `implementation`: "multi_tensor" (the default: one kernel per operation over all tensors, the same bits as
-    the per-tensor loop, about 2x faster on CPU), "fused" (`train.fused_adam`: one kernel per step, about 3x
-    faster again, equal up to float rounding) or "loop" (PyTorch's per-tensor reference loop); timings and
-    differences in benchmarks/optimizer_step.py.
+    `implementation` (default: `train.adam_kernel`): "loop" (PyTorch's per-tensor loop, the default),
+    "multi_tensor" (one kernel per operation over all tensors: the same bits per step, about 2x faster per step
+    on CPU) or "fused" (one kernel per step, faster again, equal up to float rounding); timings in
+    benchmarks/optimizer_step.py.
     """
-    implementation = implementation or ("fused" if cfg.fused_adam else "multi_tensor")
+    implementation = implementation or cfg.adam_kernel
     kind = {"multi_tensor": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
