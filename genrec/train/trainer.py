@@ -213,11 +213,12 @@ class Trainer:
                     t1 = time.perf_counter()
                     with self._selected_weights():
                         score = self._validate(progress)
-                        if score > self.state["best_score"]:
+                        improved = score > self.state["best_score"]
+                        if improved:  # copied here: these are the weights that were validated
                             best_state = copy.deepcopy(model.state_dict())
                     self.state["seconds"] += time.perf_counter() - t1
                     record["valid_" + self.ctx.eval.select_metric] = score
-                    if score > self.state["best_score"]:
+                    if improved:
                         self.state.update(
                             best_score=score,
                             best_epoch=epoch,
