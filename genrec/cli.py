@@ -295,6 +295,9 @@ def serve(
 
 
 def main() -> None:
+    from genrec.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app(standalone_mode=False)
     except GenrecError as e:

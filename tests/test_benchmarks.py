@@ -49,3 +49,20 @@ def test_optimizer_step_benchmark_prints_each_implementation(monkeypatch, capsys
     assert [r[2] for r in rows] == ["loop", "multi_tensor", "fused"]
     diffs = {r[2]: float(r[5].rstrip(" |")) for r in rows}
     assert diffs["loop"] == 0.0 and diffs["multi_tensor"] == 0.0 and diffs["fused"] < 1e-5
+
+
+def test_allocator_benchmark_compares_both_malloc_settings_in_fresh_processes(monkeypatch, capsys):
+    bench = load_script("allocator")
+    argv = ["allocator.py", "--recipe", "sasrec-ml-100k", "--rounds", "1", "--train-steps", "2"]
+    monkeypatch.setattr("sys.argv", [*argv, "--val-passes", "1"])
+    bench.main()
+    out = capsys.readouterr().out
+    rows = [
+        line.split(" | ")
+        for line in out.splitlines()
+        if line.startswith("| glibc") or line.startswith("| keep")
+    ]
+    assert [r[0] for r in rows] == ["| glibc defaults", "| keep freed memory"]
+    assert rows[0][2] == "1.00x" and rows[0][4] == "1.00x |"
+    assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in rows)
+    assert out.strip().splitlines()[-1].startswith("speedup validation: ")

@@ -268,3 +268,30 @@ def test_history_bias_with_a_loss_that_cannot_fit_it_is_a_config_error():
 
     with pytest.raises(ConfigError, match="history_bias"):
         load_config("sasrec", ["model.history_bias=true", "model.loss=bce"])
+
+
+def test_twin_info_nce_rewards_views_that_match_row_for_row():
+    torch.manual_seed(0)
+    a = torch.randn(32, 8)
+    same = losses.twin_info_nce(a, a + 0.01 * torch.randn(32, 8), 0.1)
+    shuffled = losses.twin_info_nce(a, a[torch.randperm(32)], 0.1)
+    assert same < 0.2 < 2.0 < shuffled
+    # Symmetric in the two views.
+    b = torch.randn(32, 8)
+    assert torch.allclose(losses.twin_info_nce(a, b, 0.5), losses.twin_info_nce(b, a, 0.5))
+
+
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_contrastive_term_is_added_in_training_only(name):
+    overrides = ["model.dim=16", "model.max_len=8", "model.dropout=0.0"]
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8, 2]])
+    torch.manual_seed(0)
+    plain = build_model(load_config(name, overrides).model, 30, 5)
+    weighted = build_model(load_config(name, [*overrides, "model.contrastive_weight=0.5"]).model, 30, 5)
+    weighted.load_state_dict(plain.state_dict())
+    batch = (items, None)
+    # Without dropout both passes agree, so the term is exactly InfoNCE of the states against themselves.
+    hidden = plain.encode(items[:, :-1], None)[:, -1]
+    expected = plain.loss(batch) + 0.5 * losses.twin_info_nce(hidden, hidden, 0.1)
+    assert torch.allclose(weighted.train().loss(batch), expected, atol=1e-5)
+    assert torch.allclose(weighted.eval().loss(batch), plain.eval().loss(batch))

@@ -57,6 +57,14 @@ class NextItemConfig(ModelConfig):
         description="training: probability of zeroing a whole history item's input vector (the model must "
         "predict from the other items), on top of the element-wise dropout",
     )
+    contrastive_weight: float = Field(
+        0.0,
+        ge=0,
+        description="training: weight of a contrastive term between two dropout passes over the same "
+        "sequences (DuoRec / CL4SRec's model-level augmentation): each sequence's newest state must pick its "
+        "twin out of the batch's other sequences; 0 = off (one encoder pass per step)",
+    )
+    contrastive_temperature: float = Field(0.1, gt=0, description="of the contrastive term's cosine logits")
     loss_chunk: int = Field(256, ge=16, description="positions per chunk of the full softmax")
     softmax_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
@@ -128,8 +136,17 @@ class NextItemModel(Recommender):
         inputs, targets = items[:, :-1], items[:, 1:]
         hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
         mask = inputs > 0
-        h = self._project(hidden[mask])
-        t = targets[mask]
+        loss = self._next_item_loss(self._project(hidden[mask]), targets[mask], inputs, mask)
+        if self.cfg.contrastive_weight and self.training:
+            # The newest position of each sequence (sequences are right-aligned), as DuoRec contrasts sequence
+            # representations: the batch's other sequences are the negatives, so the cost is [B x B].
+            twin = self.encode(inputs, None if ts is None else ts[:, :-1])[:, -1]  # new dropout masks
+            loss = loss + self.cfg.contrastive_weight * losses.twin_info_nce(
+                hidden[:, -1], twin, self.cfg.contrastive_temperature
+            )
+        return loss
+
+    def _next_item_loss(self, h, t, inputs, mask) -> torch.Tensor:
         w = self.output_weight()
         if self.cfg.loss == "full_softmax":
             dtype = resolve_dtype(self.cfg.softmax_dtype)

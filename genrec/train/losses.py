@@ -6,6 +6,7 @@
   correction (subtract log of each candidate's sampling probability) so the estimate is not biased towards
   popular items. For catalogues too large for the full softmax.
 - `bce`: the original SASRec loss: one positive and one uniform negative per position, binary cross-entropy.
+- `twin_info_nce`: not a next-item loss but a regulariser (`contrastive_weight`): InfoNCE between two dropout views.
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ def sampled_softmax(
     own[:, : len(targets)] = torch.eye(len(targets), dtype=torch.bool, device=hidden.device)
     logits = logits.masked_fill(collide & ~own, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(targets), device=hidden.device))
+
+
+def twin_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between two views [N, d] of the same N states: row i of `a` must pick row i of `b`
+    among all of `b` (and vice versa), by cosine similarity over `temperature`."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature
+    labels = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
 def bce_one_negative(hidden, weight, targets, generator: torch.Generator | None = None):
