@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,7 @@ def run_child(env: dict) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
-def test_keep_freed_memory_applies_on_glibc_unless_the_user_chose(monkeypatch):
-    import os
-
+def test_keep_freed_memory_applies_on_glibc_unless_the_user_chose():
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
     base.pop(runtime.OPT_OUT, None)
     libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else ""
