@@ -66,3 +66,30 @@ def test_allocator_benchmark_compares_both_malloc_settings_in_fresh_processes(mo
     assert rows[0][2] == "1.00x" and rows[0][4] == "1.00x |"
     assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in rows)
     assert out.strip().splitlines()[-1].startswith("speedup validation: ")
+
+
+def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(
+    tmp_path, monkeypatch, capsys
+):
+    from genrec.rank_runs import load_rank_config, rank_train
+
+    cfg = load_rank_config(
+        "din", ["model.dim=8", "model.max_len=10", "train.epochs=1", "train.batch_size=256"]
+    )
+    metrics = rank_train(cfg, tmp_path / "run", progress=False)
+    bench = load_script("rank_by_item_support")
+    run = str(tmp_path / "run")
+    monkeypatch.setattr("sys.argv", ["rank_by_item_support.py", run])
+    bench.main()
+    rows = [
+        line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| run | ") and "items with" not in line
+    ]
+    assert [r[1] for r in rows] == ["0-19", "20-99", ">= 100", "all"]
+    assert sum(int(r[2]) for r in rows[:3]) == int(rows[3][2]) == metrics["test"]["impressions"]
+    assert float(rows[3][4]) == round(metrics["test"]["auc"], 4)
+    monkeypatch.setattr("sys.argv", ["rank_by_item_support.py", "--pairs", run, run])
+    bench.main()
+    diffs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| all |")]
+    assert diffs and diffs[0].count("+0.0000 [+0.0000, +0.0000]") == 3

@@ -1,0 +1,115 @@
+"""Where does a ranker gain? AUC / GAUC / LogLoss of trained ranking runs, by how many training impressions the
+candidate item has.
+
+    .venv/bin/python benchmarks/rank_by_item_support.py RUN_DIR [RUN_DIR ...] [--split test] [--bins 20 100]
+    .venv/bin/python benchmarks/rank_by_item_support.py --pairs DIN_RUN TEXT_RUN [DIN_RUN TEXT_RUN ...]
+
+Every run must be a finished `genrec rank-train` directory on the same data. Impressions of the split are put in
+buckets by their item's number of training impressions (the bin edges split them as [0, 20), [20, 100),
+[100, inf) by default), and each run's scores are summarised per bucket. Content features such as frozen text
+vectors (`model.text_features`, LEARN / HLLM's hybrid) should matter most where an item's ID embedding has had few
+labels to learn from, so the rare-item rows are where to look for their gain.
+
+With `--pairs` the runs come as (baseline, variant) pairs, for example the same seed without and with text; the
+table then prints each bucket's mean difference variant - baseline over the pairs, with its range. Reads the
+split's labels: an analysis of finished runs, not a way to choose settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genrec.eval.ranking import auc, gauc, logloss  # noqa: E402
+from genrec.rank_runs import load_ranker  # noqa: E402
+
+METRICS = ("auc", "gauc", "logloss")
+
+
+def bucket_names(edges: list[int]) -> list[str]:
+    bounds = [0, *edges, None]
+    return [f"{lo}-{hi - 1}" if hi is not None else f">= {lo}" for lo, hi in zip(bounds, bounds[1:])]
+
+
+def bucket_metrics(imps, logits: np.ndarray, bucket: np.ndarray, n_buckets: int) -> list[dict]:
+    out = []
+    for b in [*range(n_buckets), None]:  # None: all impressions
+        keep = np.ones(len(imps), dtype=bool) if b is None else bucket == b
+        y, z, users = imps.labels[keep], logits[keep], imps.users[keep]
+        both = len(y) and 0 < y.mean() < 1
+        out.append(
+            {
+                "impressions": int(keep.sum()),
+                "positive_rate": float(y.mean()) if len(y) else float("nan"),
+                "auc": auc(y, z) if both else float("nan"),
+                "gauc": gauc(users, y, z)[0] if both else float("nan"),
+                "logloss": logloss(y, z) if len(y) else float("nan"),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", type=Path)
+    ap.add_argument("--pairs", nargs="+", type=Path, help="baseline and variant run directories, alternating")
+    ap.add_argument("--split", choices=["valid", "test"], default="test")
+    ap.add_argument(
+        "--bins", nargs="+", type=int, default=[20, 100], help="bucket edges (training impressions)"
+    )
+    args = ap.parse_args()
+    if args.pairs and len(args.pairs) % 2:
+        ap.error("--pairs takes baseline / variant run directories in pairs")
+    runs = args.pairs or args.runs
+    if not runs:
+        ap.error("give run directories, or --pairs")
+    edges = sorted(set(args.bins))
+    names = [*bucket_names(edges), "all"]
+
+    data = None
+    results = {}
+    for run in runs:
+        cfg, model, data = load_ranker(run, data)
+        imps = getattr(data, args.split)
+        support = np.bincount(data.train.items, minlength=data.n_items + 1)[imps.items]
+        bucket = np.searchsorted(np.asarray(edges), support, side="right")
+        results[run] = bucket_metrics(imps, model.predict(data, imps), bucket, len(edges) + 1)
+
+    first = results[runs[0]]
+    print(
+        f"{args.split} impressions by the item's training impressions ({len(getattr(data, args.split))} in all)\n"
+    )
+    if not args.pairs:
+        print("| run | items with | impressions | like rate | AUC | GAUC | LogLoss |")
+        print("|---|---|---|---|---|---|---|")
+        for run in runs:
+            for name, m in zip(names, results[run]):
+                print(
+                    f"| {run.name} | {name} | {m['impressions']} | {m['positive_rate']:.3f} | {m['auc']:.4f} "
+                    f"| {m['gauc']:.4f} | {m['logloss']:.4f} |"
+                )
+        return
+    pairs = list(zip(runs[::2], runs[1::2]))
+    print(f"variant - baseline over {len(pairs)} pairs: mean [min, max]\n")
+    print("| items with | impressions | like rate | " + " | ".join(f"{m} diff" for m in METRICS) + " |")
+    print("|---|---|---|" + "---|" * len(METRICS))
+    for i, name in enumerate(names):
+        cells = []
+        for metric in METRICS:
+            diffs = np.array([results[v][i][metric] - results[b][i][metric] for b, v in pairs])
+            cells.append(f"{diffs.mean():+.4f} [{diffs.min():+.4f}, {diffs.max():+.4f}]")
+        print(
+            f"| {name} | {first[i]['impressions']} | {first[i]['positive_rate']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+
+
+if __name__ == "__main__":
+    main()
