@@ -37,7 +37,7 @@ def child(args) -> None:
     from genrec.models import build_model
     from genrec.runs import make_split, prepare_dataset
     from genrec.runtime import keep_freed_memory
-    from genrec.train.trainer import build_optimizer
+    from genrec.train.trainer import build_optimizer, training_step
 
     applied = keep_freed_memory() if args.child == "1" else False
     torch.set_num_threads(args.threads)
@@ -49,19 +49,11 @@ def child(args) -> None:
     optimizer = build_optimizer(model, cfg.train, cfg.train.adam_kernel)
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps + 5]
-
-    def step(batch) -> None:
-        loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-        optimizer.step()
-
     for batch in batches[:5]:  # warm-up
-        step(batch)
+        training_step(model, optimizer, batch, cfg.train.grad_clip)
     t0 = time.perf_counter()
     for batch in batches[5:]:
-        step(batch)
+        training_step(model, optimizer, batch, cfg.train.grad_clip)
     train_ms = (time.perf_counter() - t0) / len(batches[5:]) * 1e3
     validation_score(model, split.valid, split.n_items, cfg.eval)  # warm-up
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from genrec.config import load_config  # noqa: E402
 from genrec.models import build_model  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.train.trainer import build_optimizer  # noqa: E402
+from genrec.train.trainer import build_optimizer, training_step  # noqa: E402
 
 IMPLEMENTATIONS = ["loop", "multi_tensor", "fused"]
 
@@ -100,11 +100,7 @@ def train_step_ms(cfg, ds, args) -> dict[str, float]:
         for impl, optimizer in optimizers.items():
             t0 = time.perf_counter()
             for batch in batches:
-                loss = model.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-                optimizer.step()
+                training_step(model, optimizer, batch, cfg.train.grad_clip)
             times[impl].append((time.perf_counter() - t0) / len(batches) * 1e3)
     return {impl: statistics.median(t) for impl, t in times.items()}
 
