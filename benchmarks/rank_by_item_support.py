@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genrec.eval.ranking import auc, gauc, logloss  # noqa: E402
+from genrec.eval.ranking import ranking_metrics  # noqa: E402
 from genrec.rank_runs import load_ranker  # noqa: E402
 
 METRICS = ("auc", "gauc", "logloss")
@@ -38,20 +38,17 @@ def bucket_names(edges: list[int]) -> list[str]:
 
 
 def bucket_metrics(imps, logits: np.ndarray, bucket: np.ndarray, n_buckets: int) -> list[dict]:
+    """The project's ranking metrics per bucket, then over all impressions (AUC / GAUC are NaN in a bucket
+    without both labels; an empty bucket is all NaN)."""
     out = []
     for b in [*range(n_buckets), None]:  # None: all impressions
         keep = np.ones(len(imps), dtype=bool) if b is None else bucket == b
-        y, z, users = imps.labels[keep], logits[keep], imps.users[keep]
-        both = len(y) and 0 < y.mean() < 1
-        out.append(
-            {
-                "impressions": int(keep.sum()),
-                "positive_rate": float(y.mean()) if len(y) else float("nan"),
-                "auc": auc(y, z) if both else float("nan"),
-                "gauc": gauc(users, y, z)[0] if both else float("nan"),
-                "logloss": logloss(y, z) if len(y) else float("nan"),
-            }
-        )
+        if keep.any():
+            out.append(ranking_metrics(imps.users[keep], imps.labels[keep], logits[keep], ks=()))
+        else:
+            out.append(
+                {"impressions": 0, "positive_rate": float("nan"), **dict.fromkeys(METRICS, float("nan"))}
+            )
     return out
 
 
@@ -75,7 +72,7 @@ def main() -> None:
     data = None
     results = {}
     for run in runs:
-        cfg, model, data = load_ranker(run, data)
+        _, model, data = load_ranker(run, data)
         imps = getattr(data, args.split)
         support = np.bincount(data.train.items, minlength=data.n_items + 1)[imps.items]
         bucket = np.searchsorted(np.asarray(edges), support, side="right")

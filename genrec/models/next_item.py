@@ -134,13 +134,14 @@ class NextItemModel(Recommender):
     def loss(self, batch) -> torch.Tensor:
         items, ts = batch
         inputs, targets = items[:, :-1], items[:, 1:]
-        hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
+        input_ts = None if ts is None else ts[:, :-1]
+        hidden = self.encode(inputs, input_ts)
         mask = inputs > 0
         loss = self._next_item_loss(self._project(hidden[mask]), targets[mask], inputs, mask)
         if self.cfg.contrastive_weight and self.training:
             # The newest position of each sequence (sequences are right-aligned), as DuoRec contrasts sequence
             # representations: the batch's other sequences are the negatives, so the cost is [B x B].
-            twin = self.encode(inputs, None if ts is None else ts[:, :-1])[:, -1]  # new dropout masks
+            twin = self.encode(inputs, input_ts)[:, -1]  # new dropout masks
             loss = loss + self.cfg.contrastive_weight * losses.twin_info_nce(
                 hidden[:, -1], twin, self.cfg.contrastive_temperature
             )
