@@ -1,4 +1,4 @@
-"""Command line: `genrec datasets | recipes | train | evaluate | recommend | serve`.
+"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | recommend | serve`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
@@ -64,9 +64,9 @@ def print_examples(run, n_users: int = 3, k: int = 5) -> None:
     users = run.users
     picks = np.linspace(0, users.height - 1, n_users).astype(int)
     for u in picks:
-        raw_user = int(users["user_id"][int(u)])
+        raw_user = users["user_id"][int(u)]
         _, history, times = run.user_history(raw_user)
-        ids, _ = run.recommend(
+        ids, _ = run.recommend_internal(
             history[:-1], k, exclude_seen=True, user=int(u), timestamps=None if times is None else times[:-1]
         )
         out.print(f"[bold]user {raw_user}[/bold] recently: " + "; ".join(run.titles(history[-4:-1])))
@@ -122,6 +122,33 @@ def recipes() -> None:
     out.print(table)
 
 
+def print_ranking_metrics(metrics: dict, ks: list[int], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    cols = ["auc", "gauc", "logloss", *[f"ndcg@{k}" for k in ks], "ndcg", "impressions", "users"]
+    table.add_column("split")
+    for c in cols:
+        table.add_column(c.upper() if c in ("auc", "gauc") else c, justify="right")
+    for split in ("valid", "test"):
+        m = metrics[split]
+        cells = [f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]) for c in cols]
+        table.add_row(split, *cells)
+    out.print(table)
+    p = metrics["protocol"]
+    out.print(
+        f"[dim]protocol: {p['dataset']} | {p['split']['split']} ({p['split']['label']}) | {p['history']} | "
+        f"checkpoint: {p['checkpoint_selection']}[/dim]"
+    )
+
+
+def print_metrics(cfg, metrics: dict) -> None:
+    title = f"{cfg.model.name} on {metrics['protocol']['dataset']}"
+    if cfg.task == "ranking":
+        print_ranking_metrics(metrics, cfg.eval.ks, title)
+    else:
+        out.print(metrics_table(metrics, title))
+        print_protocol(metrics["protocol"])
+
+
 @app.command()
 def train(
     recipe: str = typer.Argument(..., help="built-in recipe name or a YAML file"),
@@ -131,86 +158,38 @@ def train(
         None, "--out", help="run directory (default runs/RECIPE-DATASET-TIME)"
     ),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
-    examples: int = typer.Option(3, "--examples", help="users whose recommendations are printed"),
+    examples: int = typer.Option(3, "--examples", help="users whose recommendations are printed (retrieval)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train a model, evaluate it on the full catalogue, write a run directory."""
+    """Train a retrieval model or a ranker, evaluate it, write a run directory."""
     from genrec.config import load_config
-    from genrec.rank_runs import ranking_recipe
     from genrec.runs import load_run, train_run
 
-    ranker = ranking_recipe(recipe)
-    if ranker:
-        raise GenrecError(
-            f"recipe {recipe!r} trains the ranker {ranker!r}, not a retrieval model; "
-            f"use `genrec rank-train {recipe}`"
-        )
     cfg = load_config(recipe, set_, dataset)
     if out_dir is None:
         if resume:
             raise GenrecError("--resume needs --out RUN_DIR")
         ds_name = Path(cfg.data.dataset).stem
         out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    out.print(f"training [bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
+    kind = "ranker " if cfg.task == "ranking" else ""
+    out.print(f"training {kind}[bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
     metrics = train_run(cfg, out_dir, resume=resume, progress=progress)
-    out.print(metrics_table(metrics, f"{cfg.model.name} on {cfg.data.dataset}"))
-    print_protocol(metrics["protocol"])
+    print_metrics(cfg, metrics)
     tr = metrics["training"]
     if "best_epoch" in tr:
         out.print(
             f"[dim]trained {tr['epochs_run']} epochs in {tr['train_seconds']}s; best validation at epoch "
             f"{tr['best_epoch']} ({tr['seconds_to_best']}s)[/dim]"
         )
-    if examples:
+    if examples and cfg.task == "retrieval":
         print_examples(load_run(out_dir), examples)
     out.print(f"run directory: {out_dir}")
 
 
-@app.command("rank-train")
-def rank_train(
-    recipe: str = typer.Argument(..., help="built-in ranking recipe (din, hstu_ranker, ...) or a YAML file"),
-    dataset: str | None = typer.Option(None, "--dataset", help="ml-100k, ml-1m or a folder in their layout"),
-    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.epochs=5"),
-    out_dir: Path | None = typer.Option(
-        None, "--out", help="run directory (default runs/RECIPE-DATASET-TIME)"
-    ),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Train a ranker on explicit feedback (like = rating >= 4); report AUC, GAUC, LogLoss, NDCG."""
-    from genrec.rank_runs import load_rank_config
-    from genrec.rank_runs import rank_train as run_rank_train
-
-    cfg = load_rank_config(recipe, set_, dataset)
-    if out_dir is None:
-        if resume:
-            raise GenrecError("--resume needs --out RUN_DIR")
-        ds_name = Path(cfg.data.dataset).stem
-        out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    out.print(
-        f"training ranker [bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}"
-    )
-    metrics = run_rank_train(cfg, out_dir, resume=resume, progress=progress)
-    table = Table(title=f"{cfg.model.name} on {cfg.data.dataset}", title_justify="left")
-    cols = ["auc", "gauc", "logloss", *[f"ndcg@{k}" for k in cfg.eval.ks], "ndcg", "impressions", "users"]
-    table.add_column("split")
-    for c in cols:
-        table.add_column(c.upper() if c in ("auc", "gauc") else c, justify="right")
-    for split in ("valid", "test"):
-        m = metrics[split]
-        table.add_row(split, *[f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]) for c in cols])
-    out.print(table)
-    p = metrics["protocol"]
-    out.print(
-        f"[dim]protocol: {p['dataset']} | {p['split']['split']} ({p['split']['label']}) | {p['history']} | "
-        f"checkpoint: {p['checkpoint_selection']}[/dim]"
-    )
-    tr = metrics["training"]
-    out.print(
-        f"[dim]trained {tr['epochs_run']} epochs in {tr['train_seconds']}s; best validation at epoch "
-        f"{tr['best_epoch']} ({tr['seconds_to_best']}s)[/dim]"
-    )
-    out.print(f"run directory: {out_dir}")
+# `rank-train` predates the one task stack: the same command, kept because scripts and docs call it.
+app.command(
+    "rank-train", help="Same as `train` (kept for ranking recipes: din, hstu_ranker, genrank, mtgr)."
+)(train)
 
 
 @app.command()
@@ -219,50 +198,55 @@ def evaluate(
     dataset: str | None = typer.Option(None, "--dataset", help="evaluate on another dataset SPEC"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Evaluate a trained run (full-catalogue ranking, both history conventions)."""
+    """Evaluate a trained run (retrieval: full-catalogue ranking, both history conventions; ranking: AUC...)."""
     from genrec.runs import evaluate_run, load_run
 
     run = load_run(run_dir)
-    metrics = evaluate_run(run, dataset, progress)
-    out.print(metrics_table(metrics, f"{run.cfg.model.name} on {metrics['protocol']['dataset']}"))
-    print_protocol(metrics["protocol"])
+    print_metrics(run.cfg, evaluate_run(run, dataset, progress))
 
 
 @app.command()
 def recommend(
     run_dir: Path = typer.Argument(...),
-    user: int | None = typer.Option(None, "--user", help="a user id known to the run"),
+    user: str | None = typer.Option(None, "--user", help="a user id known to the run"),
     history: str | None = typer.Option(None, "--history", help="comma-separated item ids, oldest first"),
+    candidates: str | None = typer.Option(
+        None, "--candidates", help="comma-separated item ids to score (ranking runs need them)"
+    ),
     k: int = typer.Option(10, "-k", min=1, max=10_000),
     include_seen: bool = typer.Option(False, "--include-seen", help="allow items already in the history"),
 ) -> None:
-    """Top-k recommendations for a known user or an ad-hoc history, with titles."""
+    """Top-k for a known user or an ad-hoc history, with titles; with --candidates, their scores instead."""
     from genrec.runs import load_run
 
     if (user is None) == (history is None):
         raise GenrecError("give exactly one of --user ID or --history ID,ID,...")
     run = load_run(run_dir)
-    user_idx, times = None, None
-    if user is not None:
-        user_idx, hist, times = run.user_history(user)
-    else:
-        try:
-            raw = [int(x) for x in history.split(",") if x.strip()]
-        except ValueError:
-            raise GenrecError(
-                f"--history must be comma-separated integer item ids, got {history!r}"
-            ) from None
-        if not raw:
+    raw_history = None
+    if history is not None:
+        raw_history = [x.strip() for x in history.split(",") if x.strip()]
+        if not raw_history:
             raise GenrecError("--history is empty")
-        hist = run.item_index(raw)
-    ids, scores = run.recommend(hist, k, exclude_seen=not include_seen, user=user_idx, timestamps=times)
-    table = Table(
-        title=f"top-{k} for " + (f"user {user}" if user is not None else f"history of {len(hist)} items")
-    )
+    who = f"user {user}" if user is not None else f"history of {len(raw_history)} items"
+    if candidates is not None or run.task == "ranking":
+        if candidates is None:
+            raise GenrecError("a ranking run scores given items: add --candidates ID,ID,...")
+        cands = [x.strip() for x in candidates.split(",") if x.strip()]
+        scored = run.rank(cands, user=user, history=raw_history).sort("score", descending=True)
+        table = Table(title=f"{len(cands)} candidates for {who}, best first")
+        for col in ("rank", "item_id", "score", "title"):
+            table.add_column(col)
+        titles = run.titles(run.item_index(scored["item_id"].to_list()))
+        for rank, (i, s, t) in enumerate(zip(scored["item_id"], scored["score"], titles), 1):
+            table.add_row(str(rank), str(i), f"{s:.4f}", t)
+        out.print(table)
+        return
+    recs = run.recommend(user=user, history=raw_history, k=k, exclude_seen=not include_seen)
+    table = Table(title=f"top-{k} for {who}")
     for col in ("rank", "item_id", "score", "title"):
         table.add_column(col)
-    for rank, (i, s, t) in enumerate(zip(run.raw_item_ids(ids), scores, run.titles(ids)), 1):
-        table.add_row(str(rank), str(i), f"{s:.4f}", t)
+    for rank, row in enumerate(recs.iter_rows(named=True), 1):
+        table.add_row(str(rank), str(row["item_id"]), f"{row['score']:.4f}", row["title"])
     out.print(table)
 
 

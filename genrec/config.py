@@ -1,7 +1,9 @@
 """Typed, frozen run configuration: recipes (YAML) + `--set key=value` overrides, unknown keys rejected.
 
-The model section is validated against the chosen model's own config class (looked up by `model.name`), so
-`--set model.dim=64` is checked by the model that uses it.
+One `RunConfig` serves both tasks. The model section is validated against the chosen model's own config class
+(looked up by `model.name` in `genrec.registry`), so `--set model.dim=64` is checked by the model that uses it;
+the model's class names the task (`retrieval` or `ranking`), and the task picks the data and eval sections'
+classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEvalConfig` for ranking).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from genrec import registry
 from genrec.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -110,24 +114,79 @@ class TrainConfig(StrictModel):
     )
 
 
+class RankDataConfig(StrictModel):
+    """Data of a ranking run: explicit feedback split by time into train / valid / test impressions."""
+
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    download: bool = False
+    unordered_users: Literal["drop"] = Field("drop", description="ranking needs real time order")
+    valid_quantile: float = 0.8
+    test_quantile: float = 0.9
+    like_threshold: float = 4.0
+    candidate_time: Literal["impression", "last_event"] = Field(
+        "impression", description="the candidate's time models see: its own, or its history's last event's"
+    )
+
+
+class RankEvalConfig(StrictModel):
+    select_metric: Literal["auc", "gauc"] = "gauc"
+    ks: list[int] = Field(default_factory=lambda: [10])
+    batch_size: int = Field(64, ge=1, description="history rows per evaluation batch")
+
+
+SECTIONS = {"retrieval": (DataConfig, EvalConfig), "ranking": (RankDataConfig, RankEvalConfig)}
+
+
 class RunConfig(StrictModel):
+    task: Literal["retrieval", "ranking"] = Field(
+        "retrieval", description="set by the model: retrieval ranks the catalogue, ranking scores impressions"
+    )
     model: SerializeAsAny[ModelConfig]
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: SerializeAsAny[StrictModel] = Field(default_factory=dict, validate_default=True)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    eval: SerializeAsAny[StrictModel] = Field(default_factory=dict, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_of_model(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        model = value.get("model")
+        name = (
+            model.name
+            if isinstance(model, ModelConfig)
+            else model.get("name")
+            if isinstance(model, dict)
+            else None
+        )
+        if name is None:
+            raise ValueError(f"model needs a name, one of {', '.join(registry.names())}")
+        try:
+            task = registry.get(name).task
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        if value.get("task", task) != task:
+            raise ValueError(f"model {name!r} is a {task} model, not a {value['task']} one")
+        return dict(value, task=task)
 
     @field_validator("model", mode="before")
     @classmethod
-    def _dispatch(cls, value: Any) -> ModelConfig:
-        from genrec.models import MODELS
-
+    def _model_section(cls, value: Any) -> ModelConfig:
         if isinstance(value, ModelConfig):
             return value
-        if not isinstance(value, dict) or "name" not in value:
-            raise ValueError(f"model needs a name, one of {sorted(MODELS)}")
-        if value["name"] not in MODELS:
-            raise ValueError(f"unknown model {value['name']!r}; known: {', '.join(sorted(MODELS))}")
-        return MODELS[value["name"]].config_class.model_validate(value)
+        model_cls = registry.get(value["name"])
+        cfg = model_cls.config_class.model_validate(value)
+        check = getattr(model_cls, "check_config", None)  # rules that span several keys of the model
+        if check is not None:
+            check(cfg)
+        return cfg
+
+    @field_validator("data", "eval", mode="before")
+    @classmethod
+    def _task_section(cls, value: Any, info: ValidationInfo) -> StrictModel:
+        section = SECTIONS[info.data.get("task", "retrieval")][0 if info.field_name == "data" else 1]
+        return value if isinstance(value, section) else section.model_validate(value)
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import genrec
 from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
 from genrec.eval.metrics import MetricAccumulator, ranks_from_lists, target_ranks
 from genrec.models.base import Recommender, candidate_scores
+from genrec.version import __version__
 
 TIE_RULE = "ties counted against the target (pessimistic rank)"
 
@@ -69,7 +69,7 @@ def evaluate(
         )
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
-        if model.scores_all_items:
+        if model.can("score"):
             scores = candidate_scores(model, batch)
             if want_unfiltered:
                 unfiltered.add(target_ranks(scores, targets), top(scores))
@@ -157,7 +157,7 @@ def code_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
-    return f"genrec {genrec.__version__}" + (f" ({sha})" if sha else "")
+    return f"genrec {__version__}" + (f" ({sha})" if sha else "")
 
 
 def protocol(
@@ -172,7 +172,7 @@ def protocol(
 ) -> dict:
     headline = "history items excluded from the ranking" if cfg.exclude_history else "all items ranked"
     candidates = f"full catalogue: all {split.n_items} items scored, exact top-K"
-    if not model.scores_all_items:
+    if not model.can("score"):
         candidates = (
             f"generated top-{min(max(cfg.ks), split.n_items)} list; targets outside it count as misses"
         )

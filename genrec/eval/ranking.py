@@ -92,3 +92,9 @@ def ranking_metrics(
         "positive_rate": float(labels.mean()) if len(labels) else float("nan"),
     }
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def evaluate_ranker(model, data, impressions, ks=(10,), batch_size: int | None = None) -> dict:
+    """Ranking metrics (module docstring) of a ranker's like-logits on labelled `impressions`."""
+    scores = model.predict(data, impressions, batch_size)
+    return ranking_metrics(impressions.users, impressions.labels, scores, tuple(ks))

@@ -1,17 +1,19 @@
 """The serving engine: one run's model and catalogue, users' live histories with cached state, top-K and ranking.
 
+The engine asks the model what it can do (its declared capabilities, `genrec.models.base`), never its class.
+
 State per user:
 - the history: the run's stored history (`users.parquet`) until an event arrives, then a live copy that events
   append to (items are validated before anything changes, so a bad event leaves the history as it was);
-- the retrieval query for the current history (all embedding models), and for HSTU the per-layer keys/values
-  (`kv_cache.py`), so an event costs one new position instead of a re-encode. Other sequence models (SASRec:
+- the retrieval query for the current history (models with `item_vectors`), and for models with
+  `incremental_state` (HSTU) the per-layer keys/values, so an event costs one new position instead of a
+  re-encode. Other sequence models (SASRec:
   absolute positions shift when an item is appended) recompute their query once per event. These states live in
   an LRU of `cache_users` users; an evicted one is rebuilt from the history when needed.
 
 The query of a user without events is computed exactly as `Run.recommend` does it, so the server and
-`genrec recommend` return the same ids and scores. `/rank` scores given candidates with the retrieval model; a
-model that defines `score_candidates(batch, candidates) -> [B, C]` (a generative ranker, e.g. with M-FALCON) is
-used instead: that method is the seam for rankers.
+`genrec recommend` return the same ids and scores. `/rank` scores given candidates: a ranking run's ranker
+(`score_candidates`, through M-FALCON for the generative rankers) or a retrieval model's scores.
 """
 
 from __future__ import annotations
@@ -26,15 +28,14 @@ import torch
 
 from genrec.data.batching import HistoryBatch
 from genrec.errors import ConfigError, DataError
-from genrec.inference import kv_cache
 from genrec.inference.retrieval import (
     history_offset,
     item_matrix,
     make_backend,
-    query_vectors,
     search_with_history_offset,
 )
 from genrec.runs import Run
+from genrec.runs.retrieval import one_history_batch
 
 MAX_K = 1000
 MAX_LIVE_HISTORY = 10_000  # a live history keeps its newest items only (events beyond that drop the oldest)
@@ -43,7 +44,7 @@ MAX_LIVE_HISTORY = 10_000  # a live history keeps its newest items only (events 
 @dataclass
 class UserState:
     query: torch.Tensor | None
-    cache: kv_cache.HSTUCache | None = None
+    cache: object = None  # the model's incremental state (incremental_state capability)
 
 
 @dataclass
@@ -68,22 +69,29 @@ class Engine:
             )
         self.backend = make_backend(backend, self.items) if self.items is not None else None
         self.backend_name = backend
-        self.incremental = kv_cache.supports_cache(self.model)
+        self.incremental = self.model.can("incremental_state")
+        self.ranking = run.task == "ranking"
         self.has_time = "timestamps" in run.users.columns
         self.max_k = min(MAX_K, self.n_items)
         self.cache_users = cache_users
-        self._rows = {int(u): i for i, u in enumerate(run.users["user_id"].to_list())}
+        self._rows = {u: i for i, u in enumerate(run.users["user_id"].to_list())}
         self._live: dict[int, tuple[np.ndarray, np.ndarray | None, int | None]] = {}
         self._states: OrderedDict[int, UserState] = OrderedDict()
         self._lock = threading.RLock()
 
     # ---- histories -------------------------------------------------------------------------------------------
 
-    def knows_user(self, raw_user: int) -> bool:
+    def user_key(self, raw_user):
+        """A user id as the caller sent it (text or integer) in the run's id type; DataError if it cannot be one."""
+        return self.run.user_ids.coerce(raw_user)
+
+    def knows_user(self, raw_user) -> bool:
+        raw_user = self.user_key(raw_user)
         return raw_user in self._live or raw_user in self._rows
 
-    def history(self, raw_user: int) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    def history(self, raw_user) -> tuple[np.ndarray, np.ndarray | None, int | None]:
         """(internal item ids oldest first, timestamps or None, internal user index or None)."""
+        raw_user = self.user_key(raw_user)
         with self._lock:
             if raw_user in self._live:
                 return self._live[raw_user]
@@ -106,21 +114,19 @@ class Engine:
         return values[-self.window :] if self.window else values
 
     def batch(self, items: np.ndarray, ts: np.ndarray | None, user: int | None) -> HistoryBatch:
-        """The same tensors `history_batch` builds for one history: the newest `window` items."""
-        return HistoryBatch(
-            items=torch.from_numpy(self.window_of(items).copy()).long()[None],
-            users=torch.tensor([-1 if user is None else user]),
-            timestamps=None if ts is None else torch.from_numpy(self.window_of(ts).copy())[None],
-        )
+        """The batch the evaluator and `Run.recommend` build for one history (its newest `window` items)."""
+        return one_history_batch(self.model, items, user, ts)
 
     def check_k(self, k: int) -> None:
         if not 1 <= k <= self.max_k:
             raise DataError(f"k={k} is out of range: ask for 1 to {self.max_k} items")
 
     def _topk(self, items, ts, user, query, k, exclude_seen) -> Recommendation:
+        if self.ranking:
+            raise DataError("this is a ranking run: it scores given candidates (POST /rank), it does not retrieve")
         exclude = items if exclude_seen else None
-        if self.backend is None:  # popularity / itemknn: the model's own full scoring
-            ids, scores = self.run.recommend(items, k, exclude_seen, user, ts)
+        if self.backend is None:  # popularity / itemknn / TIGER: the model's own scoring or generation
+            ids, scores = self.run.recommend_internal(items, k, exclude_seen, user, ts)
         else:
             if query is None:
                 query = self._query(items, ts, user)
@@ -135,10 +141,11 @@ class Engine:
 
     @torch.no_grad()
     def _query(self, items, ts, user) -> torch.Tensor:
-        return query_vectors(self.model, self.batch(items, ts, user))[0]
+        return self.model.query_vectors(self.batch(items, ts, user))[0]
 
-    def recommend_user(self, raw_user: int, k: int, exclude_seen: bool = True) -> Recommendation:
+    def recommend_user(self, raw_user, k: int, exclude_seen: bool = True) -> Recommendation:
         self.check_k(k)
+        raw_user = self.user_key(raw_user)
         with self._lock:
             items, ts, user = self.history(raw_user)
             state = self._state(raw_user)
@@ -170,6 +177,7 @@ class Engine:
             raise DataError("candidates is empty: give at least one item id")
         with self._lock:
             if raw_user is not None:
+                raw_user = self.user_key(raw_user)
                 items, ts, user = self.history(raw_user)
                 state = self._state(raw_user)
             else:
@@ -177,18 +185,18 @@ class Engine:
                 if not len(items):
                     raise DataError("history is empty: give at least one item id")
                 user, state = None, None
+            if self.model.can("score_candidates"):
+                known = user if raw_user is not None and raw_user not in self._live else None
+                return self.run.rank_internal(cand, known, items, ts)
             batch = self.batch(items, ts, user)
             c = torch.from_numpy(cand)
-            ranker = getattr(self.model, "score_candidates", None)
-            if ranker is not None:  # seam for generative rankers (M-FALCON)
-                return ranker(batch, c[None])[0].float().numpy()
             if self.items is not None:
-                query = state.query if state is not None else query_vectors(self.model, batch)[0]
+                query = state.query if state is not None else self.model.query_vectors(batch)[0]
                 scores = self.items[c] @ query
                 if self.offset is not None:
                     scores = scores + self.offset * torch.isin(c, batch.items[0]).float()
                 return scores.numpy()
-            if not self.model.scores_all_items:
+            if not self.model.can("score"):
                 raise DataError(
                     f"{self.run.cfg.model.name} generates a ranked list and cannot score candidates"
                 )
@@ -205,6 +213,7 @@ class Engine:
         new_items, new_ts = self._validate(raw_items, timestamps)
         if not len(new_items):
             raise DataError("items is empty: give at least one item id")
+        raw_user = self.user_key(raw_user)
         with self._lock:
             new_user = not self.knows_user(raw_user)
             if new_user:
@@ -223,8 +232,7 @@ class Engine:
             if self.incremental:
                 old = self._state(raw_user)
                 if old is not None and old.cache is not None:
-                    cache, inc = kv_cache.extend(
-                        self.model,
+                    cache, inc = self.model.extend_state(
                         old.cache,
                         torch.from_numpy(new_items),
                         None if new_ts is None else torch.from_numpy(new_ts),
@@ -233,12 +241,11 @@ class Engine:
                     )
                     update = "incremental" if inc else "recompute (history longer than the model window)"
                 else:
-                    cache = kv_cache.build_cache(
-                        self.model,
+                    cache = self.model.init_state(
                         torch.from_numpy(full),
                         None if full_ts is None else torch.from_numpy(full_ts),
                     )
-                state = UserState(kv_cache.query(self.model, cache), cache)
+                state = UserState(self.model.state_query(cache), cache)
             elif self.backend is not None:
                 state = UserState(self._query(full, full_ts, user))
             self._live[raw_user] = (full, full_ts, user)

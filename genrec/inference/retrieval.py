@@ -1,8 +1,8 @@
 """Top-K retrieval over the catalogue: exact (one matmul + topk, as the evaluator) or FAISS HNSW (approximate).
 
-Embedding models score an item as <query, item row>: next-item models with their output table, MF with its
-item table plus the item bias (folded in as one extra column). Other models (popularity, itemknn) have no
-item vectors and are served by their own `score`.
+Models with the `item_vectors` capability score an item as <query, item row> (next-item models: their output
+table; MF: its item table plus the item bias as one extra column). Other models (popularity, itemknn, TIGER)
+have no item vectors and are served by their own `score` or `recommend`.
 """
 
 from __future__ import annotations
@@ -10,32 +10,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrec.models.mf import MF
-from genrec.models.next_item import NextItemModel
-
 
 def item_matrix(model) -> torch.Tensor | None:
-    """[n_items + 1, d] rows such that score(item) = query @ row; row 0 is padding. None if not an embedding model."""
-    if isinstance(model, NextItemModel):
-        return model.output_weight().detach().contiguous()
-    if isinstance(model, MF):
-        return torch.cat([model.item_emb.weight, model.item_bias.weight], 1).detach().contiguous()
-    return None
-
-
-def query_vectors(model, batch) -> torch.Tensor:
-    """[B, d] queries matching `item_matrix`."""
-    if isinstance(model, NextItemModel):
-        return model.user_embedding(batch)
-    u = model.user_vectors(batch)
-    return torch.cat([u, torch.ones(len(u), 1)], 1)
+    """[n_items + 1, d] rows such that score(item) = query @ row; row 0 is padding. None without item vectors."""
+    return model.item_vectors() if model.can("item_vectors") else None
 
 
 def history_offset(model) -> float | None:
-    """The learned logit offset a next-item model adds to the items in its input window, if it has one."""
-    if isinstance(model, NextItemModel) and model.cfg.history_bias:
-        return model.seen_offset().item()
-    return None
+    """The learned logit offset a model adds to the items in its input window, if it has one."""
+    return model.history_offset() if model.can("item_vectors") else None
 
 
 def search_with_history_offset(backend, items, query, k, exclude, window_items, offset):

@@ -1,6 +1,5 @@
-"""One file per model; importing this package registers them all."""
+"""One file per model. Models are found by name through `genrec.registry` (imported on first use)."""
 
-from genrec.models import hstu, itemknn, mf, popularity, sasrec, textrec, tiger  # noqa: F401  (registration side effect)
-from genrec.models.base import MODELS, FitContext, Recommender, build_model, register
+from genrec.models.base import Recommender, build_model, candidate_scores, register
 
-__all__ = ["MODELS", "FitContext", "Recommender", "build_model", "register"]
+__all__ = ["Recommender", "build_model", "candidate_scores", "register"]

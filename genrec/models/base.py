@@ -1,44 +1,43 @@
-"""The one interface the evaluator, the CLI and the server use for every model.
+"""The interface every retrieval model implements, and the capabilities a model declares.
 
-A model either scores every item (`score`) or generates a ranked list (`recommend`); a scoring model gets
-`recommend` for free. Training is the model's own `fit`: closed-form baselines count, neural models hand
-themselves to the shared `Trainer` through `training_batches` and `loss`.
+A retrieval model either scores every item (`score`) or generates a ranked list (`recommend`); a scoring model
+gets `recommend` for free. Models compute: training loops, objectives, evaluation and run files live in the
+layers above (`genrec.train`, `genrec.objectives`, `genrec.eval`, `genrec.runs`).
+
+Capabilities (`capabilities`, a frozenset of these names) tell the engine, server and evaluator what a model
+can do, so that nothing above the models asks `isinstance`:
+- `score`: `score(batch) -> [B, n_items + 1]`, every item scored (full-catalogue evaluation, `/rank`);
+- `generate`: `recommend(batch, k, exclude)` generates the list itself (beam search); no per-item score;
+- `item_vectors`: `item_vectors() -> [n_items + 1, d]` and `query_vectors(batch) -> [B, d]` with
+  score = query @ item row (exact or ANN top-K; `history_offset()` may add a logit to history items);
+- `incremental_state`: `init_state(items, times)` / `extend_state(state, ...)` / `state_query(state)`: a
+  user's state is extended by one event without re-encoding the history (KV cache);
+- `score_candidates`: `score_candidates(batch, candidates) -> [B, C]` (rankers);
+- `log_likelihood`: `log_likelihood(batch, items) -> [B, n]` log p(item | history), for preference objectives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from genrec.config import EvalConfig, ModelConfig, TrainConfig
+from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
-
-
-@dataclass
-class FitContext:
-    train: TrainConfig
-    eval: EvalConfig
-    run_dir: Path | None = None
-    resume: bool = False
-    log: object = None  # logging.Logger; None = silent
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def info(self, msg: str, *args) -> None:
-        if self.log is not None:
-            self.log.info(msg, *args)
+from genrec.registry import get as registered_class
+from genrec.registry import register
 
 
 class Recommender(nn.Module):
+    """Base of retrieval models. `n_items` items have internal ids 1..n_items (0 = padding)."""
+
+    task: ClassVar[str] = "retrieval"
     config_class: ClassVar[type[ModelConfig]]
-    scores_all_items: ClassVar[bool] = True
+    capabilities: ClassVar[frozenset[str]] = frozenset({"score"})
     # Neural models train with the shared Trainer and pick the best validation epoch; baselines fit directly.
     trainable: ClassVar[bool] = False
 
@@ -53,15 +52,22 @@ class Recommender(nn.Module):
         """How many of the most recent history items the model reads (None = all)."""
         return getattr(self.cfg, "max_len", None)
 
-    def fit(self, split: Split, ctx: FitContext) -> dict:
-        from genrec.train.trainer import Trainer
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
-        return Trainer(self, split, ctx).fit()
+    def prepare(self, split: Split, resources: dict) -> dict:
+        """Fit what comes from the data rather than from gradient steps (closed-form baselines, text vectors,
+        semantic IDs), before any training. `resources` holds what the runs layer offers: `items` (the run's
+        item table: item_id, title, categories, in internal order) and optional loaders. Returns a summary
+        for the run's metrics (may hold `report`, a text the runs layer logs, and `files`, {name: bytes} it
+        writes into the run directory)."""
+        return {}
+
+    def objective_name(self) -> str:
+        """The objective (`genrec.objectives`) this model trains with by default."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
 
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
-        raise NotImplementedError
-
-    def loss(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
@@ -70,7 +76,8 @@ class Recommender(nn.Module):
 
     @torch.no_grad()
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
-        """Top-k internal item ids and scores. `exclude` is a [B, M] tensor of item ids to leave out (0 = none)."""
+        """Top-k internal item ids [B, k] and scores [B, k]. `exclude` is a [B, M] tensor of item ids to leave
+        out (0 = none). Excluded items score -inf and come last when fewer than k items remain."""
         scores = candidate_scores(self, batch, exclude)
         k = min(k, self.n_items)
         top = torch.topk(scores, k, dim=1)
@@ -92,14 +99,9 @@ def candidate_scores(model, batch: HistoryBatch, exclude: torch.Tensor | None = 
     return scores
 
 
-MODELS: dict[str, type[Recommender]] = {}
-
-
-def register(cls: type[Recommender]) -> type[Recommender]:
-    name = cls.config_class.model_fields["name"].default
-    MODELS[name] = cls
-    return cls
-
-
 def build_model(cfg: ModelConfig, n_items: int, n_users: int) -> Recommender:
-    return MODELS[cfg.name](cfg, n_items, n_users)
+    """A retrieval model of the registered class `cfg.name`, untrained."""
+    return registered_class(cfg.name)(cfg, n_items, n_users)
+
+
+__all__ = ["Recommender", "build_model", "candidate_scores", "register"]

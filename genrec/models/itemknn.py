@@ -16,7 +16,7 @@ from pydantic import Field
 from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
-from genrec.models.base import FitContext, Recommender, register
+from genrec.models.base import Recommender, register
 
 
 class ItemKNNConfig(ModelConfig):
@@ -39,7 +39,7 @@ class ItemKNN(Recommender):
         self.register_buffer("neighbour_sims", torch.zeros(n_items + 1, k))
 
     @torch.no_grad()
-    def fit(self, split: Split, ctx: FitContext) -> dict:
+    def prepare(self, split: Split, resources: dict) -> dict:
         n = self.n_items + 1
         users = np.repeat(np.arange(len(split.train)), split.train.lengths())
         pairs = np.unique(np.stack([users, split.train.items]), axis=1)  # binary matrix: repeats count once

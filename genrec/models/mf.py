@@ -11,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -32,6 +31,7 @@ class MFConfig(ModelConfig):
 class MF(Recommender):
     config_class = MFConfig
     trainable = True
+    capabilities = frozenset({"score", "item_vectors"})
 
     def __init__(self, cfg: MFConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
@@ -55,13 +55,17 @@ class MF(Recommender):
                 torch.from_numpy(negatives[idx]),
             )
 
-    def loss(self, batch) -> torch.Tensor:
+    def objective_name(self) -> str:
+        return "bpr"
+
+    def pair_scores(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score(user, positive) - score(user, negative) [B], the batch's L2 penalty (scalar)) for BPR."""
         users, pos, neg = batch
         u = self.user_emb(users)
         p, n = self.item_emb(pos), self.item_emb(neg)
         diff = (u * (p - n)).sum(-1) + (self.item_bias(pos) - self.item_bias(neg)).squeeze(-1)
         reg = self.cfg.l2 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
-        return -F.logsigmoid(diff).mean() + reg
+        return diff, reg
 
     def user_vectors(self, batch: HistoryBatch) -> torch.Tensor:
         folded = self.item_emb(batch.items).sum(1) / batch.lengths.clamp(min=1)[:, None]
@@ -73,3 +77,15 @@ class MF(Recommender):
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.user_vectors(batch) @ self.item_emb.weight.t() + self.item_bias.weight.t()
+
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items + 1, d + 1]: the item table with the item bias as one more column."""
+        return torch.cat([self.item_emb.weight, self.item_bias.weight], 1).detach().contiguous()
+
+    def query_vectors(self, batch: HistoryBatch) -> torch.Tensor:
+        """[B, d + 1]: the user vector with a constant 1 that meets the item bias."""
+        u = self.user_vectors(batch)
+        return torch.cat([u, torch.ones(len(u), 1)], 1)
+
+    def history_offset(self) -> float | None:
+        return None

@@ -1,9 +1,10 @@
-"""What every next-item sequence model shares: training windows, the loss choice, full-catalogue scoring.
+"""What every next-item sequence model shares: training windows, the outputs objectives read, scoring.
 
 A subclass only defines `encode(items, timestamps) -> [B, L, d]` (causal: position t sees items <= t) and
 owns `item_emb`, the input embeddings, which are also the output weights unless `tie_output: false` gives
-the output its own table. Training predicts, at every
-position of a user's training sequence, the item that follows.
+the output its own table. Training predicts, at every position of a user's training sequence, the item that
+follows; the objective (`model.loss`: full or sampled softmax, BCE; see `genrec.objectives`) reads
+`next_item_outputs`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +25,6 @@ from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
 from genrec.data.split import Split
 from genrec.models.base import Recommender
-from genrec.train import losses
 
 
 class NextItemConfig(ModelConfig):
@@ -78,8 +79,21 @@ class NextItemConfig(ModelConfig):
         return self
 
 
+@dataclass
+class NextItemOutputs:
+    """What next-item objectives read from one training batch of N real (non-padding) positions."""
+
+    query: torch.Tensor  # [N, d] projected states, one per position
+    targets: torch.Tensor  # [N] the next item of each position
+    weight: torch.Tensor  # [n_items + 1, d] output item table (row 0 padding)
+    newest: torch.Tensor  # [B, d] unprojected state at each sequence's newest position
+    seen: torch.Tensor | None = None  # [N, K] distinct items already read at each position (history_bias)
+    seen_offset: torch.Tensor | None = None  # scalar logit offset of those items (history_bias)
+
+
 class NextItemModel(Recommender):
     trainable = True
+    capabilities = frozenset({"score", "item_vectors", "log_likelihood"})
     uses_timestamps = False
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
@@ -119,9 +133,6 @@ class NextItemModel(Recommender):
         train = split.train
         window = np.minimum(train.lengths(), self.cfg.max_len + 1)
         rows = np.flatnonzero(window >= 2)  # a sequence needs one input and one target
-        if not hasattr(self, "_item_log_prob") and self.cfg.loss == "sampled_softmax":
-            counts = np.bincount(train.items, minlength=self.n_items + 1).astype(np.float64) + 1.0
-            self._item_log_prob = torch.from_numpy(np.log(counts / counts.sum())).float()
         use_ts = self.uses_timestamps and train.timestamps is not None
         for part in length_bucketed_batches(window[rows], batch_size, rng):
             chosen = rows[part]
@@ -131,33 +142,39 @@ class NextItemModel(Recommender):
                 ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1))
             yield items, ts
 
-    def loss(self, batch) -> torch.Tensor:
+    def objective_name(self) -> str:
+        return self.cfg.loss
+
+    def next_item_outputs(self, batch) -> NextItemOutputs:
+        """One encoder pass over a training batch ([B, L + 1] items, timestamps or None): every real input
+        position's query and the item that follows it."""
         items, ts = batch
         inputs, targets = items[:, :-1], items[:, 1:]
-        input_ts = None if ts is None else ts[:, :-1]
-        hidden = self.encode(inputs, input_ts)
+        hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
         mask = inputs > 0
-        loss = self._next_item_loss(self._project(hidden[mask]), targets[mask], inputs, mask)
-        if self.cfg.contrastive_weight and self.training:
-            # The newest position of each sequence (sequences are right-aligned), as DuoRec contrasts sequence
-            # representations: the batch's other sequences are the negatives, so the cost is [B x B].
-            twin = self.encode(inputs, input_ts)[:, -1]  # new dropout masks
-            loss = loss + self.cfg.contrastive_weight * losses.twin_info_nce(
-                hidden[:, -1], twin, self.cfg.contrastive_temperature
-            )
-        return loss
+        out = NextItemOutputs(self._project(hidden[mask]), targets[mask], self.output_weight(), hidden[:, -1])
+        if self.cfg.history_bias:
+            out.seen, out.seen_offset = distinct_prefix_items(inputs)[mask], self.seen_offset()
+        return out
 
-    def _next_item_loss(self, h, t, inputs, mask) -> torch.Tensor:
-        w = self.output_weight()
-        if self.cfg.loss == "full_softmax":
-            dtype = resolve_dtype(self.cfg.softmax_dtype)
-            if self.cfg.history_bias:
-                seen = distinct_prefix_items(inputs)[mask]
-                return losses.full_softmax(h, w, t, self.cfg.loss_chunk, dtype, seen, self.seen_offset())
-            return losses.full_softmax(h, w, t, self.cfg.loss_chunk, dtype)
-        if self.cfg.loss == "sampled_softmax":
-            return losses.sampled_softmax(h, w, t, self.cfg.negatives, self._item_log_prob)
-        return losses.bce_one_negative(h, w, t)
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items + 1, d] output item table: score(item) = query @ row."""
+        return self.output_weight().detach().contiguous()
+
+    def query_vectors(self, batch: HistoryBatch) -> torch.Tensor:
+        """[B, d] queries matching `item_vectors`."""
+        return self.user_embedding(batch)
+
+    def history_offset(self) -> float | None:
+        """The learned logit offset added to the items in the input window (`history_bias`), else None."""
+        return self.seen_offset().item() if self.cfg.history_bias else None
+
+    def log_likelihood(self, batch: HistoryBatch, items: torch.Tensor) -> torch.Tensor:
+        """[B, n] log p(item | history) under the full softmax over the catalogue, for `items` [B, n]."""
+        scores = self.score(batch).float()
+        scores[:, 0] = float("-inf")
+        return torch.log_softmax(scores, dim=1).gather(1, items)
 
     def user_embedding(self, batch: HistoryBatch) -> torch.Tensor:
         """The hidden state after the newest history item: the query for the whole catalogue."""

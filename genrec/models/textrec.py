@@ -23,7 +23,7 @@ from torch import nn
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
-from genrec.models.base import FitContext, register
+from genrec.models.base import register
 from genrec.models.next_item import NextItemModel
 from genrec.models.sasrec import SASRec, SASRecConfig, add_sasrec_tower
 
@@ -46,8 +46,8 @@ class TextRec(NextItemModel):
 
     def __init__(self, cfg: TextRecConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
-        # With FAISS the model generates a list instead of scoring every item; the evaluator follows this flag.
-        self.scores_all_items = cfg.retrieval == "exact"
+        if cfg.retrieval != "exact":  # with FAISS the model generates its list; the evaluator follows that
+            self.capabilities = (type(self).capabilities - {"score"}) | {"generate"}
         self.register_buffer("text_emb", torch.zeros(n_items + 1, cfg.text_dim))
         self.item_tower = nn.Sequential(
             nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim)
@@ -65,10 +65,10 @@ class TextRec(NextItemModel):
             )
         self.text_emb[1:] = torch.from_numpy(emb)
 
-    def fit(self, split: Split, ctx: FitContext) -> dict:
-        from genrec.tokenize.text import item_text_embeddings
+    def prepare(self, split: Split, resources: dict) -> dict:
+        from genrec.items.text import item_text_embeddings
 
-        items = ctx.extra.get("items")
+        items = resources.get("items")
         if items is None:
             raise ConfigError("textrec needs the run's item table (titles, categories)")
         emb = item_text_embeddings(items, self.cfg.encoder)
@@ -76,7 +76,7 @@ class TextRec(NextItemModel):
             raise DataError("textrec needs item text (titles / categories); this dataset has none")
         self.set_text_embeddings(emb)
         self._index = None
-        return super().fit(split, ctx)
+        return {}
 
     def item_table(self) -> torch.Tensor:
         """[n_items + 1, dim] item vectors; row 0 (padding) is zero."""

@@ -2,13 +2,13 @@
 as semantic-ID tokens and generates the next item's code tuple, one code per level.
 
 - Item codes come from a semantic-ID tokenizer (`model.tokenizer`: RQ-KMeans or RQ-VAE over item text and/or
-  collaborative embeddings, plus one code that separates colliding items). They are built in `fit` from the run's
-  item table, saved in the run directory (`semantic_ids.*`, `semantic_ids_report.json`) and kept as a buffer in
-  the weights, so a loaded run decodes exactly the same catalogue.
+  collaborative embeddings, plus one code that separates colliding items). They are built in `prepare` from the
+  run's item table, written into the run directory by the runs layer (`semantic_ids.*`,
+  `semantic_ids_report.json`) and kept as a buffer in the weights, so a loaded run decodes exactly the same catalogue.
 - Tokens: one shared table; level l's code c is token 1 + offset_l + c (0 = padding). Encoder positions are the
   item's position counted back from the newest plus the code level; the decoder starts from a BOS token.
   `history_tokens: items` gives the encoder one token per history item instead, the sum of its code embeddings.
-- Decoding: beam search constrained by the prefix trie of all item codes (`inference/beam.py`), so every output
+- Decoding: beam search constrained by the prefix trie of all item codes (`decoding/beam.py`), so every output
   is a real item; the beams, best first, are the top-K list the evaluator scores. History items can be excluded
   at the last code level.
 - Cross-attention lets all beams of one user share that user's encoder output: the beams' decoder positions are
@@ -24,26 +24,25 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from genrec.config import ModelConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
+from genrec.decoding.beam import CodeTrie, constrained_beam_search
+from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.errors import ConfigError, DataError
-from genrec.inference.beam import CodeTrie, constrained_beam_search
-from genrec.inference.cold_places import cold_count, keep_cold_places
-from genrec.models.base import FitContext, Recommender, register
-from genrec.models.next_item import resolve_dtype
-from genrec.nn.transformer import FeedForward
-from genrec.tokenize.semantic_ids import (
+from genrec.items.semantic_ids import (
     SemanticIds,
     TokenizerConfig,
     format_report,
     item_embeddings,
     tokenize,
 )
+from genrec.models.base import Recommender, register
+from genrec.models.next_item import resolve_dtype
+from genrec.nn.transformer import FeedForward
 
 
 class TigerConfig(ModelConfig):
@@ -145,7 +144,7 @@ class Block(nn.Module):
 @register
 class Tiger(Recommender):
     config_class = TigerConfig
-    scores_all_items = False
+    capabilities = frozenset({"generate"})
     trainable = True
 
     def __init__(self, cfg: TigerConfig, n_items: int, n_users: int) -> None:
@@ -209,26 +208,29 @@ class Tiger(Recommender):
     def trie(self) -> CodeTrie:
         return self.tries()[0]
 
-    def fit(self, split: Split, ctx: FitContext) -> dict:
-        items = ctx.extra.get("items")
+    def prepare(self, split: Split, resources: dict) -> dict:
+        """Build (or load, `tokenizer.codes`) the items' semantic IDs from the run's item table; `resources`
+        may hold `collab_embeddings(run_dir, raw_item_ids)` for collaborative tokenizer input."""
+        items = resources.get("items")
         if items is None:
             raise ConfigError("tiger needs the run's item table to build semantic IDs")
         tk = self.cfg.tokenizer
         if tk.codes:
             sid = SemanticIds.load(Path(tk.codes))
         else:
-            sid = tokenize(item_embeddings(tk, items, split.sequences.item_ids), tk)
-        report = format_report(sid.report)
-        print(report)
-        ctx.info("%s", report)
-        if ctx.run_dir is not None:
-            sid.save(ctx.run_dir)
-            (ctx.run_dir / "semantic_ids_report.json").write_text(json.dumps(sid.report, indent=1))
+            x = item_embeddings(tk, items, split.sequences.item_ids, resources.get("collab_embeddings"))
+            sid = tokenize(x, tk)
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)
-        summary = super().fit(split, ctx)
-        summary["semantic_ids"] = {k: v for k, v in sid.report.items() if k != "tokenizer"}
-        return summary
+        files = {**sid.to_files(), "semantic_ids_report.json": json.dumps(sid.report, indent=1).encode()}
+        return {
+            "semantic_ids": {k: v for k, v in sid.report.items() if k != "tokenizer"},
+            "report": format_report(sid.report),
+            "files": files,
+        }
+
+    def objective_name(self) -> str:
+        return "code_cross_entropy"
 
     # --- network -------------------------------------------------------------------------------------------------
 
@@ -298,14 +300,16 @@ class Tiger(Recommender):
             "cpu", torch.bfloat16, enabled=resolve_dtype(self.cfg.precision) == torch.bfloat16
         )
 
-    def loss(self, batch) -> torch.Tensor:
+    def code_logits(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Teacher-forced decoding of a training batch (histories [B, L], targets [B]): per code level the
+        float logits [B, V_level], and the targets' codes [B, depth]."""
         history, target = batch
         codes = self.item_codes[target]  # [B, depth]
         with self.autocast():
             memory, mask = self.encode(history)
             hidden = self.decode(codes[:, None, :-1], memory, mask)[:, 0]  # [B, depth, d]
             logits = [self.level_logits(hidden[:, level], level).float() for level in range(self.depth)]
-        return sum(F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)) / self.depth
+        return logits, codes
 
     # --- inference -----------------------------------------------------------------------------------------------
 
@@ -322,7 +326,7 @@ class Tiger(Recommender):
                 everything, memory, mask, len(batch.items), min(k, self.n_items), exclude
             )
         # The model gives codes it never saw as targets too little probability for a plain top-K: TIGER's
-        # cold-start retrieval keeps places for the best cold items (`inference/cold_places.py`).
+        # cold-start retrieval keeps places for the best cold items (`decoding/cold_places.py`).
         items, scores = self._beam_search(warm, memory, mask, len(batch.items), k - n_cold, exclude)
         c_items, c_scores = self._beam_search(cold, memory, mask, len(batch.items), n_cold, exclude)
         return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share)

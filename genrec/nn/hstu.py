@@ -70,11 +70,25 @@ class HSTUBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attn_dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor,
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ):
+        """x [B, N, d] -> [B, N, d]. `mask` / `bias` broadcast to [B, H, N, T + N]: the N new positions over
+        the T cached keys then their own. `cache`: (keys, values) [B, H, T, d_head] of earlier positions that
+        the new ones also attend to (a KV cache, M-FALCON's prefix). With `return_kv` the result is
+        (output, (keys, values)) with the new positions' keys and values appended to the cache's."""
         u, q, k, v = self.project(x)
-        return self.finish(x, self.attend(q, k, v, mask, bias), u)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+        out = self.finish(x, self.attend(q, k, v, mask, bias), u)
+        return (out, (k, v)) if return_kv else out
 
-    # The three steps are separate so that M-FALCON can attend new tokens to cached keys/values.
+    # The steps are separate so that callers can build their own queries (M-FALCON's candidates).
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """u [B, N, d] and q, k, v as [B, H, N, d_head]."""
         b, n, d = x.shape

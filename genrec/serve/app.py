@@ -30,8 +30,10 @@ MAX_LIST = 10_000  # items in one history / candidate list / event
 PAGE = Path(__file__).parent / "static" / "index.html"
 
 
-# Ids and times are stored as int64; a larger JSON integer is a 422, not an overflow deeper down.
+# Times are stored as int64; a larger JSON integer is a 422, not an overflow deeper down.
 Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
+# Ids are integers or strings, as the run's data gave them (an integer sent for a string id is matched as text).
+Id = Int64 | Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class Strict(BaseModel):
@@ -47,8 +49,8 @@ class OneSource(Strict):
 
 
 class RecommendRequest(OneSource):
-    user_id: Int64 | None = Field(None, description="a known user (or one created by /events)")
-    history: list[Int64] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
+    user_id: Id | None = Field(None, description="a known user (or one created by /events)")
+    history: list[Id] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
     timestamps: list[Int64] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds, one per item"
     )
@@ -57,15 +59,15 @@ class RecommendRequest(OneSource):
 
 
 class RankRequest(OneSource):
-    user_id: Int64 | None = None
-    history: list[Int64] | None = Field(None, max_length=MAX_LIST)
+    user_id: Id | None = None
+    history: list[Id] | None = Field(None, max_length=MAX_LIST)
     timestamps: list[Int64] | None = Field(None, max_length=MAX_LIST)
-    candidates: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
+    candidates: list[Id] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
 
 
 class EventsRequest(Strict):
-    user_id: Int64
-    items: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
+    user_id: Id
+    items: list[Id] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
     timestamps: list[Int64] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds (default: now)"
     )
@@ -178,8 +180,8 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
 
     @app.post("/rank")
     def rank(req: RankRequest):
-        """Scores of the candidates for a user or history, best first (the retrieval model's scores unless the
-        model is a ranker with its own `score_candidates`)."""
+        """Scores of the candidates for a user or history, best first: a ranking run's like-logits (M-FALCON
+        for the generative rankers), or a retrieval model's scores."""
         scores = engine.rank(req.candidates, req.user_id, req.history, req.timestamps)
         idx = engine.run.item_index(req.candidates)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -191,13 +193,14 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
         return engine.add_events(req.user_id, req.items, req.timestamps)
 
     @app.get("/items/{item_id}")
-    def item(item_id: int):
+    def item(item_id: str):
         try:
             idx = run.item_index([item_id])
         except DataError as e:
             raise HTTPException(404, str(e)) from None
         row = run.items.row(int(idx[0]) - 1, named=True)
-        return {"item_id": item_id, "title": row.get("title"), "categories": row.get("categories")}
+        raw = run.raw_item_ids(idx)[0]
+        return {"item_id": raw, "title": row.get("title"), "categories": row.get("categories")}
 
     @app.get("/users")
     def users(limit: int = Query(50, ge=1, le=1000)):
@@ -205,10 +208,10 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
         return {"users": engine.users(limit)}
 
     @app.get("/users/{user_id}")
-    def user(user_id: int):
+    def user(user_id: str):
         """A user's live history with titles, oldest first."""
         items, _, _ = engine.history(user_id)  # unknown user: DataError -> 404
-        return {"user_id": user_id, "history": _items(run, items)}
+        return {"user_id": engine.user_key(user_id), "history": _items(run, items)}
 
     @app.get("/healthz")
     def healthz():
@@ -218,6 +221,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
             "items": engine.n_items,
             "users": run.users.height,
             "backend": engine.backend_name,
+            "task": run.task,
             "incremental_state": engine.incremental,
             "max_k": engine.max_k,
             "window": engine.window,

@@ -1,6 +1,11 @@
 """The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume,
 and optionally an exponential moving average of the weights (`train.ema_decay`) as the weights that are validated.
 
+The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`), the
+objective turns a batch into a loss (`genrec.objectives`), and `validate(model, progress) -> float` (higher is
+better) is supplied by the runs layer. A frozen `reference` model (preference objectives) is passed to the
+objective and never trained or saved.
+
 Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
 """
@@ -11,18 +16,38 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from genrec.config import TrainConfig
-from genrec.data.split import Split
-from genrec.eval.evaluator import validation_score
-from genrec.models.base import FitContext, Recommender
 from genrec.progress import make_progress
 from genrec.train.checkpoint import load_state, load_weights, save_state, save_weights
 
 CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitContext:
+    """Where and how a model is fitted: the train and eval sections, the run directory (None = keep nothing),
+    resume, a logger (None = silent), progress bars, and `extra` resources for `Recommender.prepare`."""
+
+    train: TrainConfig
+    eval: object
+    run_dir: Path | None = None
+    resume: bool = False
+    log: object = None  # logging.Logger
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def info(self, msg: str, *args) -> None:
+        if self.log is not None:
+            self.log.info(msg, *args)
+
+
 BEST_WEIGHTS = "best.safetensors"
 
 
@@ -69,10 +94,12 @@ def build_optimizer(
     )
 
 
-def training_step(model, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None) -> torch.Tensor:
+def training_step(
+    model, objective, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None, reference=None
+) -> torch.Tensor:
     """One optimiser step on one batch (loss, backward, gradient-norm clipping when set, AdamW); the loss.
     The trainer adds its schedule and weight averaging around it; the speed benchmarks time exactly this."""
-    loss = model.loss(batch)
+    loss = objective(model, batch, reference)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -82,12 +109,26 @@ def training_step(model, optimizer: torch.optim.Optimizer, batch, grad_clip: flo
 
 
 class Trainer:
-    def __init__(self, model: Recommender, split: Split, ctx: FitContext) -> None:
-        self.model, self.split, self.ctx, self.cfg = model, split, ctx, ctx.train
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Callable,
+        data,
+        validate: Callable,
+        ctx: FitContext,
+        reference: torch.nn.Module | None = None,
+    ) -> None:
+        self.model, self.objective, self.data, self.ctx, self.cfg = model, objective, data, ctx, ctx.train
+        self.validate = validate
+        if getattr(objective, "needs_reference", False) and reference is None:
+            raise ValueError(f"objective {objective.name} needs a reference model")
+        self.reference = reference
+        if reference is not None:  # frozen: no gradients, no dropout, not part of the model's state
+            reference.eval().requires_grad_(False)
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.optimizer = build_optimizer(model, self.cfg)
-        probe = model.training_batches(split, np.random.default_rng(0), self.cfg.batch_size)
+        probe = model.training_batches(data, np.random.default_rng(0), self.cfg.batch_size)
         steps_per_epoch = max(1, sum(1 for _ in probe))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -127,12 +168,6 @@ class Trainer:
             yield
         finally:
             self.model.load_state_dict(live)
-
-    def _validate(self, progress) -> float:
-        # Rankers score labelled impressions (AUC / GAUC), not a full-catalogue ranking: they say how.
-        if hasattr(self.model, "validation_score"):
-            return float(self.model.validation_score(self.split, progress))
-        return validation_score(self.model, self.split.valid, self.split.n_items, self.ctx.eval, progress)
 
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
@@ -176,7 +211,6 @@ class Trainer:
     def fit(self) -> dict:
         best_state = self._try_resume()
         model, cfg = self.model, self.cfg
-        n_train = len(self.split.train)
         deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
         stopped = "epochs"
         with make_progress(self.ctx.progress) as progress:
@@ -192,11 +226,13 @@ class Trainer:
                 torch.manual_seed(cfg.seed * 100_003 + epoch)
                 model.train()
                 t0 = time.perf_counter()
-                batches = list(model.training_batches(self.split, rng, cfg.batch_size))
+                batches = list(model.training_batches(self.data, rng, cfg.batch_size))
                 task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
                 total_loss, seen = 0.0, 0
                 for i, batch in enumerate(batches):
-                    loss = training_step(model, self.optimizer, batch, cfg.grad_clip)
+                    loss = training_step(
+                        model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference
+                    )
                     self.scheduler.step()
                     if self.ema is not None:
                         self.ema.update_parameters(model)
@@ -219,7 +255,7 @@ class Trainer:
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     t1 = time.perf_counter()
                     with self._selected_weights():
-                        score = self._validate(progress)
+                        score = float(self.validate(model, progress))
                         improved = score > self.state["best_score"]
                         if improved:  # copied here: these are the weights that were validated
                             best_state = copy.deepcopy(model.state_dict())
@@ -256,7 +292,7 @@ class Trainer:
             self.state["best_epoch"],
         )
         return {
-            "n_train_users": n_train,
+            "objective": getattr(self.objective, "name", type(self.objective).__name__),
             "epochs_run": self.state["epoch"],
             "stopped_by": stopped,
             "best_epoch": self.state["best_epoch"],

@@ -1,4 +1,4 @@
-"""What every ranker shares: feature embeddings, batches, training windows, the loss, prediction.
+"""What every ranker shares: feature embeddings, batches, training windows, prediction.
 
 A ranker maps a `RankBatch` (per row: a user's history of (item, action) events and candidates) to one
 like-logit per candidate. Two kinds of batch exist:
@@ -29,7 +29,7 @@ from torch import nn
 
 from genrec.config import ModelConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
-from genrec.eval.ranking import ranking_metrics
+from genrec.registry import register
 
 
 class RankerConfig(ModelConfig):
@@ -227,16 +227,16 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-RANKERS: dict[str, type[Ranker]] = {}
-
-
-def register_ranker(cls: type[Ranker]) -> type[Ranker]:
-    RANKERS[cls.config_class.model_fields["name"].default] = cls
-    return cls
+register_ranker = register  # rankers join the one registry (their class says task = "ranking")
 
 
 class Ranker(nn.Module):
+    """Base of rankers: `logits(batch) -> [B, C]` like-logits of each row's candidates. Capabilities as in
+    `genrec.models.base`; every ranker can `score_candidates`."""
+
+    task: ClassVar[str] = "ranking"
     config_class: ClassVar[type[RankerConfig]]
+    capabilities: ClassVar[frozenset[str]] = frozenset({"score_candidates"})
     trainable: ClassVar[bool] = True
     action_vocab: ClassVar[int] = N_ACTIONS + 1
     reads_text_interest: ClassVar[bool] = False  # rankers whose output layer takes the TextInterest features
@@ -259,8 +259,28 @@ class Ranker(nn.Module):
         self.action_emb = nn.Embedding(self.action_vocab + 1, cfg.dim, padding_idx=0)
         nn.init.normal_(self.action_emb.weight, std=cfg.dim**-0.5)
         self.eval_batch_size = 64
-        self.select_metric = "gauc"
         self._event_cross: np.ndarray | None = None
+
+    @classmethod
+    def check_config(cls, cfg: RankerConfig) -> None:
+        """Rules of the model section that depend on the class (raises ValueError)."""
+        if cfg.text_interest and not cls.reads_text_interest:
+            raise ValueError(f"ranker {cfg.name!r} does not read text_interest")
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def max_history(self) -> int:
+        return self.cfg.max_len
+
+    def objective_name(self) -> str:
+        return "bce_logits"
+
+    @torch.no_grad()
+    def score_candidates(self, batch: RankBatch) -> torch.Tensor:
+        """[B, C] like-logits of `batch.items` (evaluation batch: every candidate sees the whole history)."""
+        return self.logits(batch)
 
     # --- the model ---------------------------------------------------------------------------------------
     def logits(self, batch: RankBatch) -> torch.Tensor:
@@ -281,19 +301,7 @@ class Ranker(nn.Module):
         """[B, C, n_interest] text-interest features (requires `text_interest`)."""
         return self.text_interest(batch.items, batch.hist_items, batch.hist_actions, visible)
 
-    def loss(self, batch: RankBatch) -> torch.Tensor:
-        z = self.logits(batch)
-        per = F.binary_cross_entropy_with_logits(z, batch.labels, reduction="none")
-        return (per * batch.weights).sum() / batch.weights.sum().clamp(min=1)
-
     # --- training --------------------------------------------------------------------------------------
-    def fit(self, data: FeedbackData, ctx) -> dict:
-        from genrec.train.trainer import Trainer
-
-        self.eval_batch_size = ctx.eval.batch_size
-        self.select_metric = ctx.eval.select_metric
-        return Trainer(self, data, ctx).fit()
-
     def _windows(self, data: FeedbackData) -> np.ndarray:
         """[n, 4] (user, lo, hi, label_from) flat event indices of every training window (deterministic)."""
         if getattr(self, "_window_cache", None) is not None:
@@ -409,9 +417,3 @@ class Ranker(nn.Module):
             out[index[have]] = z[have]
         self.train(was_training)
         return out
-
-    def evaluate(self, data: FeedbackData, imps: Impressions, ks=(10,)) -> dict:
-        return ranking_metrics(imps.users, imps.labels, self.predict(data, imps), tuple(ks))
-
-    def validation_score(self, data: FeedbackData, progress=None) -> float:
-        return float(self.evaluate(data, data.valid)[self.select_metric])

@@ -4,7 +4,7 @@ A subclass says how a history becomes prefix tokens and how a candidate becomes 
 causal; a candidate sees the prefix tokens of the events before it and itself, never another candidate. In
 training the candidates are a window's own events (candidate t sits at the position of event t's token and sees
 the prefix before it), so one pass gives a label per event; in evaluation all candidates sit just after the
-history and are scored with M-FALCON (`genrec/inference/mfalcon.py`), reusing the history's keys and values.
+history and are scored with M-FALCON (`mfalcon.py` beside this file), reusing the history's keys and values.
 """
 
 from __future__ import annotations
@@ -114,6 +114,6 @@ class GenerativeRanker(Ranker):
     def logits(self, batch: RankBatch) -> torch.Tensor:
         if batch.causal:
             return self.training_logits(batch)
-        from genrec.inference.mfalcon import score_batch
+        from genrec.models.ranking.mfalcon import score_batch
 
         return score_batch(self, batch, self.cfg.micro_batch)

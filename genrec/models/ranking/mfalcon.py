@@ -40,10 +40,9 @@ def encode_prefix(model: GenerativeRanker, prefix: Tokens) -> PrefixCache:
     x = prefix.x * prefix.valid[..., None]
     keys, values = [], []
     for block in model.blocks:
-        u, q, k, v = block.project(x)
+        x, (k, v) = block(x, mask, bias, return_kv=True)
         keys.append(k)
         values.append(v)
-        x = block.finish(x, block.attend(q, k, v, mask, bias), u)
     return PrefixCache(keys, values, prefix)
 
 
@@ -70,10 +69,7 @@ def score_cached(
         mask = torch.cat([pre.valid[:, None, :].expand(-1, m, -1), eye], 2)[:, None]
         bias = model.bias.pairwise(cpos, key_pos, ct, _time_or_none(model, key_t))
         for layer, block in enumerate(model.blocks):
-            u, q, k, v = block.project(x)
-            keys = torch.cat([cache.keys[layer], k], 2)
-            vals = torch.cat([cache.values[layer], v], 2)
-            x = block.finish(x, block.attend(q, keys, vals, mask, bias), u)
+            x = block(x, mask, bias, cache=(cache.keys[layer], cache.values[layer]))
         out.append(model.score(model.final_norm(x), x0))
     return torch.cat(out, 1)
 

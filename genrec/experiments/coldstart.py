@@ -20,8 +20,8 @@ import torch
 
 from genrec.config import EvalConfig
 from genrec.data.split import Csr, EvalSet, Split
+from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.eval.evaluator import evaluate
-from genrec.inference.cold_places import cold_count, keep_cold_places
 from genrec.models.base import candidate_scores
 
 
@@ -93,10 +93,10 @@ def cold_start_split(split: Split, share: float = 0.05) -> tuple[Split, np.ndarr
 
 
 class ColdPlaces(torch.nn.Module):
-    """Evaluation view of a full-catalogue model with places kept for cold items (`inference/cold_places.py`): the
+    """Evaluation view of a full-catalogue model with places kept for cold items (`decoding/cold_places.py`): the
     same policy TIGER's `cold_share` applies, so that models are compared with the same number of cold places."""
 
-    scores_all_items = False
+    capabilities = frozenset({"generate"})
 
     def __init__(self, model, is_cold: np.ndarray, share: float) -> None:
         super().__init__()
@@ -104,6 +104,9 @@ class ColdPlaces(torch.nn.Module):
         self.register_buffer("is_cold", torch.from_numpy(is_cold))
         self.max_history = model.max_history
         self.n_items = model.n_items
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
     @torch.no_grad()
     def recommend(self, batch, k: int, exclude: torch.Tensor | None = None):

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from genrec.inference.mfalcon import make_batch
 
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -132,6 +131,7 @@ def cascade(
     blend_weights: tuple[float, ...] = BLEND_WEIGHTS,
 ) -> dict:
     from genrec.rank_runs import load_ranker
+
     from genrec.runs import load_run, make_split, prepare_dataset
 
     run = load_run(retrieval_dir)

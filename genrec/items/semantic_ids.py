@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from genrec.config import StrictModel
@@ -304,13 +304,18 @@ class SemanticIds:
         hit = self._sorted_keys[pos] == keys
         return np.where(hit, self._order[pos] + 1, 0)
 
+    def to_files(self) -> dict[str, bytes]:
+        """{file name: content} of the two files `load` reads back."""
+        return {
+            "semantic_ids.safetensors": save({"codes": torch.from_numpy(self.codes)}),
+            "semantic_ids.json": json.dumps({"sizes": self.sizes, "report": self.report}, indent=1).encode(),
+        }
+
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"codes": torch.from_numpy(self.codes)}, str(folder / "semantic_ids.safetensors"))
-        (folder / "semantic_ids.json").write_text(
-            json.dumps({"sizes": self.sizes, "report": self.report}, indent=1)
-        )
+        for name, content in self.to_files().items():
+            (folder / name).write_bytes(content)
 
     @classmethod
     def load(cls, folder: Path) -> SemanticIds:
@@ -343,28 +348,14 @@ def tokenize(x: np.ndarray, cfg: TokenizerConfig, log=None) -> SemanticIds:
     return SemanticIds(codes, sizes, report)
 
 
-def collab_embeddings(run_dir: str, item_ids: np.ndarray) -> np.ndarray:
-    """Item table of a trained sequence-model run, aligned to `item_ids` (raw ids; unknown items get zeros)."""
-    from genrec.runs import load_run
+def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None) -> np.ndarray:
+    """The tokenizer's input for a run's item table (`items`: polars frame in internal order).
 
-    run = load_run(Path(run_dir))
-    table = getattr(run.model, "item_emb", None)
-    if table is None:
-        raise ConfigError(f"{run_dir}: model {run.cfg.model.name} has no item embedding table")
-    weight = table.weight.detach().float().numpy()
-    run_ids = run.items["item_id"].to_numpy()
-    pos = np.clip(np.searchsorted(run_ids, item_ids), 0, len(run_ids) - 1)
-    found = run_ids[pos] == item_ids
-    out = np.zeros((len(item_ids), weight.shape[1]), dtype=np.float32)
-    out[found] = weight[pos[found] + 1]
-    return out
-
-
-def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray) -> np.ndarray:
-    """The tokenizer's input for a run's item table (`items`: polars frame in internal order)."""
+    `collab_embeddings(run_dir, raw_item_ids) -> [n, d]`: a trained run's item vectors aligned to the raw ids
+    (given by the runs layer, which can load runs); needed for `input: collab | both`."""
     parts = []
     if cfg.input in ("text", "both"):
-        from genrec.tokenize.text import item_text_embeddings
+        from genrec.items.text import item_text_embeddings
 
         parts.append(item_text_embeddings(items, cfg.encoder))
     if cfg.input in ("collab", "both"):
@@ -372,6 +363,8 @@ def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray) -> np.nda
             raise ConfigError(
                 "tokenizer input collab/both needs tokenizer.collab_run (a trained sasrec/hstu run)"
             )
+        if collab_embeddings is None:
+            raise ConfigError("tokenizer input collab/both needs a loader of the collab run's item vectors")
         parts.append(collab_embeddings(cfg.collab_run, item_ids))
     parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(min=1e-8) for p in parts]
     return np.concatenate(parts, 1)

@@ -1,0 +1,65 @@
+"""One registry of model names for every task: name -> model class.
+
+Built-in models are listed as "module:Class" and imported on first use, so that reading a config does not import
+every model (and the config layer sits below the models). A model defined anywhere else joins with
+`genrec.register(MyModel)`; its class says which task it serves (`task = "retrieval"` or `"ranking"`) and carries
+its config class (`config_class`, whose `name` field's default is the registered name).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from genrec.errors import ConfigError
+
+BUILTIN: dict[str, str] = {
+    "popularity": "genrec.models.popularity:Popularity",
+    "itemknn": "genrec.models.itemknn:ItemKNN",
+    "mf": "genrec.models.mf:MF",
+    "sasrec": "genrec.models.sasrec:SASRec",
+    "hstu": "genrec.models.hstu:HSTU",
+    "textrec": "genrec.models.textrec:TextRec",
+    "tiger": "genrec.models.tiger:Tiger",
+    "din": "genrec.models.ranking.din:DIN",
+    "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
+    "genrank": "genrec.models.ranking.genrank:GenRank",
+    "mtgr": "genrec.models.ranking.mtgr:MTGR",
+}
+_REGISTERED: dict[str, type] = {}
+TASKS = ("retrieval", "ranking")
+
+
+def model_name(cls: type) -> str:
+    """The name a model class registers under: its config's `name` default."""
+    field = cls.config_class.model_fields.get("name")
+    if field is None or not isinstance(field.default, str):
+        raise ConfigError(f"{cls.__name__}.config_class needs a `name` field with a string default")
+    return field.default
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a model available to configs, `genrec train`, the API and the server.
+
+    Raises ConfigError when the class lacks `config_class` or declares an unknown task.
+    """
+    if getattr(cls, "task", None) not in TASKS:
+        raise ConfigError(f"{cls.__name__}.task must be one of {TASKS}")
+    _REGISTERED[model_name(cls)] = cls
+    return cls
+
+
+def get(name: str) -> type:
+    """The model class registered as `name` (importing a built-in on first use). Raises ConfigError."""
+    if name not in _REGISTERED and name in BUILTIN:
+        module, _, attr = BUILTIN[name].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        _REGISTERED.setdefault(name, cls)
+    if name not in _REGISTERED:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(names())}")
+    return _REGISTERED[name]
+
+
+def names(task: str | None = None) -> list[str]:
+    """Registered model names, optionally only those of one task."""
+    every = sorted(set(BUILTIN) | set(_REGISTERED))
+    return every if task is None else [n for n in every if get(n).task == task]

@@ -1,0 +1,158 @@
+"""Retrieval runs: prepare data -> fit -> evaluate on the full catalogue; the retrieval half of `Run`.
+
+The run directory's layout is in `genrec.runs.store`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from genrec.config import DataConfig, RunConfig
+from genrec.data import filters
+from genrec.data.batching import history_batch
+from genrec.data.registry import load_dataset
+from genrec.data.schema import Dataset
+from genrec.data.split import Split, leave_one_out, temporal
+from genrec.errors import ConfigError, DataError
+from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.models import build_model
+from genrec.progress import make_progress
+from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
+from genrec.train.checkpoint import save_weights, write_json
+from genrec.train.trainer import FitContext, averaging_note
+
+
+def prepare_dataset(cfg: DataConfig) -> Dataset:
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download)
+    if cfg.unordered_users == "drop":
+        ds = filters.drop_unordered_users(ds)
+    if cfg.dedup != "none":
+        ds = filters.deduplicate(ds, cfg.dedup)
+    if cfg.kcore:
+        ds = filters.k_core(ds, cfg.kcore)
+    if cfg.min_seq_len:
+        ds = filters.min_sequence_length(ds, cfg.min_seq_len)
+    if ds.interactions.height == 0:
+        raise DataError(f"{cfg.dataset}: no interactions left after filtering")
+    return ds
+
+
+def make_split(ds: Dataset, cfg: DataConfig, item_ids=None, user_ids=None) -> Split:
+    seq = ds.encode(item_ids, user_ids)
+    if cfg.split == "temporal":
+        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile)
+    else:
+        split = leave_one_out(seq)
+    if len(split.test) == 0:
+        raise DataError(f"{cfg.dataset}: no user has enough interactions to evaluate ({split.details})")
+    return split
+
+
+def collab_embeddings(run_dir: str, item_ids: np.ndarray) -> np.ndarray:
+    """Item table of a trained sequence-model run, aligned to raw `item_ids` (unknown items get zeros): the
+    collaborative input of a semantic-ID tokenizer (`tokenizer.input: collab | both`)."""
+    from genrec.runs.run import load_run
+
+    run = load_run(Path(run_dir))
+    if not run.model.can("item_vectors"):
+        raise ConfigError(f"{run_dir}: model {run.cfg.model.name} has no item vectors")
+    weight = run.model.item_vectors().float().numpy()
+    index = {raw: i for i, raw in enumerate(run.items["item_id"].to_list(), start=1)}
+    out = np.zeros((len(item_ids), weight.shape[1]), dtype=np.float32)
+    for row, raw in enumerate(np.asarray(item_ids).tolist()):
+        if raw in index:
+            out[row] = weight[index[raw]]
+    return out
+
+
+def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train, select, evaluate and write a complete retrieval run directory; returns metrics.json's content."""
+    ds = prepare_dataset(cfg.data)  # all input errors surface before anything is written
+    split = make_split(ds, cfg.data)
+    seed_everything(cfg)
+    out = open_run_dir(cfg, out, resume)
+    seq = split.sequences
+    items = pl.DataFrame({"item_id": seq.item_ids}).join(
+        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
+    )
+    items.write_parquet(out / "items.parquet")
+    users = pl.DataFrame(
+        {
+            "user": np.arange(seq.n_users),
+            "user_id": seq.user_ids,
+            "history": [seq.row(u).tolist() for u in range(seq.n_users)],
+        }
+    )
+    if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
+        times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
+        users = users.with_columns(pl.Series("timestamps", times))
+    users.write_parquet(out / "users.parquet")
+    stats = ds.stats()
+    meta = {
+        "task": "retrieval",
+        "model": cfg.model.name,
+        "n_items": seq.n_items,
+        "n_users": seq.n_users,
+        "dataset": cfg.data.dataset,
+        "dataset_stats": stats,
+        "preprocessing": ds.notes,
+    }
+    write_json(out / "meta.json", meta)
+    log = run_logger(out)
+    log.info("dataset %s: %s", cfg.data.dataset, stats)
+    model = build_model(cfg.model, seq.n_items, seq.n_users)
+    # The item table (titles, categories) is what semantic-ID and text models build their item side from.
+    resources = {"items": items, "collab_embeddings": collab_embeddings}
+    ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
+
+    def validate(m, bar) -> float:
+        return validation_score(m, split.valid, split.n_items, cfg.eval, bar)
+
+    summary = {"n_train_users": len(split.train), **fit(model, split, ctx, validate, split.train.items)}
+    save_weights(out / MODEL_FILE, model.state_dict())
+    with make_progress(progress) as bar:
+        t1 = time.perf_counter()
+        metrics = evaluate_split(model, split, cfg.eval, progress=bar)
+    metrics["protocol"] = retrieval_protocol(cfg, split, ds, cfg.data.dataset, model)
+    metrics["training"] = summary
+    metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
+    write_metrics(out, metrics)
+    log.info("test %s", metrics["test"])
+    return metrics
+
+
+def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model) -> dict:
+    selection = model.checkpoint_selection() + averaging_note(cfg.train)
+    return {
+        "task": "retrieval",
+        **protocol(split, cfg.eval, dataset, ds.stats(), ds.notes, selection, cfg.train.seed, model),
+    }
+
+
+def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True) -> dict:
+    """Re-evaluate a retrieval run on its dataset (or another SPEC), encoded in the run's item and user index."""
+    data_cfg = run.cfg.data if dataset is None else run.cfg.data.model_copy(update={"dataset": dataset})
+    ds = prepare_dataset(data_cfg)
+    split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
+    with make_progress(progress) as bar:
+        metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar)
+    metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model)
+    return metrics
+
+
+def one_history_batch(model, history: np.ndarray, user: int | None, timestamps: np.ndarray | None):
+    """The batch the evaluator builds for one history of internal ids (oldest first): its newest
+    `model.max_history` items, right-aligned."""
+    history = np.array(history, dtype=np.int64)  # a writable copy: torch shares its memory
+    return history_batch(
+        np.array([0, len(history)]),
+        history,
+        np.array([0]),
+        model.max_history,
+        users=np.array([-1 if user is None else user]),
+        timestamps=timestamps,
+    )
