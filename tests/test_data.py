@@ -38,7 +38,8 @@ def test_csv_with_aliases_and_datetime(tmp_path):
         ("", "empty"),
         ("user_id,item_id\n", "no rows"),
         ("user,thing\n1,2\n", "no item_id column"),
-        ("user_id,item_id\n1,abc\n", "non-integer item_id"),
+        ("user_id,item_id\n1,\n", "item_id missing in 1 row"),
+        ("uid,iid\n,5\n1,6\n", "user_id \\(column 'uid'\\) missing"),
     ],
 )
 def test_bad_csv_gives_clear_error(tmp_path, content, message):
@@ -52,8 +53,8 @@ def test_unknown_dataset_and_bad_p5(tmp_path):
     with pytest.raises(DataError, match="unknown dataset"):
         load_dataset("no-such-dataset")
     (tmp_path / "p5").mkdir()
-    (tmp_path / "p5" / "sequential.txt").write_text("1 2 x\n")
-    with pytest.raises(DataError, match="non-integer"):
+    (tmp_path / "p5" / "sequential.txt").write_text("1\n2\n")
+    with pytest.raises(DataError, match="no interactions"):
         load_dataset(str(tmp_path / "p5"))
 
 

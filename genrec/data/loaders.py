@@ -1,6 +1,8 @@
-"""Readers from source formats into the canonical `Dataset`.
+"""Readers from source formats (and a user's DataFrame) into the canonical `Dataset`.
 
-Each loader reads files only; finding them (data directories, downloads) is the registry's job.
+Each loader reads files only; finding them (data directories, downloads) is the registry's job. User and item
+ids keep the source's form: text sources are read as strings and become Int64 only when every id is a canonical
+integer, typed sources keep their integer or string dtype (the rule is in `genrec.data.ids`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from genrec.data.ids import check_ids, ids_from_text, ids_from_typed
 from genrec.data.schema import Dataset
 from genrec.errors import DataError
 
@@ -27,12 +30,14 @@ def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def _interactions(user, item, timestamp=None, rating=None, position=None) -> pl.DataFrame:
+def _interactions(
+    user: pl.Series, item: pl.Series, timestamp=None, rating=None, position=None
+) -> pl.DataFrame:
     n = len(user)
     return pl.DataFrame(
         {
-            "user_id": np.asarray(user, dtype=np.int64),
-            "item_id": np.asarray(item, dtype=np.int64),
+            "user_id": user.alias("user_id"),
+            "item_id": item.alias("item_id"),
             "timestamp": pl.Series(timestamp if timestamp is not None else [None] * n, dtype=pl.Int64),
             "position": np.arange(n, dtype=np.int64) if position is None else np.asarray(position),
             "rating": pl.Series(rating if rating is not None else [None] * n, dtype=pl.Float32),
@@ -143,27 +148,27 @@ def find_p5_sequence_file(folder: Path) -> Path | None:
 
 def load_p5(folder: Path, name: str | None = None) -> Dataset:
     """P5 layout: `sequential.txt` (or `sequential_data.txt`), one line per user `user item item ...` in order;
-    optional `items.jsonl` / `derived/items.jsonl` with `item_id`, `title`, `categories`."""
+    optional `items.jsonl` / `derived/items.jsonl` with `item_id`, `title`, `categories`.
+
+    Ids are text: the user column and the item column are each Int64 when all their ids are canonical integers
+    (the published Amazon files), strings otherwise.
+    """
     path = find_p5_sequence_file(folder)
     if path is None:
         raise DataError(f"{folder}: no sequential.txt or sequential_data.txt (P5 layout)")
     users, items = [], []
-    for lineno, line in enumerate(_read_lines(path), start=1):
-        fields = line.split()
-        try:
-            ids = [int(x) for x in fields]
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: non-integer id in {line[:60]!r}") from None
+    for line in _read_lines(path):
+        ids = line.split()
         if len(ids) < 2:
             continue  # a user with no items carries nothing to learn or evaluate
         users.extend([ids[0]] * (len(ids) - 1))
         items.extend(ids[1:])
     if not users:
         raise DataError(f"{path}: no interactions")
-    inter = _interactions(users, items)
+    inter = _interactions(ids_from_text(pl.Series(users)), ids_from_text(pl.Series(items)))
     item_table = _read_item_text(folder)
     if item_table is None:
-        item_table = pl.DataFrame({"item_id": np.unique(np.asarray(items, dtype=np.int64))})
+        item_table = pl.DataFrame({"item_id": inter["item_id"].unique().sort()})
     return Dataset(name or folder.name, inter, item_table, source=str(folder))
 
 
@@ -175,7 +180,12 @@ def _read_item_text(folder: Path) -> pl.DataFrame | None:
 
 
 def read_item_table(path: Path) -> pl.DataFrame:
-    """Item text from JSONL / CSV / Parquet: `item_id`, optional `title`, `categories` (list or '|' string)."""
+    """Item text from JSONL / CSV / Parquet: `item_id`, optional `title`, `categories` (list or '|' string).
+
+    Ids follow the loaders' rule: JSONL and CSV ids are text (JSON numbers count as their digits), Parquet keeps
+    its integer or string dtype; `Dataset` then matches them to the interactions' id dtype. Raises DataError for
+    a missing item_id column, missing ids, or ids that are neither integers nor strings.
+    """
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         records = []
@@ -191,21 +201,31 @@ def read_item_table(path: Path) -> pl.DataFrame:
                 for x in c if isinstance(c, list) else [c]:
                     if x not in flat:
                         flat.append(str(x))
-            records.append({"item_id": rec.get("item_id"), "title": rec.get("title"), "categories": flat})
+            item_id = rec.get("item_id")
+            if isinstance(item_id, bool) or not isinstance(item_id, int | str | None):
+                raise DataError(f"{path}:{lineno}: item_id {item_id!r} is neither an integer nor a string")
+            item_id = None if item_id is None else str(item_id)
+            records.append({"item_id": item_id, "title": rec.get("title"), "categories": flat})
         table = pl.DataFrame(
-            records, schema={"item_id": pl.Int64, "title": pl.Utf8, "categories": pl.List(pl.Utf8)}
+            records, schema={"item_id": pl.Utf8, "title": pl.Utf8, "categories": pl.List(pl.Utf8)}
         )
-    elif suffix in (".csv", ".parquet"):
-        table = pl.read_csv(path) if suffix == ".csv" else pl.read_parquet(path)
-        if "item_id" not in table.columns:
-            raise DataError(f"{path}: item table needs an item_id column (has {table.columns})")
-        if "categories" in table.columns and table.schema["categories"] == pl.Utf8:
-            table = table.with_columns(pl.col("categories").str.split("|"))
-        table = table.with_columns(pl.col("item_id").cast(pl.Int64, strict=False))
-    else:
-        raise DataError(f"{path}: item table must be .jsonl, .csv or .parquet")
-    if table["item_id"].null_count():
-        raise DataError(f"{path}: item_id missing or not an integer in {table['item_id'].null_count()} rows")
+        return _item_frame(table, str(path), text=True)
+    if suffix == ".csv":
+        return _item_frame(pl.read_csv(path, schema_overrides={"item_id": pl.Utf8}), str(path), text=True)
+    if suffix == ".parquet":
+        return _item_frame(pl.read_parquet(path), str(path), text=False)
+    raise DataError(f"{path}: item table must be .jsonl, .csv or .parquet")
+
+
+def _item_frame(table: pl.DataFrame, where: str, text: bool) -> pl.DataFrame:
+    """An item table with checked ids (text or typed rule), '|'-separated categories split, first row per id."""
+    if "item_id" not in table.columns:
+        raise DataError(f"{where}: item table needs an item_id column (has {table.columns})")
+    if "categories" in table.columns and table.schema["categories"] == pl.Utf8:
+        table = table.with_columns(pl.col("categories").str.split("|"))
+    ids = table["item_id"]
+    check_ids(ids, where)
+    table = table.with_columns(ids_from_text(ids) if text else ids_from_typed(ids, where))
     return table.unique("item_id", keep="first", maintain_order=True)
 
 
@@ -220,17 +240,23 @@ COLUMN_ALIASES = {
 def load_table(
     path: Path, columns: dict[str, str | None] | None = None, items_path: Path | None = None
 ) -> Dataset:
-    """A user's own interactions as CSV or Parquet with named columns.
+    """A user's own interactions as CSV / TSV (ids read as text) or Parquet (ids keep their dtype).
 
     `columns` maps canonical names (user_id, item_id, timestamp, rating) to the file's names; unset ones are
     looked up among common aliases. Rows keep their file order as a tie-breaker for equal or missing times.
+    The item table is `items_path`, else `items.jsonl` / `items.csv` beside the file, else ids only.
     """
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             raw = pl.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".gz"):
-            raw = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+            separator = "\t" if suffix == ".tsv" else ","
+            header = pl.read_csv(path, separator=separator, n_rows=0).columns
+            chosen = _choose_columns(header, columns, str(path))
+            # Ids are read as text so that "007" and "7" stay two ids (genrec.data.ids decides the dtype).
+            as_text = {chosen[c]: pl.Utf8 for c in ("user_id", "item_id")}
+            raw = pl.read_csv(path, separator=separator, infer_schema_length=10000, schema_overrides=as_text)
         else:
             raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
     except pl.exceptions.NoDataError:
@@ -239,36 +265,105 @@ def load_table(
         raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
     if raw.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
+    if items_path is not None:
+        items = read_item_table(items_path)
+    else:
+        sibling = next(
+            (p for p in (path.parent / "items.jsonl", path.parent / "items.csv") if p.exists()), None
+        )
+        items = read_item_table(sibling) if sibling else None
+    return _table_dataset(raw, path.stem, str(path), columns, suffix != ".parquet", items)
+
+
+def dataset_from_frame(
+    df, name: str = "dataframe", columns: dict[str, str | None] | None = None, items=None
+) -> Dataset:
+    """A Dataset from an in-memory pandas or Polars DataFrame of interactions (one row per interaction).
+
+    `df` needs user and item id columns and may have `timestamp` (ints, date strings or datetimes) and `rating`;
+    `columns` renames as in `load_table` (canonical name -> the frame's column; unset ones are found among the
+    same aliases). Ids keep the frame's integer or string dtype (other dtypes raise DataError). Row order is the
+    tie-breaker for equal or missing times. `items` is an optional item frame with `item_id`, `title`,
+    `categories` (list of str or a '|'-separated string). Raises DataError (one line) for a missing column, no
+    rows, missing ids, or a frame that is neither pandas nor Polars.
+    """
+    raw = _polars_frame(df, name)
+    if raw.height == 0:
+        raise DataError(f"{name}: the DataFrame has no rows")
+    item_table = (
+        None if items is None else _item_frame(_polars_frame(items, f"{name} items"), f"{name} items", False)
+    )
+    source = f"{type(df).__module__.split('.')[0]} DataFrame {name!r}"
+    return _table_dataset(raw, name, source, columns, False, item_table, "columns={{'{}': ...}}")
+
+
+def _polars_frame(df, where: str) -> pl.DataFrame:
+    """A Polars DataFrame from a Polars (Lazy)DataFrame or, by duck-typing, a pandas one (pandas stays optional)."""
+    if isinstance(df, pl.LazyFrame):
+        return df.collect()
+    if isinstance(df, pl.DataFrame):
+        return df
+    if type(df).__module__.split(".")[0] == "pandas" and hasattr(df, "columns"):
+        try:
+            return pl.from_pandas(df)
+        except (ImportError, TypeError, ValueError, pl.exceptions.PolarsError) as e:
+            raise DataError(
+                f"{where}: cannot convert the pandas DataFrame ({str(e).splitlines()[0]})"
+            ) from None
+    raise DataError(f"{where}: expected a pandas or Polars DataFrame, got {type(df).__name__}")
+
+
+def _choose_columns(
+    available: list[str], columns: dict | None, where: str, setting: str = "data.columns.{}"
+) -> dict[str, str | None]:
+    """Canonical name -> source column: the `columns` mapping first, then the first alias present.
+
+    Raises DataError when a mapped column is absent or no user / item id column is found; the message names
+    `setting` (the config key, or the `columns` argument) as the fix.
+    """
     columns = dict(columns or {})
     chosen: dict[str, str | None] = {}
-    lowered = {c.lower(): c for c in raw.columns}
+    lowered = {c.lower(): c for c in available}
     for canonical, aliases in COLUMN_ALIASES.items():
         name = columns.get(canonical)
         if name:
-            if name not in raw.columns:
+            if name not in available:
                 raise DataError(
-                    f"{path}: column {name!r} (for {canonical}) not found; columns are {raw.columns}"
+                    f"{where}: column {name!r} (for {canonical}) not found; columns are {available}"
                 )
         else:
             name = next((lowered[a] for a in aliases if a in lowered), None)
         if name is None and canonical in ("user_id", "item_id"):
             raise DataError(
-                f"{path}: no {canonical} column (tried {', '.join(aliases)}); columns are {raw.columns}; "
-                f"set data.columns.{canonical}"
+                f"{where}: no {canonical} column (tried {', '.join(aliases)}); columns are {available}; "
+                f"set {setting.format(canonical)}"
             )
         chosen[canonical] = name
+    return chosen
+
+
+def _table_dataset(
+    raw: pl.DataFrame,
+    name: str,
+    source: str,
+    columns: dict | None,
+    text: bool,
+    items: pl.DataFrame | None,
+    setting: str = "data.columns.{}",
+) -> Dataset:
+    """The canonical Dataset of a table of interactions; `text` says ids were read as text (see the module).
+
+    `source` (a path, or which DataFrame) starts every error message; `setting` names the column mapping.
+    """
+    where = source
+    chosen = _choose_columns(raw.columns, columns, where, setting)
     out = {}
     for canonical in ("user_id", "item_id"):
-        col = raw[chosen[canonical]]
-        ints = col.cast(pl.Int64, strict=False)
-        bad = ints.is_null() & col.is_not_null() | col.is_null()
-        if bad.any():
-            example = col.filter(bad).head(1).to_list()
-            raise DataError(
-                f"{path}: {int(bad.sum())} rows have a missing or non-integer {canonical} "
-                f"(column {chosen[canonical]!r}, e.g. {example[0]!r})"
-            )
-        out[canonical] = ints
+        col = raw[chosen[canonical]].alias(canonical)
+        check_ids(col, where, chosen[canonical])
+        out[canonical] = (
+            ids_from_text(col) if text else ids_from_typed(col, f"{where} (column {chosen[canonical]!r})")
+        )
     ts_name = chosen["timestamp"]
     if ts_name is not None:
         ts = raw[ts_name]
@@ -289,15 +384,6 @@ def load_table(
         else pl.Series([None] * raw.height, dtype=pl.Float32)
     )
     inter = pl.DataFrame(out).with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
-    if items_path is not None:
-        items = read_item_table(items_path)
-    else:
-        sibling = next(
-            (p for p in (path.parent / "items.jsonl", path.parent / "items.csv") if p.exists()), None
-        )
-        items = (
-            read_item_table(sibling)
-            if sibling
-            else pl.DataFrame({"item_id": inter["item_id"].unique().sort()})
-        )
-    return Dataset(path.stem, inter, items, source=str(path))
+    if items is None:
+        items = pl.DataFrame({"item_id": inter["item_id"].unique().sort()})
+    return Dataset(name, inter, items, source=source)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from genrec.data import loaders
+from genrec.data.ids import id_array
 from genrec.data.schema import Dataset
 from genrec.errors import DataError
 
@@ -152,7 +152,7 @@ def _cached(name: str, sources: list[Path], build: Callable[[], Dataset]) -> Dat
             pl.read_parquet(folder / "interactions.parquet"),
             pl.read_parquet(folder / "items.parquet"),
             users,
-            unordered_users=np.asarray(meta["unordered_users"], dtype=np.int64),
+            unordered_users=id_array(meta["unordered_users"]),
             source=meta["source"],
             notes=meta["notes"],
         )
