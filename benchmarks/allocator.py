@@ -35,6 +35,7 @@ def child(args) -> None:
     from genrec.config import load_config
     from genrec.eval.evaluator import validation_score
     from genrec.models import build_model
+    from genrec.objectives import build_objective
     from genrec.runs import make_split, prepare_dataset
     from genrec.runtime import keep_freed_memory
     from genrec.train.trainer import build_optimizer, training_step
@@ -47,13 +48,14 @@ def child(args) -> None:
     model = build_model(cfg.model, split.n_items, split.n_users)
     model.train()
     optimizer = build_optimizer(model, cfg.train, cfg.train.adam_kernel)
+    objective = build_objective(model.objective_name(), model, split.train.items)
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps + 5]
     for batch in batches[:5]:  # warm-up
-        training_step(model, optimizer, batch, cfg.train.grad_clip)
+        training_step(model, objective, optimizer, batch, cfg.train.grad_clip)
     t0 = time.perf_counter()
     for batch in batches[5:]:
-        training_step(model, optimizer, batch, cfg.train.grad_clip)
+        training_step(model, objective, optimizer, batch, cfg.train.grad_clip)
     train_ms = (time.perf_counter() - t0) / len(batches[5:]) * 1e3
     validation_score(model, split.valid, split.n_items, cfg.eval)  # warm-up
     t0 = time.perf_counter()

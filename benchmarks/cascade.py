@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from genrec.eval.cascade import SELECT_METRIC, cascade
+from genrec.experiments.cascade import SELECT_METRIC, cascade
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
-from genrec.eval.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
+from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
 from genrec.models import FitContext, build_model  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
 from genrec.train.checkpoint import load_weights, write_json  # noqa: E402

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
 from genrec.data.batching import HistoryBatch, history_batch, pad_left  # noqa: E402
+from genrec.items.semantic_ids import SemanticIds, separation_codes  # noqa: E402
 from genrec.models import build_model  # noqa: E402
-from genrec.tokenize.semantic_ids import SemanticIds, separation_codes  # noqa: E402
 
 
 def synthetic(n_items: int, users: int, seed: int = 0):

@@ -18,9 +18,10 @@ import time
 import numpy as np
 import torch
 
-from genrec.inference.mfalcon import make_batch, score_batch, score_one_at_a_time
-from genrec.models.ranking import RANKERS
-from genrec.rank_runs import RankDataConfig, prepare_feedback
+from genrec.config import RankDataConfig  # noqa: E402
+from genrec.models.ranking.mfalcon import make_batch, score_batch, score_one_at_a_time
+from genrec.registry import get as model_class
+from genrec.runs.ranking import prepare_feedback
 
 
 def best_of(fn, repeats: int = 3) -> tuple[float, torch.Tensor]:
@@ -43,10 +44,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = prepare_feedback(RankDataConfig(dataset=args.dataset))[0]
-    cfg = RANKERS[args.model].config_class(
+    cfg = model_class(args.model).config_class(
         name=args.model, dim=64, layers=2, heads=2, max_len=200, micro_batch=args.micro_batch
     )
-    model = RANKERS[args.model](cfg, data).eval()
+    model = model_class(args.model)(cfg, data).eval()
     rng = np.random.default_rng(0)
     print(
         f"M-FALCON benchmark: {args.model}, d=64, 2 blocks, 2 heads, micro-batch {args.micro_batch}, "

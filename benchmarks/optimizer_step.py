@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
 from genrec.models import build_model  # noqa: E402
+from genrec.objectives import build_objective  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
 from genrec.train.trainer import build_optimizer, training_step  # noqa: E402
 
@@ -95,12 +96,13 @@ def train_step_ms(cfg, ds, args) -> dict[str, float]:
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps]
     optimizers = {impl: build_optimizer(model, cfg.train, impl) for impl in IMPLEMENTATIONS}
+    objective = build_objective(model.objective_name(), model, split.train.items)
     times = {impl: [] for impl in IMPLEMENTATIONS}
     for _ in range(args.repeats):
         for impl, optimizer in optimizers.items():
             t0 = time.perf_counter()
             for batch in batches:
-                training_step(model, optimizer, batch, cfg.train.grad_clip)
+                training_step(model, objective, optimizer, batch, cfg.train.grad_clip)
             times[impl].append((time.perf_counter() - t0) / len(batches) * 1e3)
     return {impl: statistics.median(t) for impl, t in times.items()}
 

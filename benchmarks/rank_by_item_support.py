@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genrec.eval.ranking import ranking_metrics  # noqa: E402
-from genrec.rank_runs import load_ranker  # noqa: E402
+from genrec.runs import load_run  # noqa: E402
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -69,10 +69,10 @@ def main() -> None:
     edges = sorted(set(args.bins))
     names = [*bucket_names(edges), "all"]
 
-    data = None
     results = {}
     for run in runs:
-        _, model, data = load_ranker(run, data)
+        loaded = load_run(run)
+        model, data = loaded.model, loaded.feedback
         imps = getattr(data, args.split)
         support = np.bincount(data.train.items, minlength=data.n_items + 1)[imps.items]
         bucket = np.searchsorted(np.asarray(edges), support, side="right")

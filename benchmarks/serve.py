@@ -35,7 +35,6 @@ import torch
 
 from genrec.config import dump_config, load_config
 from genrec.data.batching import HistoryBatch
-from genrec.inference import kv_cache
 from genrec.models import build_model
 from genrec.train.checkpoint import save_weights, write_json, write_text
 
@@ -183,7 +182,7 @@ def bench_update(run_dir: Path, repeats: int) -> dict:
     users = pl.read_parquet(run_dir / "users.parquet")
     items = torch.tensor(users["history"][0].to_list())
     ts = torch.tensor(users["timestamps"][0].to_list())
-    cache = kv_cache.build_cache(model, items[:-1], ts[:-1])  # 199 items cached, the event is the 200th
+    cache = model.init_state(items[:-1], ts[:-1])  # 199 items cached, the event is the 200th
 
     torch.set_num_threads(1)  # as `genrec serve` runs (--threads 1)
 
@@ -197,12 +196,12 @@ def bench_update(run_dir: Path, repeats: int) -> dict:
         return float(np.median(out)) * 1000
 
     with torch.no_grad():
-        inc = timed(lambda: kv_cache.extend(model, cache, items[-1:], ts[-1:], items, ts))
+        inc = timed(lambda: model.extend_state(cache, items[-1:], ts[-1:], items, ts))
         full = timed(lambda: model.user_embedding(HistoryBatch(items[None], None, ts[None])))
-        prefill = timed(lambda: kv_cache.build_cache(model, items, ts))
-        new, incremental = kv_cache.extend(model, cache, items[-1:], ts[-1:], items, ts)
+        prefill = timed(lambda: model.init_state(items, ts))
+        new, incremental = model.extend_state(cache, items[-1:], ts[-1:], items, ts)
         ref = model.user_embedding(HistoryBatch(items[None], None, ts[None]))[0]
-        err = float((kv_cache.query(model, new) - ref).abs().max())
+        err = float((model.state_query(new) - ref).abs().max())
     return {
         "incremental": inc,
         "recompute": full,

@@ -42,6 +42,7 @@ def worker(model: str, epochs: int, threads: int) -> dict:
 
     from genrec.config import load_config
     from genrec.models import build_model
+    from genrec.objectives import build_objective
     from genrec.runs import make_split, prepare_dataset
 
     torch.set_num_threads(threads)
@@ -52,9 +53,10 @@ def worker(model: str, epochs: int, threads: int) -> dict:
     net = build_model(cfg.model, split.n_items, split.n_users)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr)
     net.train()
+    objective = build_objective(net.objective_name(), net, split.train.items)
 
     def step(batch):
-        loss = net.loss(batch)
+        loss = objective(net, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -18,11 +18,12 @@ import argparse
 import numpy as np
 import torch
 
+from genrec.config import RankDataConfig  # noqa: E402
 from genrec.eval.ranking import auc, gauc
-from genrec.models.ranking import RANKERS
+from genrec.items.text import encode_texts
 from genrec.models.ranking.base import TEXT_INTEREST, TextInterest
-from genrec.rank_runs import RankDataConfig, prepare_feedback, text_embeddings
-from genrec.tokenize.text import encode_texts
+from genrec.registry import get as model_class
+from genrec.runs.ranking import prepare_feedback, text_embeddings
 
 
 def features(model, data, table: np.ndarray) -> np.ndarray:
@@ -44,8 +45,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = prepare_feedback(RankDataConfig(dataset=args.dataset))[0]
     full = text_embeddings(data)
-    cfg = RANKERS["din"].config_class(name="din", max_len=args.max_len, text_interest=True)
-    model = RANKERS["din"](cfg, data, full).eval()
+    cfg = model_class("din").config_class(name="din", max_len=args.max_len, text_interest=True)
+    model = model_class("din")(cfg, data, full).eval()
     titles = encode_texts([t.split(" | ")[0] for t in data.features.item_text])
     genres = np.zeros((data.n_items, data.features.n_genres + 1), dtype=np.float32)
     for i, row in enumerate(data.features.item_genres[1:]):

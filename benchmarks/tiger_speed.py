@@ -22,20 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
+from genrec.items.semantic_ids import SemanticIds  # noqa: E402
 from genrec.models import build_model  # noqa: E402
+from genrec.objectives import build_objective  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.tokenize.semantic_ids import SemanticIds  # noqa: E402
 
 
 def samples_per_s(model, split, batch_size: int, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    objective = build_objective(model.objective_name(), model)
     batches = list(model.training_batches(split, np.random.default_rng(0), batch_size))
     model.train()
     seen, t0 = 0, 0.0
     for i, batch in enumerate(batches[: 5 + steps]):
         if i == 5:
             t0 = time.perf_counter()
-        loss = model.loss(batch)
+        loss = objective(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

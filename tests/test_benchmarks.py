@@ -71,7 +71,8 @@ def test_allocator_benchmark_compares_both_malloc_settings_in_fresh_processes(mo
 def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(
     tmp_path, monkeypatch, capsys
 ):
-    from genrec.rank_runs import load_rank_config, rank_train
+    from genrec.config import load_config as load_rank_config
+    from genrec.runs import train_run as rank_train
 
     cfg = load_rank_config(
         "din", ["model.dim=8", "model.max_len=10", "train.epochs=1", "train.batch_size=256"]

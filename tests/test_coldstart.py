@@ -8,10 +8,12 @@ from genrec.config import EvalConfig, TrainConfig, load_config
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
-from genrec.eval.coldstart import ColdPlaces, cold_items, cold_start_split, evaluate_warm_cold
 from genrec.eval.evaluator import evaluate
-from genrec.models import FitContext, build_model
-from genrec.tokenize import text
+from genrec.experiments.coldstart import ColdPlaces, cold_items, cold_start_split, evaluate_warm_cold
+from genrec.items import text
+from genrec.models import build_model
+from genrec.runs.retrieval import fit_retrieval
+from genrec.train.trainer import FitContext
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def test_textrec_learns_and_faiss_agrees_with_exact_search(tiny, monkeypatch):
         progress=False,
     )
     ctx.extra["items"] = items
-    model.fit(split, ctx)
+    fit_retrieval(model, split, ctx)
     res = evaluate(model, split.test, split.n_items, EvalConfig(ks=[1, 5, 10]))
     assert res["filtered"]["recall@5"] >= 0.75
     hist = split.test.history
@@ -63,14 +65,14 @@ def test_textrec_learns_and_faiss_agrees_with_exact_search(tiny, monkeypatch):
     ann.load_state_dict(model.state_dict())
     ann.eval()
     approx, scores = ann.recommend(batch, 3, seen)
-    assert torch.equal(exact, approx) and not ann.scores_all_items
+    assert torch.equal(exact, approx) and "score" not in ann.capabilities
 
 
 def test_warm_and_cold_metrics_are_reported_separately(tiny, monkeypatch):
     split, items = tiny
     cs, is_cold, details = cold_start_split(split, 0.2)
     model = build_model(load_config("popularity").model, split.n_items, split.n_users)
-    model.fit(cs, FitContext(TrainConfig(), EvalConfig(ks=[1, 5, 10]), progress=False))
+    fit_retrieval(model, cs, FitContext(TrainConfig(), EvalConfig(ks=[1, 5, 10]), progress=False))
     out = evaluate_warm_cold(model, cs, is_cold, EvalConfig(ks=[1, 5, 10]))
     assert out["warm"]["examples"] == details["test_examples_warm"]
     assert out["cold"]["examples"] == details["test_examples_cold"]
@@ -87,7 +89,7 @@ def test_cold_places_put_the_best_cold_items_at_every_tenth_place():
     around them in score order; history items stay out of both groups."""
 
     class Fixed(torch.nn.Module):
-        scores_all_items, max_history, n_items = True, None, 30
+        capabilities, max_history, n_items = frozenset({"score"}), None, 30
 
         def score(self, batch):
             return torch.arange(31, dtype=torch.float32).expand(len(batch.items), -1)  # item i scores i

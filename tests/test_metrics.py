@@ -15,7 +15,7 @@ from genrec.eval.metrics import MetricAccumulator, ranks_from_lists, target_rank
 class FixedScores(torch.nn.Module):
     """A 'model' whose score rows are given per example (examples are looked up by user id)."""
 
-    scores_all_items = True
+    capabilities = frozenset({"score"})
     max_history = None
 
     def __init__(self, table: torch.Tensor) -> None:

@@ -7,8 +7,10 @@ from genrec.data.batching import history_batch
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
 from genrec.eval.evaluator import evaluate
-from genrec.models import FitContext, build_model
+from genrec.models import build_model
+from genrec.runs.retrieval import fit_retrieval
 from genrec.train.checkpoint import load_state, load_weights
+from genrec.train.trainer import FitContext
 
 
 @pytest.fixture
@@ -20,8 +22,10 @@ def fit(name, split, run_dir=None, resume=False, **train):
     cfg = load_config(name).model
     torch.manual_seed(0)  # as train_run does: the same initial weights for every run
     model = build_model(cfg, split.n_items, split.n_users)
-    summary = model.fit(
-        split, FitContext(TrainConfig(**train), EvalConfig(ks=[1, 5, 10]), run_dir, resume, progress=False)
+    summary = fit_retrieval(
+        model,
+        split,
+        FitContext(TrainConfig(**train), EvalConfig(ks=[1, 5, 10]), run_dir, resume, progress=False),
     )
     return model, summary
 

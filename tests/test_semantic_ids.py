@@ -7,12 +7,14 @@ from genrec.config import EvalConfig, TrainConfig, load_config
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
+from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.eval.evaluator import evaluate
-from genrec.inference.beam import CodeTrie, constrained_beam_search
-from genrec.models import FitContext, build_model
+from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, separation_codes, tokenize
+from genrec.items.text import item_texts
+from genrec.models import build_model
 from genrec.models import tiger as tiger_module
-from genrec.tokenize.semantic_ids import SemanticIds, TokenizerConfig, separation_codes, tokenize
-from genrec.tokenize.text import item_texts
+from genrec.runs.retrieval import fit_retrieval
+from genrec.train.trainer import FitContext
 
 
 def clustered(n=600, d=16, seed=0):
@@ -174,7 +176,7 @@ def test_tiger_trains_on_tiny_data_and_beats_popularity(history_tokens, tiny_p5,
     )
     # one-hot item embeddings stand in for text here (the real encoder is exercised by the slow text test)
     monkeypatch.setattr(
-        tiger_module, "item_embeddings", lambda cfg, it, ids: np.eye(len(ids), dtype=np.float32)
+        tiger_module, "item_embeddings", lambda cfg, it, ids, collab=None: np.eye(len(ids), dtype=np.float32)
     )
     cfg = load_config(
         "tiger",
@@ -195,7 +197,7 @@ def test_tiger_trains_on_tiny_data_and_beats_popularity(history_tokens, tiny_p5,
         progress=False,
         extra={"items": items},
     )
-    summary = model.fit(split, ctx)
+    summary = fit_retrieval(model, split, ctx)
     assert (tmp_path / "semantic_ids.safetensors").exists() and (
         tmp_path / "semantic_ids_report.json"
     ).exists()
@@ -213,7 +215,7 @@ def test_item_texts_join_title_and_categories():
 
 @pytest.mark.slow
 def test_minilm_text_embeddings_are_real_and_cached(monkeypatch, tmp_path):
-    from genrec.tokenize import text
+    from genrec.items import text
 
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
     texts = ["red nail polish", "nail lacquer, red", "dry dog food", ""]
@@ -230,15 +232,18 @@ def test_minilm_text_embeddings_are_real_and_cached(monkeypatch, tmp_path):
 
 
 def test_collaborative_input_reads_a_trained_sasrec_run(tiny_p5, tmp_path):
+    from genrec.items.semantic_ids import item_embeddings
     from genrec.runs import load_run, train_run
-    from genrec.tokenize.semantic_ids import item_embeddings
+    from genrec.runs.retrieval import collab_embeddings
 
     cfg = load_config("sasrec", ["train.epochs=1", "model.dim=8", "eval.ks=[1,10]"], dataset=str(tiny_p5))
     train_run(cfg, tmp_path / "sasrec", progress=False)
     run = load_run(tmp_path / "sasrec")
     ids = run.items["item_id"].to_numpy()
     tk = TokenizerConfig(input="collab", collab_run=str(tmp_path / "sasrec"), levels=2, codebook_size=2)
-    x = item_embeddings(tk, run.items, ids[::-1].copy())  # another item order: rows follow the ids given
+    x = item_embeddings(
+        tk, run.items, ids[::-1].copy(), collab_embeddings
+    )  # another order: rows follow the ids
     weight = run.model.item_emb.weight.detach().numpy()[1:]
     expected = weight[::-1] / np.linalg.norm(weight[::-1], axis=1, keepdims=True)
     assert np.allclose(x, expected, atol=1e-6)

@@ -8,8 +8,10 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
 from genrec.eval.evaluator import evaluate
-from genrec.models import FitContext, build_model
-from genrec.train import losses
+from genrec.models import build_model
+from genrec.objectives import build_objective, losses
+from genrec.runs.retrieval import fit_retrieval
+from genrec.train.trainer import FitContext
 
 
 def test_chunked_softmax_matches_plain_cross_entropy():
@@ -108,7 +110,8 @@ def test_sequence_model_learns_successor_pattern(tiny_p5, name):
     torch.manual_seed(0)
     cfg = load_config(name, ["model.dim=16", "model.max_len=8", "model.dropout=0.0"]).model
     model = build_model(cfg, split.n_items, split.n_users)
-    summary = model.fit(
+    summary = fit_retrieval(
+        model,
         split,
         FitContext(
             TrainConfig(epochs=60, batch_size=4, lr=0.01, patience=60),
@@ -128,7 +131,10 @@ def test_trainer_uses_the_configured_adam_beta2(tiny_p5):
     split = leave_one_out(load_dataset(str(tiny_p5)).encode())
     model = build_model(load_config("sasrec", ["model.dim=16"]).model, split.n_items, split.n_users)
     ctx = FitContext(TrainConfig(adam_beta2=0.98), EvalConfig(), progress=False)
-    assert all(g["betas"] == (0.9, 0.98) for g in Trainer(model, split, ctx).optimizer.param_groups)
+    assert all(
+        g["betas"] == (0.9, 0.98)
+        for g in Trainer(model, loss_of(model), split, no_validation, ctx).optimizer.param_groups
+    )
 
 
 @pytest.mark.parametrize("kernel", ["loop", "multi_tensor", "fused"])
@@ -145,7 +151,9 @@ def test_trainer_optimizer_matches_plain_adamw(tiny_p5, kernel):
     reference.load_state_dict(model.state_dict())
     assert TrainConfig().adam_kernel == "loop"  # as before the option existed
     train_cfg = TrainConfig(lr=0.01, weight_decay=0.1, adam_kernel=kernel)
-    optimizer = Trainer(model, split, FitContext(train_cfg, EvalConfig(), progress=False)).optimizer
+    optimizer = Trainer(
+        model, loss_of(model), split, no_validation, FitContext(train_cfg, EvalConfig(), progress=False)
+    ).optimizer
     assert optimizer.defaults["fused"] is (True if kernel == "fused" else None)
     assert optimizer.defaults["foreach"] is {"loop": False, "multi_tensor": True, "fused": None}[kernel]
     loop = build_optimizer(reference, train_cfg, "loop")
@@ -250,7 +258,7 @@ def test_history_offset_learns_whether_users_repeat_items(repeat):
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(30):
         opt.zero_grad()
-        model.loss(batch).backward()
+        loss_of(model)(model, batch).backward()
         opt.step()
     offset = model.seen_offset().item()
     assert offset > 1.0 if repeat else offset < -1.0
@@ -292,6 +300,16 @@ def test_contrastive_term_is_added_in_training_only(name):
     batch = (items, None)
     # Without dropout both passes agree, so the term is exactly InfoNCE of the states against themselves.
     hidden = plain.encode(items[:, :-1], None)[:, -1]
-    expected = plain.loss(batch) + 0.5 * losses.twin_info_nce(hidden, hidden, 0.1)
-    assert torch.allclose(weighted.train().loss(batch), expected, atol=1e-5)
-    assert torch.allclose(weighted.eval().loss(batch), plain.eval().loss(batch))
+    plain_loss, weighted_loss = loss_of(plain), loss_of(weighted)
+    expected = plain_loss(plain, batch) + 0.5 * losses.twin_info_nce(hidden, hidden, 0.1)
+    assert torch.allclose(weighted_loss(weighted.train(), batch), expected, atol=1e-5)
+    assert torch.allclose(weighted_loss(weighted.eval(), batch), plain_loss(plain.eval(), batch))
+
+
+def loss_of(model):
+    """The objective the model trains with (its config's `loss`)."""
+    return build_objective(model.objective_name(), model)
+
+
+def no_validation(model, progress) -> float:
+    return 0.0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from genrec.errors import ConfigError
-from genrec.tokenize import text
+from genrec.items import text
 
 WORDS = "toy story heat casino drama action crime thriller animation comedy 1995 | ,".split()
 
@@ -86,12 +86,13 @@ def test_text_encoder_errors(monkeypatch, tmp_path):
 
 
 def test_ranker_takes_item_vectors_from_the_configured_llm(tiny_llama, monkeypatch, tmp_path):
-    from genrec.models.ranking import RANKERS
-    from genrec.rank_runs import RankDataConfig, build_ranker, prepare_feedback
+    from genrec.config import RankDataConfig
+    from genrec.registry import get as model_class
+    from genrec.runs.ranking import build_ranker, prepare_feedback
 
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
     data = prepare_feedback(RankDataConfig(dataset="ml-100k"))[0]
-    cfg = RANKERS["din"].config_class(
+    cfg = model_class("din").config_class(
         name="din", dim=8, text_features=True, text_encoder=str(tiny_llama), text_pooling="last"
     )
     model = build_ranker(cfg, data)

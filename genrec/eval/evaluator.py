@@ -69,7 +69,7 @@ def evaluate(
         )
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
-        if model.can("score"):
+        if "score" in model.capabilities:
             scores = candidate_scores(model, batch)
             if want_unfiltered:
                 unfiltered.add(target_ranks(scores, targets), top(scores))
@@ -172,7 +172,7 @@ def protocol(
 ) -> dict:
     headline = "history items excluded from the ranking" if cfg.exclude_history else "all items ranked"
     candidates = f"full catalogue: all {split.n_items} items scored, exact top-K"
-    if not model.can("score"):
+    if "score" not in model.capabilities:
         candidates = (
             f"generated top-{min(max(cfg.ks), split.n_items)} list; targets outside it count as misses"
         )

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from genrec.inference.mfalcon import make_batch
+
+from genrec.models.ranking.mfalcon import make_batch
 
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SELECT_METRIC = "liked_ndcg"
@@ -94,7 +95,7 @@ def _user_lists(run, split, ranker, data, part: str, k_retrieve: int) -> list[_U
             continue
         h = ev.history.items[ev.history.offsets[row] : ev.history.offsets[row + 1]]
         ht = ev.history.timestamps[ev.history.offsets[row] : ev.history.offsets[row + 1]]
-        ids, scores = run.recommend(h, k_retrieve, exclude_seen=True, user=u_internal, timestamps=ht)
+        ids, scores = run.recommend_internal(h, k_retrieve, exclude_seen=True, user=u_internal, timestamps=ht)
         # The ranker's view of the same user: events before the cut-off, and the liked items after it.
         start, end = seq.offsets[ru], seq.offsets[ru + 1]
         times = seq.timestamps[start:end]
@@ -130,7 +131,6 @@ def cascade(
     k_final: int = 10,
     blend_weights: tuple[float, ...] = BLEND_WEIGHTS,
 ) -> dict:
-    from genrec.rank_runs import load_ranker
 
     from genrec.runs import load_run, make_split, prepare_dataset
 
@@ -139,7 +139,8 @@ def cascade(
         raise ValueError("the cascade needs a retrieval run trained with data.split=temporal")
     ds = prepare_dataset(run.cfg.data)
     split = make_split(ds, run.cfg.data, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
-    rcfg, ranker, data = load_ranker(ranker_dir)
+    ranker_run = load_run(ranker_dir)
+    ranker, data = ranker_run.model, ranker_run.feedback
     select = f"{SELECT_METRIC}@{k_final}"
     valid = _user_lists(run, split, ranker, data, "valid", k_retrieve)
     valid_by_weight = {w: _judge(valid, k_final, _blend_order(w))[select] for w in blend_weights}
@@ -155,7 +156,7 @@ def cascade(
         "protocol": {
             "retrieval_run": str(retrieval_dir),
             "ranker_run": str(ranker_dir),
-            "ranker": rcfg.model.name,
+            "ranker": ranker_run.cfg.model.name,
             "k_retrieve": k_retrieve,
             "k_final": k_final,
             "test_cutoff": int(data.details["test_cutoff"]),

@@ -123,7 +123,9 @@ class Engine:
 
     def _topk(self, items, ts, user, query, k, exclude_seen) -> Recommendation:
         if self.ranking:
-            raise DataError("this is a ranking run: it scores given candidates (POST /rank), it does not retrieve")
+            raise DataError(
+                "this is a ranking run: it scores given candidates (POST /rank), it does not retrieve"
+            )
         exclude = items if exclude_seen else None
         if self.backend is None:  # popularity / itemknn / TIGER: the model's own scoring or generation
             ids, scores = self.run.recommend_internal(items, k, exclude_seen, user, ts)

@@ -86,7 +86,11 @@ class HSTU(NextItemModel):
         window overflows. Returns (state, True when the update was incremental)."""
         if state.length + len(items) > self.cfg.max_len:
             return self.init_state(history, history_timestamps), False
-        all_ts = None if timestamps is None or state.timestamps is None else torch.cat([state.timestamps, timestamps])
+        all_ts = (
+            None
+            if timestamps is None or state.timestamps is None
+            else torch.cat([state.timestamps, timestamps])
+        )
         return self._extend(state, items, all_ts), True
 
     def state_query(self, state: HSTUState) -> torch.Tensor:

@@ -108,11 +108,7 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
     # The item table (titles, categories) is what semantic-ID and text models build their item side from.
     resources = {"items": items, "collab_embeddings": collab_embeddings}
     ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
-
-    def validate(m, bar) -> float:
-        return validation_score(m, split.valid, split.n_items, cfg.eval, bar)
-
-    summary = {"n_train_users": len(split.train), **fit(model, split, ctx, validate, split.train.items)}
+    summary = fit_retrieval(model, split, ctx)
     save_weights(out / MODEL_FILE, model.state_dict())
     with make_progress(progress) as bar:
         t1 = time.perf_counter()
@@ -123,6 +119,17 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
     write_metrics(out, metrics)
     log.info("test %s", metrics["test"])
     return metrics
+
+
+def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
+    """`store.fit` for a retrieval model: checkpoints are selected on `ctx.eval.select_metric` over the
+    validation users (full catalogue, history excluded unless `eval.exclude_history` is off). `options`:
+    `objective`, `reference` (see `store.fit`)."""
+
+    def validate(m, bar) -> float:
+        return validation_score(m, split.valid, split.n_items, ctx.eval, bar)
+
+    return {"n_train_users": len(split.train), **fit(model, split, ctx, validate, split.train.items, **options)}
 
 
 def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model) -> dict:

@@ -1,6 +1,5 @@
-"""Rankers: one file per model; importing this package registers them in `RANKERS`."""
+"""Rankers: one file per model, found by name through `genrec.registry` (their class says task = "ranking")."""
 
-from genrec.models.ranking import din, genrank, hstu_ranker, mtgr  # noqa: F401  (registration side effect)
-from genrec.models.ranking.base import RANKERS, RankBatch, Ranker, RankerConfig
+from genrec.models.ranking.base import RankBatch, Ranker, RankerConfig
 
-__all__ = ["RANKERS", "RankBatch", "Ranker", "RankerConfig"]
+__all__ = ["RankBatch", "Ranker", "RankerConfig"]
