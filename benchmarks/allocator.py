@@ -38,7 +38,7 @@ def child(args) -> None:
     from genrec.objectives import build_objective
     from genrec.runs import make_split, prepare_dataset
     from genrec.runtime import keep_freed_memory
-    from genrec.train.trainer import build_optimizer, training_step
+    from genrec.training.trainer import build_optimizer, training_step
 
     applied = keep_freed_memory() if args.child == "1" else False
     torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/optimizer_step.py --recipes sasrec-amazon-beauty --steps 500
 
 Each recipe's model is built at its dataset's catalogue size and stepped with the same random gradients by the
-three implementations of `genrec.train.trainer.build_optimizer` (`train.adam_kernel`): PyTorch's per-tensor loop
+three implementations of `genrec.training.trainer.build_optimizer` (`train.adam_kernel`): PyTorch's per-tensor loop
 (the default), the multi-tensor kernel and the fused kernel. The table prints the median milliseconds per step over
 `--repeats` timings (implementations alternate, so a slower spell of a shared machine hits all of them), the
 speed-up over the loop and the largest weight difference from the loop after all steps (0 = the same bits).
@@ -30,7 +30,7 @@ from genrec.config import load_config  # noqa: E402
 from genrec.models import build_model  # noqa: E402
 from genrec.objectives import build_objective  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.train.trainer import build_optimizer, training_step  # noqa: E402
+from genrec.training.trainer import build_optimizer, training_step  # noqa: E402
 
 IMPLEMENTATIONS = ["loop", "multi_tensor", "fused"]
 

@@ -1,3 +1,20 @@
-"""genrec: generative recommendation with honest, full-catalogue evaluation."""
+"""genrec: generative recommendation with honest, full-catalogue evaluation.
 
-__version__ = "0.1.0"
+The Python API (`train`, `load_run`, `load_config`, `register`) is imported on first use, so that importing
+one part of the package (say `genrec.data`) does not import all of it.
+"""
+
+from genrec.version import __version__
+
+_API = {"train": "genrec.api", "load_run": "genrec.api", "load_config": "genrec.api", "Run": "genrec.api",
+        "register": "genrec.registry"}  # fmt: skip
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'genrec' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from genrec.experiments.coldstart import ColdPlaces, cold_items, cold_start_spli
 from genrec.items import text
 from genrec.models import build_model
 from genrec.runs.retrieval import fit_retrieval
-from genrec.train.trainer import FitContext
+from genrec.training.trainer import FitContext
 
 
 @pytest.fixture

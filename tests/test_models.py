@@ -9,8 +9,8 @@ from genrec.data.split import leave_one_out
 from genrec.eval.evaluator import evaluate
 from genrec.models import build_model
 from genrec.runs.retrieval import fit_retrieval
-from genrec.train.checkpoint import load_state, load_weights
-from genrec.train.trainer import FitContext
+from genrec.training.checkpoint import load_state, load_weights
+from genrec.training.trainer import FitContext
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from genrec.items.text import item_texts
 from genrec.models import build_model
 from genrec.models import tiger as tiger_module
 from genrec.runs.retrieval import fit_retrieval
-from genrec.train.trainer import FitContext
+from genrec.training.trainer import FitContext
 
 
 def clustered(n=600, d=16, seed=0):

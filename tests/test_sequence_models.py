@@ -11,7 +11,7 @@ from genrec.eval.evaluator import evaluate
 from genrec.models import build_model
 from genrec.objectives import build_objective, losses
 from genrec.runs.retrieval import fit_retrieval
-from genrec.train.trainer import FitContext
+from genrec.training.trainer import FitContext
 
 
 def test_chunked_softmax_matches_plain_cross_entropy():
@@ -126,7 +126,7 @@ def test_sequence_model_learns_successor_pattern(tiny_p5, name):
 
 
 def test_trainer_uses_the_configured_adam_beta2(tiny_p5):
-    from genrec.train.trainer import Trainer
+    from genrec.training.trainer import Trainer
 
     split = leave_one_out(load_dataset(str(tiny_p5)).encode())
     model = build_model(load_config("sasrec", ["model.dim=16"]).model, split.n_items, split.n_users)
@@ -141,7 +141,7 @@ def test_trainer_uses_the_configured_adam_beta2(tiny_p5):
 def test_trainer_optimizer_matches_plain_adamw(tiny_p5, kernel):
     """The trainer's AdamW is PyTorch's per-tensor loop by default; the multi-tensor kernel gives the same bits
     per step, the fused one agrees up to float rounding."""
-    from genrec.train.trainer import Trainer, build_optimizer
+    from genrec.training.trainer import Trainer, build_optimizer
 
     split = leave_one_out(load_dataset(str(tiny_p5)).encode())
     cfg = load_config("sasrec", ["model.dim=16"]).model

@@ -2,7 +2,7 @@
 
 A retrieval model either scores every item (`score`) or generates a ranked list (`recommend`); a scoring model
 gets `recommend` for free. Models compute: training loops, objectives, evaluation and run files live in the
-layers above (`genrec.train`, `genrec.objectives`, `genrec.eval`, `genrec.runs`).
+layers above (`genrec.training`, `genrec.objectives`, `genrec.eval`, `genrec.runs`).
 
 Capabilities (`capabilities`, a frozenset of these names) tell the engine, server and evaluator what a model
 can do, so that nothing above the models asks `isinstance`:

@@ -20,8 +20,8 @@ from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.train.checkpoint import save_weights, write_json
-from genrec.train.trainer import FitContext, averaging_note
+from genrec.training.checkpoint import save_weights, write_json
+from genrec.training.trainer import FitContext, averaging_note
 
 
 def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]]:

@@ -22,8 +22,8 @@ from genrec.eval.evaluator import evaluate_split, protocol, validation_score
 from genrec.models import build_model
 from genrec.progress import make_progress
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.train.checkpoint import save_weights, write_json
-from genrec.train.trainer import FitContext, averaging_note
+from genrec.training.checkpoint import save_weights, write_json
+from genrec.training.trainer import FitContext, averaging_note
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:

@@ -25,7 +25,7 @@ import torch
 
 from genrec.config import TrainConfig
 from genrec.progress import make_progress
-from genrec.train.checkpoint import load_state, load_weights, save_state, save_weights
+from genrec.training.checkpoint import load_state, load_weights, save_state, save_weights
 
 CHECKPOINT = "checkpoint.pt"
 
