@@ -222,6 +222,5 @@ class IdMap:
         except ValueError:
             pass
         raise DataError(
-            f"unknown {self.kind} id {value!r} ({self.kind} ids are integers written without sign, "
-            f"padding or decimals)"
+            f"unknown {self.kind} id {value!r} ({self.kind} ids are integers written canonically: 7, not 007 or +7)"
         )
