@@ -26,7 +26,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from genrec.data.schema import Dataset, Sequences
 from genrec.errors import DataError
@@ -155,8 +154,10 @@ def _categorical(values: list, vocab: dict | None = None) -> tuple[np.ndarray, i
 
 
 def side_features(ds: Dataset, seq: Sequences) -> SideFeatures:
-    items = pl.DataFrame({"item_id": seq.item_ids}).join(
-        ds.items, on="item_id", how="left", maintain_order="left"
+    items = (
+        seq.item_map.to_series("item_id")
+        .to_frame()
+        .join(ds.items, on="item_id", how="left", maintain_order="left")
     )
     cats = items["categories"].to_list()
     genre_vocab = {g: i + 1 for i, g in enumerate(sorted({g for c in cats if c for g in c}))}
@@ -173,8 +174,10 @@ def side_features(ds: Dataset, seq: Sequences) -> SideFeatures:
     user_cats = np.zeros((seq.n_users, 3), dtype=np.int64)
     vocab = [1, 1, 1]
     if ds.users is not None:
-        users = pl.DataFrame({"user_id": seq.user_ids}).join(
-            ds.users, on="user_id", how="left", maintain_order="left"
+        users = (
+            seq.user_map.to_series("user_id")
+            .to_frame()
+            .join(ds.users, on="user_id", how="left", maintain_order="left")
         )
         if "gender" in users.columns:
             user_cats[:, 0], vocab[0] = _categorical(users["gender"].to_list())

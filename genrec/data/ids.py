@@ -16,7 +16,6 @@ import polars as pl
 
 from genrec.errors import DataError
 
-ID_DTYPES = (pl.Int64, pl.String)
 _SHOWN = 5  # unknown ids listed in an error message
 
 
@@ -94,8 +93,8 @@ def _as_series(values, where: str) -> pl.Series:
             col = pl.Series(items)
         except (TypeError, pl.exceptions.PolarsError):
             col = pl.Series([_text(v, where) for v in items], dtype=pl.String)
-    if col.dtype == pl.Null:
-        return col.cast(pl.Int64 if len(col) == 0 else pl.String)  # all null: reported as missing ids
+    if col.dtype == pl.Null and len(col) == 0:
+        return col.cast(pl.Int64)
     if col.dtype == pl.Boolean:
         raise DataError(f"{where}: ids must be integers or strings, not booleans")
     return ids_from_typed(col, where)
@@ -143,7 +142,7 @@ class IdMap:
     def sorted(cls, values, start: int = 0, kind: str = "item") -> IdMap:
         """The distinct values in ascending order (numeric for integers, lexicographic for strings)."""
         col = _as_series(values, f"{kind} ids")
-        return cls(col.drop_nulls().unique().sort(), start, kind)
+        return cls(col.unique().sort(), start, kind)
 
     @classmethod
     def from_series(cls, col: pl.Series, start: int = 0, kind: str = "item") -> IdMap:
@@ -203,7 +202,7 @@ class IdMap:
             raise IndexError(f"{self.kind} indices {bad} outside {self.start}..{self.start + len(self) - 1}")
         return self.ids[idx].tolist()
 
-    def coerce(self, value: int | str):
+    def coerce(self, value: int | str) -> int | str:
         """One id as a caller sends it (CLI text, JSON int or string) in this map's dtype.
 
         Integer map: 7 and "7" -> 7; "007", "+7", "7.0", "abc" cannot be an integer id and raise DataError
@@ -222,6 +221,5 @@ class IdMap:
         except ValueError:
             pass
         raise DataError(
-            f"unknown {self.kind} id {value!r} ({self.kind} ids are integers written without sign, "
-            f"padding or decimals)"
+            f"unknown {self.kind} id {value!r} ({self.kind} ids are integers written canonically: 7, not 007 or +7)"
         )
