@@ -121,7 +121,7 @@ def test_recommend_for_a_user_matches_the_evaluated_scores(tmp_path):
     run = load_run(out)
     user, history, times = run.user_history(int(run.users["user_id"][0]))
     assert times is not None and len(times) == len(history)
-    ids, scores = run.recommend(history, 5, exclude_seen=False, user=user, timestamps=times)
+    ids, scores = run.recommend_internal(history, 5, exclude_seen=False, user=user, timestamps=times)
     batch = history_batch(
         np.array([0, len(history)]), history, np.array([0]), run.model.max_history, timestamps=times
     )
