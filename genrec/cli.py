@@ -149,6 +149,34 @@ def print_metrics(cfg, metrics: dict) -> None:
         print_protocol(metrics["protocol"])
 
 
+@app.command("config")
+def config_reference(
+    model: list[str] = typer.Argument(None, help="model names (default: every registered model)"),
+    markdown: bool = typer.Option(False, "--markdown", help="print docs/config.md's Markdown"),
+) -> None:
+    """Every config key a model's runs accept, with type, default and description (set them with --set)."""
+    from genrec import registry
+    from genrec.config import reference
+
+    names = model or registry.names()
+    for name in names:
+        rows = reference(name)
+        if markdown:
+            print(f"## {name} ({registry.get(name).task})\n")
+            print("| key | type | default | description |\n|---|---|---|---|")
+            for key, kind, default, text in rows:
+                cells = [f"`{key}`", kind.replace("|", "\\|"), f"`{default}`", text.replace("|", "\\|")]
+                print("| " + " | ".join(cells) + " |")
+            print()
+            continue
+        table = Table(title=f"{name} ({registry.get(name).task})", title_justify="left")
+        for col in ("key", "type", "default", "description"):
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
 @app.command()
 def train(
     recipe: str = typer.Argument(..., help="built-in recipe name or a YAML file"),

@@ -9,7 +9,7 @@ classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEval
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -266,3 +266,43 @@ def load_config(recipe: str, overrides: list[str] | None = None, dataset: str | 
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) of every field of a config class, nested sections flattened."""
+    rows = []
+    for name, field in section.model_fields.items():
+        key = f"{prefix}.{name}"
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            rows += describe(kind, key)
+            continue
+        if get_origin(kind) is Literal:
+            text = " | ".join(str(a) for a in get_args(kind))
+        else:
+            text = (
+                str(kind).replace("typing.", "") if get_args(kind) else getattr(kind, "__name__", str(kind))
+            )
+        default = field.get_default(call_default_factory=True)
+        rows.append(
+            (
+                key,
+                text,
+                yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(),
+                field.description or "",
+            )
+        )
+    return rows
+
+
+def reference(model_name: str) -> list[tuple[str, str, str, str]]:
+    """Every key a run of `model_name` accepts: its model section, then the task's data and eval sections and
+    the train section."""
+    cls = registry.get(model_name)
+    data_cls, eval_cls = SECTIONS[cls.task]
+    return [
+        *describe(cls.config_class, "model"),
+        *describe(data_cls, "data"),
+        *describe(TrainConfig, "train"),
+        *describe(eval_cls, "eval"),
+    ]

@@ -46,3 +46,18 @@ def test_yaml_recipe_with_base(tmp_path):
     path.write_text("base: mf\nmodel:\n  dim: 16\n")
     cfg = load_config(str(path))
     assert cfg.model.name == "mf" and cfg.model.dim == 16 and cfg.train.batch_size == 4096
+
+
+def test_docs_config_reference_is_in_sync_with_the_typed_configs():
+    """docs/config.md is the output of `genrec config --markdown` under its header: regenerate it with
+    `(head -4 docs/config.md; genrec config --markdown) > new && mv new docs/config.md` after changing a config."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    r = subprocess.run(
+        [sys.executable, "-m", "genrec", "config", "--markdown"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert doc.split("\n", 4)[4] == r.stdout

@@ -68,7 +68,9 @@ class MF(Recommender):
         return diff, reg
 
     def user_vectors(self, batch: HistoryBatch) -> torch.Tensor:
-        folded = self.item_emb(batch.items).sum(1) / batch.lengths.clamp(min=1)[:, None]
+        # Padding (id 0) must not count: its row is initialised like any other and the fold is a mean.
+        real = (batch.items > 0)[..., None]
+        folded = (self.item_emb(batch.items) * real).sum(1) / batch.lengths.clamp(min=1)[:, None]
         if batch.users is None:
             return folded
         known = (batch.users >= 0) & (batch.users < self.n_users)

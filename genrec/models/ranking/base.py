@@ -41,7 +41,7 @@ class RankerConfig(ModelConfig):
     text_encoder: str | None = Field(
         None,
         description="encoder of the item text: None = all-MiniLM-L6-v2; 'smollm2', a .gguf file or a model "
-        "directory (a generative LLM's pooled hidden states; see genrec.tokenize.text)",
+        "directory (a generative LLM's pooled hidden states; see genrec.items.text)",
     )
     text_pooling: Literal["mean", "last"] = Field(
         "mean", description="pooling of a generative LLM encoder's hidden states over the text's tokens"
