@@ -11,7 +11,7 @@ A user with no event before the cut has no history there (a cold user) and is no
 
 The time a model sees for a candidate (`cand_times`) is either the impression's own time or, with
 `candidate_time="last_event"`, the time of the last event in its history. Why the option: a training
-impression follows its previous event by a median 0 s (ratings come in sessions), while an evaluation
+impression follows its previous event by a median 0 s (ratings come in bursts), while an evaluation
 impression lies anywhere in the weeks after its cut-off (median ~30 days after the user's last event), so a
 model reading time gaps meets gaps in evaluation that training hardly showed it.
 

@@ -74,14 +74,14 @@ REGISTRY: dict[str, DatasetInfo] = {
 
 
 def data_dirs(extra: str | Path | None = None) -> list[Path]:
-    """Search order: --data-dir, $GENREC_DATA, ./data, ../shared/data (beside the repo and the cwd)."""
+    """Search order: --data-dir, $GENREC_DATA, ./data (in the working directory, then beside the package's repo)."""
     dirs: list[Path] = []
     if extra:
         dirs.append(Path(extra))
     if os.environ.get("GENREC_DATA"):
         dirs.extend(Path(p) for p in os.environ["GENREC_DATA"].split(os.pathsep) if p)
     repo = Path(__file__).resolve().parents[2]
-    dirs += [Path("data"), Path("../shared/data"), repo / "data", repo.parent / "shared" / "data"]
+    dirs += [Path("data"), repo / "data"]
     return dirs
 
 

@@ -28,7 +28,10 @@ class PreferenceBatch:
     chosen: torch.Tensor  # [B] internal item ids the user preferred
     rejected: torch.Tensor  # [B, R] internal item ids ranked below the chosen one (R >= 1)
 
-    def items(self) -> torch.Tensor:
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def item_ids(self) -> torch.Tensor:
         """[B, 1 + R]: the chosen item, then the rejected ones."""
         return torch.cat([self.chosen[:, None], self.rejected], 1)
 
@@ -47,7 +50,7 @@ class _Preference(Objective):
             raise ConfigError(f"{self.name} needs a frozen reference model")
         if not model.can("log_likelihood"):
             raise ConfigError(f"{model.cfg.name} does not expose log_likelihood, which {self.name} needs")
-        items = batch.items()
+        items = batch.item_ids()
         log_p = model.log_likelihood(batch.history, items)
         with torch.no_grad():
             log_ref = reference.log_likelihood(batch.history, items)

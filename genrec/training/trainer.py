@@ -1,7 +1,8 @@
 """The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume,
 and optionally an exponential moving average of the weights (`train.ema_decay`) as the weights that are validated.
 
-The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`), the
+The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`, or the
+`batches` function given instead, e.g. preference pairs), the
 objective turns a batch into a loss (`genrec.objectives`), and `validate(model, progress) -> float` (higher is
 better) is supplied by the runs layer. A frozen `reference` model (preference objectives) is passed to the
 objective and never trained or saved.
@@ -117,6 +118,7 @@ class Trainer:
         validate: Callable,
         ctx: FitContext,
         reference: torch.nn.Module | None = None,
+        batches: Callable | None = None,
     ) -> None:
         self.model, self.objective, self.data, self.ctx, self.cfg = model, objective, data, ctx, ctx.train
         self.validate = validate
@@ -128,7 +130,8 @@ class Trainer:
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.optimizer = build_optimizer(model, self.cfg)
-        probe = model.training_batches(data, np.random.default_rng(0), self.cfg.batch_size)
+        self.batches = batches or model.training_batches
+        probe = self.batches(data, np.random.default_rng(0), self.cfg.batch_size)
         steps_per_epoch = max(1, sum(1 for _ in probe))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -226,7 +229,7 @@ class Trainer:
                 torch.manual_seed(cfg.seed * 100_003 + epoch)
                 model.train()
                 t0 = time.perf_counter()
-                batches = list(model.training_batches(self.data, rng, cfg.batch_size))
+                batches = list(self.batches(self.data, rng, cfg.batch_size))
                 task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
                 total_loss, seen = 0.0, 0
                 for i, batch in enumerate(batches):
@@ -304,5 +307,7 @@ class Trainer:
 
 
 def _batch_size(batch) -> int:
+    if hasattr(batch, "__len__") and not isinstance(batch, (tuple, list)):
+        return len(batch)
     first = batch[0] if isinstance(batch, (tuple, list)) else getattr(batch, "items", batch)
     return int(first.shape[0])
