@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from genrec.decoding.ann import HNSWIndex, single_query
+
 
 def item_matrix(model) -> torch.Tensor | None:
     """[n_items + 1, d] rows such that score(item) = query @ row; row 0 is padding. None without item vectors."""
@@ -63,10 +65,7 @@ class ExactTopK:
 
 
 class FaissTopK:
-    """Approximate inner-product search with a FAISS HNSW graph over the item rows (padding row left out).
-
-    Excluded items are removed after the search, so it asks for k + |excluded| neighbours.
-    """
+    """Approximate inner-product search with a FAISS HNSW graph over the item rows (`decoding.ann`)."""
 
     name = "faiss"
 
@@ -74,27 +73,10 @@ class FaissTopK:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query at a time: threads only add overhead
-        self.faiss = faiss
-        rows = items[1:].numpy().astype(np.float32)
-        self.index = faiss.IndexHNSWFlat(rows.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-        self.index.hnsw.efConstruction = 80
-        self.index.add(rows)
-        self.ef_search = ef_search
-        self.n = len(rows)
+        self.index = HNSWIndex(items, m, 80, ef_search)
 
     def search(self, query: torch.Tensor, k: int, exclude: np.ndarray | None):
-        excluded = set() if exclude is None else set(np.asarray(exclude).tolist())
-        want = min(self.n, k + len(excluded))
-        params = self.faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))  # per call: thread-safe
-        scores, idx = self.index.search(query.detach().numpy().astype(np.float32)[None], want, params=params)
-        ids, out = [], []
-        for i, s in zip(idx[0] + 1, scores[0]):  # faiss row r is item r + 1
-            if i > 0 and int(i) not in excluded:
-                ids.append(int(i))
-                out.append(float(s))
-            if len(ids) == k:
-                break
-        return np.array(ids, dtype=np.int64), np.array(out, dtype=np.float32)
+        return single_query(self.index, query, k, exclude)
 
 
 def make_backend(name: str, items: torch.Tensor):

@@ -22,6 +22,7 @@ from torch import nn
 
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
+from genrec.decoding.ann import HNSWIndex
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import register
 from genrec.models.next_item import NextItemModel
@@ -103,22 +104,8 @@ class TextRec(NextItemModel):
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
         if self.cfg.retrieval == "exact":
             return super().recommend(batch, k, exclude)
-        import faiss
-
         if self._index is None:
-            vectors = self.output_weight()[1:].float().contiguous().numpy()
-            self._index = faiss.IndexHNSWFlat(vectors.shape[1], self.cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self._index.hnsw.efConstruction = 2 * self.cfg.hnsw_m
-            self._index.add(vectors)
-        self._index.hnsw.efSearch = max(self.cfg.hnsw_ef_search, k)
-        query = self.user_embedding(batch).float().contiguous().numpy()
-        extra = 0 if exclude is None else int((exclude > 0).sum(1).max())
-        fetch = min(k + extra, self.n_items)
-        scores, ids = self._index.search(query, fetch)
-        ids, scores = torch.from_numpy(ids + 1).long(), torch.from_numpy(scores)
-        scores = scores.masked_fill(ids <= 0, float("-inf"))
-        if exclude is not None:  # drop excluded items, keep the best k of the rest
-            scores = scores.masked_fill((ids[:, :, None] == exclude[:, None, :]).any(-1), float("-inf"))
-        top = torch.topk(scores, min(k, fetch), dim=1)
-        ids = ids.gather(1, top.indices).masked_fill(torch.isinf(top.values), 0)
-        return ids, top.values
+            self._index = HNSWIndex(
+                self.output_weight(), self.cfg.hnsw_m, 2 * self.cfg.hnsw_m, self.cfg.hnsw_ef_search
+            )
+        return self._index.search(self.user_embedding(batch), k, exclude)
