@@ -323,9 +323,16 @@ class Tiger(Recommender):
             )
         # The model gives codes it never saw as targets too little probability for a plain top-K: TIGER's
         # cold-start retrieval keeps places for the best cold items (`inference/cold_places.py`).
-        items, scores = self._beam_search(warm, memory, mask, len(batch.items), k - n_cold, exclude)
-        c_items, c_scores = self._beam_search(cold, memory, mask, len(batch.items), n_cold, exclude)
-        return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share)
+        k, b = min(k, self.n_items), len(batch.items)
+        items, scores = self._beam_search(warm, memory, mask, b, k - n_cold, exclude)
+        c_items, c_scores = self._beam_search(cold, memory, mask, b, n_cold, exclude)
+        # A group short of its places (the history excludes its items) gives them to the other, which then
+        # needs a longer list; searched again only then, so full lists stay exactly as they were.
+        if (c_scores == float("-inf")).any():
+            items, scores = self._beam_search(warm, memory, mask, b, min(k, len(warm.leaf_item)), exclude)
+        if (scores == float("-inf")).any():
+            c_items, c_scores = self._beam_search(cold, memory, mask, b, min(k, len(cold.leaf_item)), exclude)
+        return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share, k)
 
     def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
         # Decoder KV cache: self-attention keys/values of the positions decoded so far, one row per beam, so each

@@ -120,6 +120,16 @@ def _items(run: Run, ids, scores=None) -> list[dict]:
     return out
 
 
+def shortfall_note(returned: int, k: int, available: int, scores_all_items: bool) -> str:
+    """Why a list holds fewer than the k items asked for: the catalogue is exhausted (every allowed item is in
+    it), or the model stopped short of the items left (a beam search that ran out, items without a finite score
+    or an approximate index that missed them)."""
+    if returned >= available:
+        return f"catalogue exhausted: only {available} items are left after excluding the history"
+    why = "items without a finite score" if scores_all_items else "the beam search ran out"
+    return f"{returned} of the {available} items left were returned ({why}); asked for {k}"
+
+
 def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MAX_BODY) -> FastAPI:
     if not isinstance(run, Run):
         run = load_run(Path(run))
@@ -155,7 +165,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
                 f"history truncated: the model reads the newest {rec.history_used} of {rec.history_length} items"
             )
         if len(rec.ids) < k:
-            notes.append(f"only {len(rec.ids)} items left after excluding the history")
+            notes.append(shortfall_note(len(rec.ids), k, rec.available, run.model.scores_all_items))
         return {
             **extra,
             "items": _items(run, rec.ids, rec.scores),

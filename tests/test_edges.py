@@ -1,0 +1,257 @@
+"""Correctness at the edges (issue 18), one section per kind of fault; expected values are worked out by hand in
+the comments. The property test over random tiny datasets is in tests/test_metric_properties.py."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.config import EvalConfig, load_config
+from genrec.data.batching import HistoryBatch
+from genrec.data.split import Csr, EvalSet
+from genrec.eval.evaluator import evaluate
+from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
+from genrec.inference.beam import CodeTrie, constrained_beam_search
+from genrec.inference.cold_places import keep_cold_places
+from genrec.models import build_model
+from genrec.runs import train_run
+from genrec.tokenize.semantic_ids import SemanticIds
+
+NEG = float("-inf")
+
+# ---- 1. ranks and metrics at the edges ------------------------------------------------------------------------
+
+ISSUE_CSV = """user_id,item_id,timestamp
+1,1,100
+1,2,101
+1,3,102
+1,1,103
+2,2,100
+2,3,101
+2,4,102
+2,2,103
+3,3,100
+3,4,101
+3,5,102
+3,3,103
+4,4,100
+4,5,101
+4,6,102
+4,4,103
+"""
+
+
+class FixedScores(torch.nn.Module):
+    """Score rows given per example (looked up by user id)."""
+
+    scores_all_items = True
+    max_history = None
+
+    def __init__(self, table) -> None:
+        super().__init__()
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+
+    def score(self, batch):
+        return self.table[batch.users]
+
+
+class FixedLists(torch.nn.Module):
+    """A list generator whose lists (and scores) are given per example, whatever it is asked to exclude."""
+
+    scores_all_items = False
+    max_history = None
+
+    def __init__(self, ids, scores) -> None:
+        super().__init__()
+        self.ids, self.scores = torch.as_tensor(ids), torch.as_tensor(scores, dtype=torch.float32)
+
+    def recommend(self, batch, k, exclude=None):
+        return self.ids[batch.users, :k], self.scores[batch.users, :k]
+
+
+def examples(histories, targets):
+    offsets = np.r_[0, np.cumsum([len(h) for h in histories])]
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+    return EvalSet(np.arange(len(targets)), Csr(offsets, items), np.asarray(targets))
+
+
+def test_targets_the_protocol_removes_are_misses_at_every_k(tmp_path):
+    """The issue's data: every test target repeats a history item. History excluded, all metrics are 0 at any K.
+    Unfiltered (popularity from the training prefixes 1 2 | 2 3 | 3 4 | 4 5: item 1 -> 1, 2/3/4 -> 2, 5 -> 1,
+    6 -> 0): user 1's target 1 ties with 5 below 2, 3, 4 -> pessimistic rank 4; the others rank 2."""
+    data = tmp_path / "inter.csv"
+    data.write_text(ISSUE_CSV)
+    cfg = load_config("popularity", ["eval.ks=[1,5,10]"], dataset=str(data))
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    test = metrics["test"]
+    for key in ("recall@1", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr"):
+        assert test[key] == 0.0, key
+    u = metrics["test_unfiltered"]
+    assert u["recall@1"] == 0.0 and u["recall@5"] == 1.0 and u["recall@10"] == 1.0
+    assert u["mrr"] == pytest.approx((1 / 5 + 3 * (1 / 3)) / 4, abs=1e-6)
+    assert u["ndcg@10"] == pytest.approx((1 / math.log2(6) + 3 / math.log2(4)) / 4, abs=1e-6)
+
+
+def test_ranks_of_removed_nan_and_padding_targets():
+    scores = torch.tensor([[NEG, 3.0, NEG, float("nan"), 1.0, 1.0]])
+    # item 2 removed (-inf), item 3 NaN, item 0 is padding: all misses; item 4 ties with 5 -> rank 2 (3.0 and
+    # the tie ahead, the NaN never ahead)
+    ranks = target_ranks(scores.expand(4, -1), torch.tensor([2, 3, 0, 4]))
+    assert ranks.tolist() == [MISS, MISS, MISS, 2.0]
+    acc = MetricAccumulator([1, 6, 1000], 5)
+    acc.add(ranks)
+    res = acc.result()
+    # one hit of four at rank 2: recall@6 = recall@1000 = 1/4, NDCG = 1/log2(4) / 4 = 0.125, MRR = 1/3 / 4
+    assert res["recall@1"] == 0.0 and res["recall@6"] == 0.25 and res["recall@1000"] == 0.25
+    assert res["ndcg@1000"] == pytest.approx(0.125) and res["mrr"] == pytest.approx(1 / 12, abs=1e-6)
+
+
+def test_k_at_and_above_a_tiny_catalogue_history_excluded():
+    """3 items. User 0: history [1, 2], target 3 -> the only item left, rank 0. User 1: history [3], target 3 ->
+    a miss even at K = 3 = catalogue and K = 4 > catalogue (it used to get rank 3 = catalogue size, a hit at 4).
+    Coverage counts only what a list held: user 0's top-3 is item 3 alone (1/3), not the excluded fillers."""
+    table = [[0, 1.0, 2.0, 0.5], [0, 1.0, 2.0, 3.0]]
+    cfg = EvalConfig(ks=[1, 3, 4], select_metric="mrr")
+    res = evaluate(FixedScores(table), examples([[1, 2], [3]], [3, 3]), 3, cfg)
+    f = res["filtered"]
+    assert f["recall@1"] == 0.5 and f["recall@3"] == 0.5 and f["recall@4"] == 0.5 and f["mrr"] == 0.5
+    assert f["coverage@1"] == pytest.approx(2 / 3)  # top-1: item 3 (user 0), item 2 (user 1)
+    alone = evaluate(FixedScores(table[:1]), examples([[1, 2]], [3]), 3, cfg)["filtered"]
+    assert alone["recall@1"] == 1.0 and alone["coverage@3"] == pytest.approx(1 / 3)
+    u = res["unfiltered"]  # user 0: 3 ranks third (rank 2); user 1: 3 ranks first
+    assert (
+        u["recall@1"] == 0.5 and u["recall@3"] == 1.0 and u["mrr"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-6)
+    )
+
+    one = evaluate(
+        FixedScores([[0, 5.0]]), examples([[1]], [1]), 1, EvalConfig(ks=[1, 10], select_metric="mrr")
+    )
+    assert one["filtered"]["recall@10"] == 0.0 and one["unfiltered"]["recall@10"] == 1.0
+
+
+def test_generated_lists_count_only_real_distinct_allowed_items():
+    """User 0's list [5, 0, 5, 2, 4] (a dead slot and a repeat): its items are 5, 2, 4, so target 4 has rank 2.
+    User 1's list [3, 1, 2] holds its history item 3 although asked to exclude it: history excluded, item 3
+    takes no place, so target 2 has rank 1 (unfiltered: 2). User 2's target 4 repeats its history: a miss when
+    history is excluded even though the list shows it; unfiltered rank 0. User 3's list has target 1 only at a
+    -inf (dead) slot: a miss."""
+    ids = [[5, 0, 5, 2, 4], [3, 1, 2, 0, 0], [4, 1, 0, 0, 0], [2, 1, 0, 0, 0]]
+    scores = [
+        [-1, NEG, -2, -3, -4],
+        [-1, -2, -3, NEG, NEG],
+        [-1, -2, NEG, NEG, NEG],
+        [-1, NEG, NEG, NEG, NEG],
+    ]
+    ex = examples([[1], [3], [4], [3]], [4, 2, 4, 1])
+    res = evaluate(FixedLists(ids, scores), ex, 5, EvalConfig(ks=[1, 2, 3, 50], select_metric="mrr"))
+    f, u = res["filtered"], res["unfiltered"]
+    assert f["recall@1"] == 0.0 and f["recall@2"] == 0.25 and f["recall@3"] == 0.5 and f["recall@50"] == 0.5
+    assert f["mrr"] == pytest.approx((1 / 3 + 1 / 2) / 4, abs=1e-6)
+    assert u["recall@1"] == 0.25 and u["recall@3"] == 0.75
+    assert u["mrr"] == pytest.approx((1 / 3 + 1 / 3 + 1) / 4, abs=1e-6)
+    assert compact_lists(torch.tensor([[5, 0, 5, 2]])).tolist() == [[5, 2, 0, 0]]
+    assert ranks_from_lists(torch.tensor([[2, 0, 0]]), torch.tensor([0])).tolist() == [MISS]
+
+
+def test_sampled_candidates_that_run_out():
+    """5 items; scores rank item 5 > 4 > 3 > 2 > 1. User 0 has seen 2..5 (everything but its target 1): no
+    negative is left, so the target stands alone (rank 0), as in the history-excluded full ranking; before,
+    history items were drawn as negatives. User 1 has seen 3, 4, 5, target 2: every negative is item 1, below the
+    target (rank 0). User 2's target 5 is in its history: a miss with history excluded."""
+    table = torch.tensor([[0, 1.0, 2.0, 3.0, 4.0, 5.0]]).expand(3, -1)
+    ex = examples([[2, 3, 4, 5], [3, 4, 5], [5]], [1, 2, 5])
+    cfg = EvalConfig(ks=[1], sampled_negatives=4, select_metric="mrr")
+    res = evaluate(FixedScores(table), ex, 5, cfg)
+    assert res["sampled"]["recall@1"] == pytest.approx(2 / 3) and res["sampled"]["mrr"] == pytest.approx(
+        2 / 3
+    )
+    unfiltered = EvalConfig(ks=[1], sampled_negatives=4, select_metric="mrr", exclude_history=False)
+    assert evaluate(FixedScores(table), ex, 5, unfiltered)["sampled"]["recall@1"] == 1.0
+
+
+# ---- 4. list generators return min(k, items left) valid distinct items ----------------------------------------
+
+
+def forty_item_codes():
+    """40 items, 2 levels of 4 codes + a separation code: item i (1..40) -> ((i-1) % 4, (i-1) // 4 % 4, (i-1) // 16)."""
+    i = np.arange(40)
+    return np.stack([i % 4, i // 4 % 4, i // 16], 1), [4, 4, 3]
+
+
+def test_beam_prunes_prefixes_whose_items_are_all_excluded():
+    """The model prefers code 0 at both levels, so the 5 best prefixes are (0, 0), (0, 1), (0, 2), (0, 3),
+    (1, 0) or alike; the history holds every item under codes 0, 1 and 2 of the first level and some more: 7
+    items are left, all under first code 3. Beam 5, k 5 must still find 5 of them (it found fewer before)."""
+    codes, sizes = forty_item_codes()
+    trie = CodeTrie(codes, sizes)
+    pref = [torch.log_softmax(-torch.arange(s, dtype=torch.float32) * 3, 0) for s in sizes]
+
+    def step(prefix, level):
+        return pref[level].expand(prefix.shape[0], prefix.shape[1], -1)
+
+    left = [4, 8, 12, 16, 20, 24, 28]  # items with first code 3 and second code 0 or 1 (or separation 1)
+    history = torch.tensor([[i for i in range(1, 41) if i not in left]])  # 33 items
+    items, scores, _ = constrained_beam_search(step, trie, 1, 5, 5, history)
+    assert sorted(items[0].tolist()) == sorted(items[0].unique().tolist()) and len(items[0].unique()) == 5
+    assert set(items[0].tolist()) <= set(left) and torch.isfinite(scores).all()
+    # k beyond what is left: every one of the 7, then empty slots
+    items, scores, _ = constrained_beam_search(step, trie, 1, 5, 10, history)
+    assert sorted(items[0, :7].tolist()) == left and items[0, 7:].tolist() == [0, 0, 0]
+    assert torch.isinf(scores[0, 7:]).all()
+    # without exclusion it is the plain beam search: the 5 items with the most zeros in their codes first
+    items, _, _ = constrained_beam_search(step, trie, 1, 5, 1)
+    assert items[0].tolist() == [1]
+
+
+def test_tiger_returns_min_k_items_left_after_its_history():
+    """An untrained TIGER on 40 items (2 x 4 codes + separation), beam 5, k 5, after a 33-item history made of
+    the items it ranks highest: 5 unseen items (7 exist), not fewer; k 10 gives all 7."""
+    sets = ["model.dim=16", "model.heads=2", "model.tokenizer.levels=2", "model.tokenizer.codebook_size=4"]
+    cfg = load_config("tiger", [*sets, "model.beam=5", "model.precision=float32"]).model
+    torch.manual_seed(0)
+    model = build_model(cfg, 40, 1).eval()
+    model.tok_emb.weight.data *= 8
+    codes, sizes = forty_item_codes()
+    model.set_semantic_ids(SemanticIds(codes, sizes))
+    batch = HistoryBatch(items=torch.tensor([[1, 2, 3]]), users=torch.tensor([0]), timestamps=None)
+    ranked, _ = model.recommend(batch, 40)  # k = 40 widens the beam to the whole catalogue
+    history = ranked[:, :33]
+    for k, expected in ((5, 5), (10, 7)):
+        items, scores = model.recommend(batch, k, exclude=history)
+        found = items[0][items[0] > 0]
+        assert len(found) == expected and len(found.unique()) == expected
+        assert not torch.isin(found, history[0]).any() and torch.isfinite(scores[0, :expected]).all()
+
+
+def test_cold_places_are_given_to_warm_items_when_the_cold_ones_are_excluded():
+    """Share 0.5, k 4: places 2 and 4 are cold. Row 0 has only one cold item left: it takes place 2 and warm
+    items fill places 1, 3, 4. Row 1 has no warm item left: cold items fill every place."""
+    warm = torch.tensor([[10, 11, 12, 13], [0, 0, 0, 0]])
+    warm_s = torch.tensor([[-1.0, -2.0, -3.0, -4.0], [NEG, NEG, NEG, NEG]])
+    cold = torch.tensor([[20, 0, 0, 0], [20, 21, 22, 23]])
+    cold_s = torch.tensor([[-5.0, NEG, NEG, NEG], [-5.0, -6.0, -7.0, -8.0]])
+    items, scores = keep_cold_places(warm, warm_s, cold, cold_s, 0.5, 4)
+    assert items.tolist() == [[10, 20, 11, 12], [20, 21, 22, 23]]
+    assert scores[0].tolist() == [-1.0, -5.0, -2.0, -3.0]
+    full, _ = keep_cold_places(warm[:1, :2], warm_s[:1, :2], cold[1:, :2], cold_s[1:, :2], 0.5)
+    assert full.tolist() == [[10, 20, 11, 21]]
+
+
+def test_server_tells_an_exhausted_catalogue_from_a_list_that_stopped_short(tmp_path):
+    """6 items; a history of 4 of them leaves 2, so k = 5 gives 2 items and says the catalogue is exhausted."""
+    from fastapi.testclient import TestClient
+
+    from genrec.serve import create_app
+    from genrec.serve.app import shortfall_note
+
+    data = tmp_path / "inter.csv"
+    data.write_text(ISSUE_CSV)
+    train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
+    client = TestClient(create_app(tmp_path / "run"))
+    got = client.post("/recommend", json={"history": [1, 2, 3, 4], "k": 5}).json()
+    assert sorted(x["item_id"] for x in got["items"]) == [5, 6]
+    assert got["notes"][-1] == "catalogue exhausted: only 2 items are left after excluding the history"
+    assert shortfall_note(4, 5, 7, scores_all_items=False) == (
+        "4 of the 7 items left were returned (the beam search ran out); asked for 5"
+    )
