@@ -17,8 +17,10 @@ from genrec.errors import DataError
 INTERACTION_SCHEMA = {
     "user_id": pl.Int64,
     "item_id": pl.Int64,
-    "timestamp": pl.Int64,  # unix seconds, null when the source has none
-    "position": pl.Int64,  # order within the source; ties in timestamp are broken by it
+    "timestamp": pl.Int64,  # unix seconds (floor), null when the source has none
+    # Order within the source; ties in timestamp are broken by it. Where the source's times are finer than a
+    # second it follows the exact time (then file order), so (timestamp, position) is the exact order.
+    "position": pl.Int64,
     "rating": pl.Float32,  # null for implicit feedback
 }
 
