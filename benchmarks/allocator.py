@@ -37,6 +37,7 @@ def child(args) -> None:
     from genrec.models import build_model
     from genrec.runs import make_split, prepare_dataset
     from genrec.runtime import keep_freed_memory
+    from genrec.train.checkpoint import json_text
     from genrec.train.trainer import build_optimizer, training_step
 
     applied = keep_freed_memory() if args.child == "1" else False
@@ -60,7 +61,7 @@ def child(args) -> None:
     for _ in range(args.val_passes):
         validation_score(model, split.valid, split.n_items, cfg.eval)
     val_s = (time.perf_counter() - t0) / args.val_passes
-    print(json.dumps({"applied": applied, "train_ms": train_ms, "val_s": val_s}))
+    print(json_text({"applied": applied, "train_ms": train_ms, "val_s": val_s}))
 
 
 def main() -> None:

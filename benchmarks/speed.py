@@ -113,7 +113,9 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.epochs, args.threads)))
+        from genrec.train.checkpoint import json_text
+
+        print(json_text(worker(args.worker, args.epochs, args.threads)))
         return
 
     import peers

@@ -27,9 +27,9 @@ from genrec.data.feedback import FeedbackData, build_feedback
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import FitContext
 from genrec.models.ranking import RANKERS, Ranker, RankerConfig
-from genrec.runs import run_logger
-from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
-from genrec.train.trainer import averaging_note
+from genrec.runs import cleanup_on_failure, run_logger
+from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_parquet, write_text
+from genrec.train.trainer import averaging_note, stop_note
 
 MODEL_FILE = "model.safetensors"
 
@@ -126,7 +126,14 @@ def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
     return RANKERS[cfg.name](cfg, data, text)
 
 
-def protocol(cfg: RankRunConfig, data: FeedbackData, stats: dict, notes: list[str], model: Ranker) -> dict:
+def protocol(
+    cfg: RankRunConfig,
+    data: FeedbackData,
+    stats: dict,
+    notes: list[str],
+    model: Ranker,
+    summary: dict | None = None,
+) -> dict:
     from genrec.eval.evaluator import code_version
 
     return {
@@ -141,7 +148,9 @@ def protocol(cfg: RankRunConfig, data: FeedbackData, stats: dict, notes: list[st
         "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
         "score, gain = like, ties pessimistic",
         "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test"
-        + averaging_note(cfg.train),
+        + averaging_note(cfg.train)
+        + stop_note(summary or {}),
+        **({"training_stop": summary["stop"]} if summary and "stop" in summary else {}),
         "seed": cfg.train.seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "code_version": code_version(),
@@ -156,12 +165,16 @@ def rank_train(cfg: RankRunConfig, out: Path, resume: bool = False, progress: bo
     if resume and (out / "config.yaml").exists():
         if yaml.safe_load((out / "config.yaml").read_text()) != cfg.model_dump(mode="json"):
             raise ConfigError(f"{out}: --resume needs the same config as the interrupted run")
-    out.mkdir(parents=True, exist_ok=True)
+    with cleanup_on_failure(out):
+        return _rank_train_into(cfg, out, data, stats, notes, resume, progress)
+
+
+def _rank_train_into(cfg: RankRunConfig, out: Path, data, stats, notes, resume: bool, progress: bool) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    pl.DataFrame({"item_id": data.seq.item_ids}).write_parquet(out / "items.parquet")
+    write_parquet(out / "items.parquet", pl.DataFrame({"item_id": data.seq.item_ids}))
     meta = {"model": cfg.model.name, "task": "ranking", "n_items": data.n_items, "dataset": cfg.data.dataset}
     write_json(out / "meta.json", meta)
     log = run_logger(out)
@@ -178,7 +191,7 @@ def rank_train(cfg: RankRunConfig, out: Path, resume: bool = False, progress: bo
         "test": model.evaluate(data, data.test, cfg.eval.ks),
     }
     metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
-    metrics["protocol"] = protocol(cfg, data, stats, notes, model)
+    metrics["protocol"] = protocol(cfg, data, stats, notes, model, summary)
     metrics["training"] = summary
     write_json(out / "metrics.json", metrics)
     log.info("test %s", metrics["test"])

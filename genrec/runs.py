@@ -12,8 +12,10 @@ Layout of RUN_DIR:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,8 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol
 from genrec.models import FitContext, Recommender, build_model
 from genrec.progress import make_progress
-from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_text
-from genrec.train.trainer import averaging_note
+from genrec.train.checkpoint import load_model_weights, save_weights, write_json, write_parquet, write_text
+from genrec.train.trainer import CHECKPOINT, averaging_note, stop_note
 
 MODEL_FILE = "model.safetensors"
 
@@ -160,7 +162,25 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
         saved = yaml.safe_load((out / "config.yaml").read_text())
         if saved != cfg.model_dump(mode="json"):
             raise ConfigError(f"{out}: --resume needs the same config as the interrupted run")
+    with cleanup_on_failure(out):
+        return _train_into(cfg, out, ds, split, resume, progress)
+
+
+@contextlib.contextmanager
+def cleanup_on_failure(out: Path):
+    """Create `out`; if what follows fails before a checkpoint exists there, remove what this call created, so a
+    failed run leaves nothing half-written (with a checkpoint the directory stays, for --resume)."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created and not (out / CHECKPOINT).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train_into(cfg: RunConfig, out: Path, ds: Dataset, split: Split, resume: bool, progress: bool) -> dict:
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)
     write_text(out / "config.yaml", dump_config(cfg))
@@ -168,7 +188,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     items = pl.DataFrame({"item_id": seq.item_ids}).join(
         ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
     )
-    items.write_parquet(out / "items.parquet")
+    write_parquet(out / "items.parquet", items)
     users = pl.DataFrame(
         {
             "user": np.arange(seq.n_users),
@@ -179,7 +199,7 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
         times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
         users = users.with_columns(pl.Series("timestamps", times))
-    users.write_parquet(out / "users.parquet")
+    write_parquet(out / "users.parquet", users)
     stats = ds.stats()
     meta = {
         "model": cfg.model.name,
@@ -210,9 +230,10 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
         cfg.data.dataset,
         stats,
         ds.notes,
-        model.checkpoint_selection() + averaging_note(cfg.train),
+        model.checkpoint_selection() + averaging_note(cfg.train) + stop_note(summary),
         cfg.train.seed,
         model,
+        summary.get("stop"),
     )
     metrics["training"] = summary
     metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
@@ -244,14 +265,17 @@ def evaluate_run(run: Run, dataset: str | None = None, progress: bool = True) ->
     split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
     with make_progress(progress) as bar:
         metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar)
+    trained = run.dir / "metrics.json"
+    summary = json.loads(trained.read_text()).get("training", {}) if trained.exists() else {}
     metrics["protocol"] = protocol(
         split,
         run.cfg.eval,
         data_cfg.dataset,
         ds.stats(),
         ds.notes,
-        run.model.checkpoint_selection() + averaging_note(run.cfg.train),
+        run.model.checkpoint_selection() + averaging_note(run.cfg.train) + stop_note(summary),
         run.cfg.train.seed,
         run.model,
+        summary.get("stop"),
     )
     return metrics

@@ -333,3 +333,99 @@ def test_unreadable_times_are_refused_with_one_clear_line(tmp_path, value, needl
     # A date column with one bad value is refused too, never read as "no time".
     with pytest.raises(DataError, match="e.g. 'soon'"):
         order_of(tmp_path, "user_id,item_id,timestamp\n1,1,2020-01-01\n1,2,soon\n")
+
+
+# ---- 3. non-finite numbers never pass as results --------------------------------------------------------------
+
+
+def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_last_good_checkpoint(tiny_p5, tmp_path):
+    """MF on the tiny data, batches of 4 (9 steps an epoch); the loss turns NaN at step 11 (epoch 2, step 2): one
+    line naming both, the checkpoint of epoch 1 is kept and holds finite weights."""
+    from genrec.config import TrainConfig
+    from genrec.data.registry import load_dataset
+    from genrec.data.split import leave_one_out
+    from genrec.models import FitContext
+    from genrec.train.checkpoint import load_state
+    from genrec.train.trainer import TrainingDiverged
+
+    split = leave_one_out(load_dataset(str(tiny_p5)).encode())
+    model = build_model(load_config("mf").model, split.n_items, split.n_users)
+    real_loss, calls = model.loss, []
+
+    def loss(batch):
+        calls.append(1)
+        value = real_loss(batch)
+        return value * float("nan") if len(calls) == 11 else value
+
+    model.loss = loss
+    steps = sum(1 for _ in model.training_batches(split, np.random.default_rng(0), 4))
+    ctx = FitContext(TrainConfig(epochs=3, batch_size=4), EvalConfig(ks=[1, 5, 10]), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged) as err:
+        model.fit(split, ctx)
+    message = str(err.value)
+    assert steps == 9 and "loss nan at epoch 2, step 2 of 9" in message and "\n" not in message
+    assert "keeps epoch 1" in message
+    kept = load_state(tmp_path / "checkpoint.pt")
+    assert kept["trainer"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
+def test_nan_scores_rank_as_misses_and_json_holds_null(tmp_path):
+    """A diverged model scoring everything NaN: every metric is 0 (it used to be recall 1.0, NDCG and MRR inf),
+    and metrics.json-style output is strict JSON with null where a value is undefined."""
+    import json
+
+    from genrec.train.checkpoint import write_json
+
+    table = torch.full((2, 6), float("nan"))
+    res = evaluate(
+        FixedScores(table), examples([[1], [2]], [3, 4]), 5, EvalConfig(ks=[1, 10], select_metric="mrr")
+    )
+    for convention in ("filtered", "unfiltered"):
+        m = res[convention]
+        assert m["recall@10"] == 0.0 and m["ndcg@10"] == 0.0 and m["mrr"] == 0.0
+        assert m["coverage@10"] == 0.0  # nothing was recommended
+    write_json(tmp_path / "m.json", {"auc": float("nan"), "x": [float("inf"), 1.5], "n": np.float32(2.5)})
+    text = (tmp_path / "m.json").read_text()
+
+    def refuse(token):
+        raise ValueError(token)
+
+    assert json.loads(text, parse_constant=refuse) == {"auc": None, "x": [None, 1.5], "n": 2.5}
+
+
+def test_ranking_metrics_of_single_class_users_and_nan_logits():
+    """User 1 has likes only: no AUC of its own (GAUC over user 2 alone, 1.0); overall AUC: positives 0.9, 0.8,
+    0.7 vs negatives 0.1, 0.0 -> 1.0. A NaN logit ranks below everything: AUC of [pos NaN, neg 0] is 0 (it was
+    1.0, NaN sorting last as the highest) and LogLoss is undefined."""
+    from genrec.eval.ranking import auc, ranking_metrics
+
+    users = np.array([1, 1, 2, 2, 2])
+    labels = np.array([1.0, 1.0, 1.0, 0.0, 0.0])
+    m = ranking_metrics(users, labels, np.array([0.9, 0.8, 0.7, 0.1, 0.0]))
+    assert m["auc"] == 1.0 and m["gauc"] == 1.0 and m["gauc_users"] == 1
+    assert math.isnan(auc(np.array([1.0, 1.0]), np.array([0.3, 0.2])))
+    assert auc(np.array([1.0, 0.0]), np.array([float("nan"), 0.0])) == 0.0
+    assert auc(np.array([1.0, 0.0, 0.0]), np.array([NEG, NEG, NEG])) == 0.5  # one tie, not split by NaN diffs
+    assert math.isnan(ranking_metrics(users[:2], labels[:2], np.array([float("nan"), 1.0]))["logloss"])
+
+
+def test_server_answers_with_null_for_a_nan_score_and_never_lets_nan_take_a_place(tmp_path):
+    """Popularity counts [_, 5, NaN, 4, 3, 2, 1]: the top-3 after item 6 is 1, 3, 4 (NaN used to take the first
+    place and then be dropped: two items); /rank lists item 2 last with score null (it used to be a 500)."""
+    from fastapi.testclient import TestClient
+
+    from genrec.serve import create_app
+
+    data = tmp_path / "inter.csv"
+    data.write_text(ISSUE_CSV)
+    train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
+    client = TestClient(create_app(tmp_path / "run"))
+    client.app.state.engine.model.counts.copy_(torch.tensor([0, 5, float("nan"), 4, 3, 2, 1]))
+    got = client.post("/recommend", json={"history": [6], "k": 3}).json()
+    assert [x["item_id"] for x in got["items"]] == [1, 3, 4]
+    r = client.post("/rank", json={"history": [6], "candidates": [2, 1, 3]})
+    assert r.status_code == 200
+    assert [(x["item_id"], x["score"]) for x in r.json()["items"]] == [(1, 5.0), (3, 4.0), (2, None)]
+    r = client.post("/events", json={"user_id": 1, "items": [1], "timestamps": [-5]})
+    assert r.status_code == 422 and "greater than or equal to 0" in r.json()["detail"]

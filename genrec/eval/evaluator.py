@@ -215,7 +215,10 @@ def protocol(
     checkpoint_selection: str,
     seed: int,
     model: Recommender,
+    training_stop: str | None = None,
 ) -> dict:
+    """The metrics.json `protocol`: data, split, candidates, conventions, ties, checkpoint selection and, for a
+    trained model, what ended its training (`training_stop`: all epochs, early stopping, a time budget, ...)."""
     headline = "history items excluded from the ranking" if cfg.exclude_history else "all items ranked"
     candidates = f"full catalogue: all {split.n_items} items scored, exact top-K"
     if not model.scores_all_items:
@@ -239,6 +242,7 @@ def protocol(
         "metrics": "recall@K = hr@K (one target per example), ndcg@K, mrr (full ranking), coverage@K (share of "
         "the catalogue appearing in any top-K list)",
         "checkpoint_selection": checkpoint_selection,
+        **({"training_stop": training_stop} if training_stop else {}),
         "seed": seed,
         "code_version": code_version(),
     }

@@ -17,7 +17,6 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -44,6 +43,7 @@ from genrec.tokenize.semantic_ids import (
     item_embeddings,
     tokenize,
 )
+from genrec.train.checkpoint import write_json
 
 
 class TigerConfig(ModelConfig):
@@ -223,7 +223,7 @@ class Tiger(Recommender):
         ctx.info("%s", report)
         if ctx.run_dir is not None:
             sid.save(ctx.run_dir)
-            (ctx.run_dir / "semantic_ids_report.json").write_text(json.dumps(sid.report, indent=1))
+            write_json(ctx.run_dir / "semantic_ids_report.json", sid.report)
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)
         summary = super().fit(split, ctx)

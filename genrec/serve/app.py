@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from genrec.errors import DataError
 from genrec.inference.engine import Engine, Recommendation
 from genrec.runs import Run, load_run
+from genrec.train.checkpoint import json_text
 
 MAX_BODY = 1 << 20  # bytes
 MAX_LIST = 10_000  # items in one history / candidate list / event
@@ -32,6 +34,9 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 
 # Ids and times are stored as int64; a larger JSON integer is a 422, not an overflow deeper down.
 Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
+# Whole unix seconds from 1970 on, as the run's data holds them (-1 marks a missing time there); a fractional or
+# string time is a 422 rather than a silently rounded value.
+UnixSeconds = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 class Strict(BaseModel):
@@ -49,7 +54,7 @@ class OneSource(Strict):
 class RecommendRequest(OneSource):
     user_id: Int64 | None = Field(None, description="a known user (or one created by /events)")
     history: list[Int64] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[Int64] | None = Field(
+    timestamps: list[UnixSeconds] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds, one per item"
     )
     k: int = Field(10, description="how many items (1 to min(1000, catalogue size))")
@@ -59,14 +64,14 @@ class RecommendRequest(OneSource):
 class RankRequest(OneSource):
     user_id: Int64 | None = None
     history: list[Int64] | None = Field(None, max_length=MAX_LIST)
-    timestamps: list[Int64] | None = Field(None, max_length=MAX_LIST)
+    timestamps: list[UnixSeconds] | None = Field(None, max_length=MAX_LIST)
     candidates: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
 
 
 class EventsRequest(Strict):
     user_id: Int64
     items: list[Int64] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[Int64] | None = Field(
+    timestamps: list[UnixSeconds] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds (default: now)"
     )
 
@@ -130,11 +135,20 @@ def shortfall_note(returned: int, k: int, available: int, scores_all_items: bool
     return f"{returned} of the {available} items left were returned ({why}); asked for {k}"
 
 
+class FiniteJSONResponse(JSONResponse):
+    """Strict JSON bodies: a NaN or infinite float (a score a broken model gave) is null, never an invalid token
+    nor an internal error."""
+
+    def render(self, content) -> bytes:
+        return json_text(content, indent=None).encode()
+
+
 def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MAX_BODY) -> FastAPI:
     if not isinstance(run, Run):
         run = load_run(Path(run))
     engine = Engine(run, backend)
     app = FastAPI(
+        default_response_class=FiniteJSONResponse,
         title="genrec",
         description=f"Recommendations from run `{run.dir.name}` ({run.cfg.model.name}, {engine.n_items} items).",
     )
@@ -192,7 +206,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
         model is a ranker with its own `score_candidates`)."""
         scores = engine.rank(req.candidates, req.user_id, req.history, req.timestamps)
         idx = engine.run.item_index(req.candidates)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")  # NaN last
         return {"items": _items(run, idx[order], scores[order]), "model": run.cfg.model.name}
 
     @app.post("/events")

@@ -28,6 +28,7 @@ from torch import nn
 
 from genrec.config import StrictModel
 from genrec.errors import ConfigError, DataError
+from genrec.train.checkpoint import json_text
 
 
 class TokenizerConfig(StrictModel):
@@ -309,7 +310,7 @@ class SemanticIds:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({"codes": torch.from_numpy(self.codes)}, str(folder / "semantic_ids.safetensors"))
         (folder / "semantic_ids.json").write_text(
-            json.dumps({"sizes": self.sizes, "report": self.report}, indent=1)
+            json_text({"sizes": self.sizes, "report": self.report}, indent=1)
         )
 
     @classmethod

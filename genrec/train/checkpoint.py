@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -36,8 +37,33 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, w)
 
 
+def finite(obj):
+    """`obj` with every non-finite float (NaN, +-inf) replaced by None, numpy scalars made Python ones, tuples
+    made lists: JSON has no NaN or Infinity, and a metric that is undefined (the AUC of a user with one class)
+    or broken (a diverged model) must read as null, not as a number or an unparseable token."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """Strict JSON (`finite` first, then NaN / Infinity refused): what every JSON writer of the project uses."""
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_text(path, json_text(obj) + "\n")
+
+
+def write_parquet(path: Path, table) -> None:
+    """A polars DataFrame as Parquet, atomically."""
+    _atomic(path, lambda tmp: table.write_parquet(tmp))
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
