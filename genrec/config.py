@@ -100,7 +100,13 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(1, ge=1)
     seed: int = 42
     threads: int | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = Field(
+        None,
+        ge=0,
+        description="0 or unset = none. A safety net, not a budget: training stops at the first epoch boundary "
+        "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
+        "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
+    )
     ema_decay: float | None = Field(
         None,
         gt=0,

@@ -429,3 +429,143 @@ def test_server_answers_with_null_for_a_nan_score_and_never_lets_nan_take_a_plac
     assert [(x["item_id"], x["score"]) for x in r.json()["items"]] == [(1, 5.0), (3, 4.0), (2, None)]
     r = client.post("/events", json={"user_id": 1, "items": [1], "timestamps": [-5]})
     assert r.status_code == 422 and "greater than or equal to 0" in r.json()["detail"]
+
+
+# ---- 9. a wall-clock budget never decides the result ---------------------------------------------------------
+
+
+def fit_mf(tiny_p5, run_dir=None, **train):
+    from genrec.config import TrainConfig
+    from genrec.data.registry import load_dataset
+    from genrec.data.split import leave_one_out
+    from genrec.models import FitContext
+
+    split = leave_one_out(load_dataset(str(tiny_p5)).encode())
+    torch.manual_seed(0)
+    model = build_model(load_config("mf").model, split.n_items, split.n_users)
+    ctx = FitContext(TrainConfig(batch_size=4, **train), EvalConfig(ks=[1, 5, 10]), run_dir, progress=False)
+    return model, split, model.fit(split, ctx)
+
+
+def spent_after_first_epoch(monkeypatch):
+    """The trainer's clock jumps a day ahead after its third reading (deadline, check before epoch 1, check before
+    epoch 2): a budget of any size is spent after epoch 1, whatever the machine's speed."""
+    from genrec.train import trainer
+
+    real, readings = trainer.time.monotonic, []
+
+    def clock():
+        readings.append(1)
+        return real() + (86400.0 if len(readings) >= 3 else 0.0)
+
+    monkeypatch.setattr(trainer.time, "monotonic", clock)
+
+
+def test_a_budget_stop_validates_the_weights_it_stops_with(tiny_p5, capsys, monkeypatch):
+    """Validation every 7 epochs of 6, and a budget that is spent after epoch 1: the weights of epoch 1 were
+    never validated; they are validated at the stop and chosen (the run used to report best epoch 0, score -1,
+    and test figures of weights it never validated). The cap says on stderr that it bound."""
+    spent_after_first_epoch(monkeypatch)
+    model, split, summary = fit_mf(tiny_p5, epochs=6, eval_every=7, max_minutes=1)
+    assert summary["stopped_by"] == "time budget" and summary["epochs_run"] == 1
+    assert summary["best_epoch"] == 1 and 0 <= summary["best_valid"]["ndcg@10"] <= 1
+    assert summary["history"][-1]["validated_at_stop"] and "valid_ndcg@10" in summary["history"][-1]
+    assert "train.max_minutes=1 reached after epoch 1 of 6" in summary["stop"]
+    from genrec.eval.evaluator import validation_score
+
+    assert validation_score(model, split.valid, split.n_items, EvalConfig(ks=[1, 5, 10])) == pytest.approx(
+        summary["best_valid"]["ndcg@10"]
+    )
+    assert "warning: time budget: train.max_minutes=1" in capsys.readouterr().err
+
+
+def test_no_epoch_at_all_still_reports_validated_weights(tiny_p5):
+    _, _, summary = fit_mf(tiny_p5, epochs=0)
+    assert summary["best_epoch"] == 0 and summary["history"] == [
+        {"epoch": 0, "valid_ndcg@10": summary["best_valid"]["ndcg@10"], "validated_at_stop": True}
+    ]
+
+
+def test_a_signal_stops_after_the_current_step_and_validates(tiny_p5):
+    """SIGINT at step 2 of epoch 2 (9 steps an epoch): training stops there, those weights are validated and
+    take part in the choice; the checkpoint keeps epoch 1 (a partial epoch is never saved)."""
+    import os
+    import signal
+
+    from genrec.data.registry import load_dataset
+    from genrec.data.split import leave_one_out
+
+    calls = []
+    original = build_model(load_config("mf").model, 1, 1).__class__.loss
+
+    def loss(self, batch):
+        calls.append(1)
+        if len(calls) == 11:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch)
+
+    split = leave_one_out(load_dataset(str(tiny_p5)).encode())
+    cls = build_model(load_config("mf").model, split.n_items, split.n_users).__class__
+    try:
+        cls.loss = loss
+        _, _, summary = fit_mf(tiny_p5, epochs=5)
+    finally:
+        cls.loss = original
+    assert summary["stopped_by"] == "signal SIGINT" and summary["epochs_run"] == 1
+    last = summary["history"][-1]
+    assert last["epoch"] == 2 and last["steps"] == "2 of 9" and "valid_ndcg@10" in last
+    assert "SIGINT during epoch 2 (after step 2 of 9)" in summary["stop"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_budget_stop_is_written_in_the_protocol(tiny_p5, tmp_path, monkeypatch):
+    spent_after_first_epoch(monkeypatch)
+    cfg = load_config(
+        "mf", ["train.epochs=4", "train.eval_every=3", "train.max_minutes=1"], dataset=str(tiny_p5)
+    )
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    p = metrics["protocol"]
+    assert p["training_stop"].startswith("time budget: train.max_minutes=1 reached after epoch 1 of 4")
+    assert "training stopped early (time budget" in p["checkpoint_selection"]
+    assert metrics["training"]["best_epoch"] == 1
+
+
+def test_built_in_recipes_bound_their_work_by_epochs_not_minutes():
+    from genrec.config import list_recipes, recipe_dict
+
+    timed = [name for name in list_recipes() if recipe_dict(name).get("train", {}).get("max_minutes")]
+    assert timed == []
+    tiger = load_config("tiger-amazon-beauty")
+    assert tiger.train.epochs == 14 and tiger.train.max_minutes is None
+    assert load_config("textrec-amazon-beauty").train.epochs == 57
+
+
+# ---- 7. one line per epoch when nobody watches a terminal ---------------------------------------------------
+
+
+def test_training_prints_one_line_per_epoch_to_a_pipe(tiny_p5, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genrec",
+            "train",
+            "mf",
+            "--dataset",
+            str(tiny_p5),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+        + ["--set", "train.epochs=3", "--set", "train.eval_every=2", "--examples", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "loss " in lines[0] and "valid ndcg@10 -" in lines[0] and lines[0].endswith("s")
+    assert "valid ndcg@10 0." in lines[1] and "(best " in lines[1]
