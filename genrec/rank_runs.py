@@ -22,7 +22,16 @@ import torch
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator
 
-from genrec.config import DataConfig, StrictModel, TrainConfig, deep_merge, parse_overrides, recipe_dict
+from genrec.config import (
+    DataConfig,
+    StrictModel,
+    TrainConfig,
+    config_keys,
+    deep_merge,
+    parse_overrides,
+    recipe_dict,
+    validation_message,
+)
 from genrec.data.feedback import FeedbackData, build_feedback
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import FitContext
@@ -78,9 +87,9 @@ def build_rank_config(raw: dict) -> RankRunConfig:
     try:
         return RankRunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        raise ConfigError(f"config {where}: {err['msg'].removeprefix('Value error, ')}") from None
+        model = raw.get("model") if isinstance(raw, dict) else None
+        keys = config_keys(RankRunConfig, model_name=model.get("name") if isinstance(model, dict) else None)
+        raise ConfigError(validation_message(e, keys)) from None
 
 
 def ranking_recipe(recipe: str) -> str | None:
@@ -94,7 +103,8 @@ def load_rank_config(
     recipe: str, overrides: list[str] | None = None, dataset: str | None = None
 ) -> RankRunConfig:
     raw = recipe_dict(recipe)
-    if raw.get("model", {}).get("name") not in RANKERS:
+    model = raw.get("model")
+    if not isinstance(model, dict) or model.get("name") not in RANKERS:
         raise ConfigError(
             f"recipe {recipe!r} is not a ranking recipe (rankers: {', '.join(sorted(RANKERS))})"
         )

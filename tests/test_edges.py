@@ -569,3 +569,120 @@ def test_training_prints_one_line_per_epoch_to_a_pipe(tiny_p5, tmp_path):
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
     assert "loss " in lines[0] and "valid ndcg@10 -" in lines[0] and lines[0].endswith("s")
     assert "valid ndcg@10 0." in lines[1] and "(best " in lines[1]
+
+
+# ---- 5. command-line mistakes: one line or click's usage message, exit status 2, nothing half-written ---------
+
+
+def genrec_cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "genrec", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_version_and_usage_errors_without_tracebacks():
+    import genrec
+
+    r = genrec_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"genrec {genrec.__version__}"
+    for args, needle in (
+        (["nonsense"], "No such command 'nonsense'"),
+        (["train"], "Missing argument"),
+        (["recommend", "x", "-k", "0"], "Invalid value for '-k'"),
+    ):
+        r = genrec_cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.startswith("Usage:") and needle in r.stderr and len(r.stderr.splitlines()) <= 5
+
+
+@pytest.mark.parametrize(
+    "sets,expected",
+    [
+        (["train.epochz=1"], "config train.epochz: unknown key (did you mean train.epochs?)"),
+        (["epochs=1"], "config epochs: unknown key (did you mean train.epochs?)"),
+        (["trian.lr=1"], "config trian.lr: unknown key (did you mean train.lr?)"),
+        (["model.dimm=8"], "config model.dimm: unknown key (did you mean model.dim?)"),
+    ],
+)
+def test_unknown_set_keys_name_the_nearest_valid_one(sets, expected):
+    from genrec.config import load_config
+    from genrec.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config("mf", sets)
+    assert str(err.value) == expected
+
+
+def test_invalid_yaml_reports_its_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  name: mf\ntrain:\n  epochs: 3\n   lr: 2\n")
+    r = genrec_cli("train", str(recipe), "--out", str(tmp_path / "never"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {recipe}: invalid YAML at line 5, column 6: mapping values are not allowed here"
+    ]
+    assert not (tmp_path / "never").exists()
+
+
+def test_download_without_a_network_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from genrec import cli
+    from genrec.data import registry
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(registry, "locate", lambda name, data_dir=None: None)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    data, out = tmp_path / "data", tmp_path / "run"
+    argv = ["genrec", "train", "popularity", "--dataset", "ml-1m", "--set", "data.download=true"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--set", f"data.data_dir={data}", "--out", str(out)])
+    with pytest.raises(SystemExit) as code:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: cannot download ml-1m from https://files.grouplens.org/")
+    assert "Temporary failure in name resolution" in err[0]
+    assert not data.exists() and not out.exists()
+
+
+def test_a_diverged_training_run_is_one_line_and_leaves_nothing_behind(tiny_p5, tmp_path):
+    out = tmp_path / "run"
+    sets = ["train.lr=1e12", "train.epochs=2", "model.dim=16", "train.batch_size=4", "train.grad_clip=null"]
+    r = genrec_cli(
+        "train", "sasrec", "--dataset", str(tiny_p5), "--out", str(out), *[f"--set={s}" for s in sets]
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1].startswith("error: training diverged: loss nan at epoch 1, step ")
+    assert "no checkpoint was written" in lines[-1] and not out.exists()
+
+
+# ---- 6. the printed table shows the K values that were computed ------------------------------------------------
+
+
+def test_metrics_table_shows_the_computed_ks(tmp_path):
+    data = tmp_path / "inter.csv"
+    data.write_text(ISSUE_CSV)
+    r = genrec_cli(
+        "train",
+        "popularity",
+        "--dataset",
+        str(data),
+        "--set",
+        "eval.ks=[1,5,10]",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if "split" in line)
+    columns = [c.strip() for c in header.strip("┃│ ").split("┃")]
+    assert columns == ["split", "R@1", "N@1", "R@5", "N@5", "R@10", "N@10", "MRR", "Cov@10", "users"]
+    assert "nan" not in r.stdout
+    test_row = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("test "))
+    assert test_row.split("│")[2:9] == [" 0.0000 "] * 7  # every test target repeats a history item
