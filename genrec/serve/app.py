@@ -1,7 +1,8 @@
 """HTTP API and demo page for one run directory (FastAPI; `genrec serve RUN_DIR`).
 
 Endpoints: POST /recommend, POST /rank, POST /events, GET /items/{item_id}, GET /users, GET /users/{user_id},
-GET /healthz, GET / (web page), GET /docs (OpenAPI).
+GET /healthz, GET / (web page), GET /docs and /redoc (OpenAPI; their scripts are served from the installed
+fastapi-offline package, so they work offline).
 
 Errors: every client error is a 4xx whose JSON `detail` is one readable line. Wrong types and missing fields: 422;
 unknown item ids in a body, empty histories, k outside 1..min(1000, catalogue): 422; unknown user or item in a
@@ -20,6 +21,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genrec.errors import DataError
@@ -147,7 +149,9 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
     if not isinstance(run, Run):
         run = load_run(Path(run))
     engine = Engine(run, backend)
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI / ReDoc from the installed fastapi-offline package (under
+    # /static-offline-docs), not from a CDN: the pages work on a machine without internet.
+    app = FastAPIOffline(
         default_response_class=FiniteJSONResponse,
         title="genrec",
         description=f"Recommendations from run `{run.dir.name}` ({run.cfg.model.name}, {engine.n_items} items).",
