@@ -1,5 +1,6 @@
 """Correctness at the edges (issue 18), one section per kind of fault; expected values are worked out by hand in
-the comments. The property test over random tiny datasets is in tests/test_metric_properties.py."""
+the docstrings and comments. The last section checks every retrieval metric on random tiny datasets against a
+brute-force computation written here in plain Python."""
 
 import math
 
@@ -713,3 +714,148 @@ def test_docs_pages_load_their_assets_from_the_server_itself(tmp_path):
         assert any(marker in b.text for b in bodies)
     assert "SwaggerUIBundle(" in client.get("/docs").text  # the page starts Swagger UI with /openapi.json
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+# ---- property: every retrieval metric against brute force on random tiny data ------------------------------
+
+
+def brute_rank(target, history, scores=None, listed=None, exclude_history=True):
+    """Rank of `target` by the protocol, in plain Python: None for a miss. `scores` (item -> score, NaN or -inf
+    = not ranked) for a scoring model, `listed` ([(item, score)] as generated) for a list model."""
+    if exclude_history and target in history:
+        return None
+    if scores is not None:
+        t = scores[target]
+        if not t > NEG:  # -inf or NaN
+            return None
+        allowed = [i for i in scores if i != target and not (exclude_history and i in history)]
+        return sum(1 for i in allowed if scores[i] > NEG and scores[i] >= t)
+    kept = brute_list(history, listed, exclude_history)
+    return kept.index(target) if target in kept else None
+
+
+def brute_list(history, listed, exclude_history):
+    """The items a generated list recommends, in order: real ids with a score above -inf, each once, not
+    excluded."""
+    kept = []
+    for item, score in listed:
+        if item > 0 and score > NEG and item not in kept and not (exclude_history and item in history):
+            kept.append(item)
+    return kept
+
+
+def brute_metrics(ranks, ks):
+    out = {"mrr": sum(0.0 if r is None else 1 / (r + 1) for r in ranks) / len(ranks)}
+    for k in ks:
+        out[f"recall@{k}"] = sum(r is not None and r < k for r in ranks) / len(ranks)
+        out[f"ndcg@{k}"] = sum(1 / math.log2(r + 2) for r in ranks if r is not None and r < k) / len(ranks)
+    return out
+
+
+def random_case(rng):
+    n_items = int(rng.integers(1, 8))
+    n_users = int(rng.integers(1, 7))
+    histories = [rng.integers(1, n_items + 1, int(rng.integers(0, 6))).tolist() for _ in range(n_users)]
+    targets = rng.integers(1, n_items + 1, n_users).tolist()  # may repeat a history item
+    ks = sorted({int(k) for k in rng.integers(1, n_items + 4, int(rng.integers(1, 4)))})
+    return n_items, histories, targets, ks
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_metrics_equal_brute_force_on_random_tiny_data(seed):
+    rng = np.random.default_rng(seed)
+    n_items, histories, targets, ks = random_case(rng)
+    n = len(targets)
+    ex = examples([h or [0] for h in histories], targets)  # an empty history is a row of padding
+    # Scoring model: few distinct values (ties), some NaN and -inf.
+    table = rng.integers(0, 3, (n, n_items + 1)).astype(np.float32)
+    table[rng.random(table.shape) < 0.15] = np.nan
+    table[rng.random(table.shape) < 0.1] = NEG
+    # List model: ids with padding and repeats, some dead (-inf) slots, up to past the catalogue.
+    width = n_items + 3
+    ids = rng.integers(0, n_items + 1, (n, width))
+    list_scores = -np.sort(rng.random((n, width)), 1)
+    list_scores[rng.random((n, width)) < 0.15] = NEG
+    n_neg = int(rng.integers(1, 5))
+    max_k = min(max(ks), n_items)
+    for exclude in (True, False):
+        cfg = EvalConfig(
+            ks=ks, select_metric="mrr", exclude_history=exclude, sampled_negatives=n_neg, seed=seed
+        )
+        got = evaluate(FixedScores(table), ex, n_items, cfg)
+        for name, history_rule in (("filtered", True), ("unfiltered", False)):
+            ranks = [
+                brute_rank(
+                    t,
+                    set(h),
+                    scores={i: float(table[u, i]) for i in range(1, n_items + 1)},
+                    exclude_history=history_rule,
+                )
+                for u, (h, t) in enumerate(zip(histories, targets))
+            ]
+            for key, value in brute_metrics(ranks, ks).items():
+                assert got[name][key] == pytest.approx(value, abs=2e-6), (seed, name, key)
+        listed = evaluate(FixedLists(ids, list_scores), ex, n_items, cfg)
+        for name, history_rule in (("filtered", True), ("unfiltered", False)):
+            ranks, covered = [], {k: set() for k in ks}
+            for u, (h, t) in enumerate(zip(histories, targets)):
+                generated = list(zip(ids[u, :max_k].tolist(), list_scores[u, :max_k].tolist()))
+                ranks.append(brute_rank(t, set(h), listed=generated, exclude_history=history_rule))
+                kept = brute_list(set(h), generated, history_rule)
+                for k in ks:
+                    covered[k] |= set(kept[:k])
+            expected = brute_metrics(ranks, ks)
+            expected.update({f"coverage@{k}": len(covered[k]) / n_items for k in ks})
+            for key, value in expected.items():
+                assert listed[name][key] == pytest.approx(value, abs=2e-6), (seed, "lists", name, key)
+        # Sampled: n_neg draws from the items neither in the history nor the target. Where every allowed item
+        # scores at least the target (or none does), the rank is fixed: n_neg (or 0); else it lies between.
+        lo, hi = [], []
+        for u, (h, t) in enumerate(zip(histories, targets)):
+            s = {i: float(table[u, i]) for i in range(1, n_items + 1)}
+            if (exclude and t in h) or not s[t] > NEG:
+                lo.append(None), hi.append(None)
+                continue
+            allowed = [i for i in s if i != t and i not in h]
+            ahead = sum(1 for i in allowed if s[i] > NEG and s[i] >= s[t])
+            lo.append(n_neg if allowed and ahead == len(allowed) else 0)
+            hi.append(0 if ahead == 0 else n_neg)
+        best = brute_metrics([min(a, b) if a is not None else None for a, b in zip(lo, hi)], ks)
+        worst = brute_metrics([max(a, b) if a is not None else None for a, b in zip(lo, hi)], ks)
+        for key in best:
+            assert worst[key] - 2e-6 <= got["sampled"][key] <= best[key] + 2e-6, (seed, "sampled", key)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_beam_search_returns_min_k_allowed_items_on_random_tries(seed):
+    """Random codes (2 levels of 3 + separation), random per-user exclusions, random model: the list holds
+    min(k, items left) distinct allowed items; with a beam as wide as the catalogue it is the exact top-k of the
+    allowed items by total log-probability (brute force over every item)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 19))
+    pairs = rng.permutation(np.array([(a, b) for a in range(3) for b in range(3)] * 2))[:n]
+    sep = np.array([sum((pairs[:i] == pairs[i]).all(1)) for i in range(n)])
+    codes, sizes = np.column_stack([pairs, sep]), [3, 3, 2]
+    trie = CodeTrie(codes, sizes)
+    batch = 3
+    tables = [torch.log_softmax(torch.from_numpy(rng.normal(size=(batch, s)) * 3).float(), -1) for s in sizes]
+
+    def step(prefix, level):
+        return tables[level][:, None, :].expand(-1, prefix.shape[1], -1)
+
+    exclude = torch.from_numpy(rng.integers(0, n + 1, (batch, int(rng.integers(1, n + 2)))))
+    total = [
+        {i + 1: sum(float(tables[d][u, codes[i, d]]) for d in range(3)) for i in range(n)}
+        for u in range(batch)
+    ]
+    for k in sorted({1, 2, n // 2 + 1, n, n + 2}):
+        for beam in (1, n):
+            items, scores, _ = constrained_beam_search(step, trie, batch, beam, k, exclude)
+            for u in range(batch):
+                allowed = [i for i in range(1, n + 1) if i not in exclude[u].tolist()]
+                got = [i for i in items[u].tolist() if i > 0]
+                assert len(got) == min(k, len(allowed)) and len(set(got)) == len(got), (seed, k, beam, u)
+                assert set(got) <= set(allowed) and items[u, len(got) :].eq(0).all()
+                if beam >= n:
+                    best = sorted(allowed, key=lambda i: -total[u][i])[:k]
+                    assert [round(total[u][i], 4) for i in got] == [round(total[u][i], 4) for i in best]

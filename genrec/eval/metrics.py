@@ -30,12 +30,12 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def compact_lists(ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """[B, L] generated lists -> [B, L]: each row's entries that count, in order, then 0s.
 
-    An entry counts when it is a real item id (> 0), `valid` says so (e.g. a finite score, not excluded) and the
-    same id did not occur earlier in the row: dead slots, excluded items and repeats take no place."""
+    An entry counts when it is a real item id (> 0), `valid` says so (e.g. a finite score, not excluded) and no
+    earlier entry of the row that counts has the same id: dead slots, excluded items and repeats take no place."""
     keep = ids > 0 if valid is None else valid & (ids > 0)
     length = ids.shape[1]
     earlier = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril(-1)
-    keep &= ~((ids[:, :, None] == ids[:, None, :]) & earlier).any(-1)
+    keep = keep & ~((ids[:, :, None] == ids[:, None, :]) & earlier & keep[:, None, :]).any(-1)
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
     return torch.where(keep, ids, 0).gather(1, order)
 
