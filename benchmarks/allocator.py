@@ -61,7 +61,7 @@ def child(args) -> None:
     for _ in range(args.val_passes):
         validation_score(model, split.valid, split.n_items, cfg.eval)
     val_s = (time.perf_counter() - t0) / args.val_passes
-    print(json_text({"applied": applied, "train_ms": train_ms, "val_s": val_s}))
+    print(json_text({"applied": applied, "train_ms": train_ms, "val_s": val_s}, indent=None))
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def main() -> None:
     if args.worker:
         from genrec.train.checkpoint import json_text
 
-        print(json_text(worker(args.worker, args.epochs, args.threads)))
+        print(json_text(worker(args.worker, args.epochs, args.threads), indent=None))
         return
 
     import peers

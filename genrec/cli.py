@@ -229,7 +229,14 @@ def rank_train(
         table.add_column(c.upper() if c in ("auc", "gauc") else c, justify="right")
     for split in ("valid", "test"):
         m = metrics[split]
-        table.add_row(split, *[f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]) for c in cols])
+        # An undefined metric (NaN here, null in metrics.json) shows as "-".
+        table.add_row(
+            split,
+            *[
+                ("-" if m[c] != m[c] else f"{m[c]:.4f}") if isinstance(m[c], float) else str(m[c])
+                for c in cols
+            ],
+        )
     out.print(table)
     p = metrics["protocol"]
     out.print(
