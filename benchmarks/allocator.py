@@ -34,6 +34,7 @@ def child(args) -> None:
 
     from genrec.config import load_config
     from genrec.eval.evaluator import validation_score
+    from genrec.io import json_text
     from genrec.models import build_model
     from genrec.objectives import build_objective
     from genrec.runs import make_split, prepare_dataset
@@ -62,7 +63,7 @@ def child(args) -> None:
     for _ in range(args.val_passes):
         validation_score(model, split.valid, split.n_items, cfg.eval)
     val_s = (time.perf_counter() - t0) / args.val_passes
-    print(json.dumps({"applied": applied, "train_ms": train_ms, "val_s": val_s}))
+    print(json_text({"applied": applied, "train_ms": train_ms, "val_s": val_s}, indent=None))
 
 
 def main() -> None:

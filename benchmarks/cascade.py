@@ -12,10 +12,10 @@ RETRIEVAL_RUN: `genrec train sasrec --dataset ml-1m --set data.split=temporal ..
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from genrec.experiments.cascade import SELECT_METRIC, cascade
+from genrec.io import write_json
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
             f"{weights}"
         )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
 from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
+from genrec.io import write_json  # noqa: E402
 from genrec.models import FitContext, build_model  # noqa: E402
 from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.training.checkpoint import load_weights, write_json  # noqa: E402
+from genrec.training.checkpoint import load_weights  # noqa: E402
 
 DEFAULT_MODELS = ["popularity", "sasrec", "hstu", "tiger", "textrec"]
 

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -553,6 +554,15 @@ WORKERS = {"recbole": _worker_recbole, "rectools": _worker_rectools}
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _finite(obj):
+    """NaN / infinite floats as None (strict JSON); genrec's own `json_text` is not importable in a peer's venv."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -575,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.worker:
         res = WORKERS[args.worker](args.data, args.epochs, not args.no_eval, args.threads)
-        args.out.write_text(json.dumps(res))
+        args.out.write_text(json.dumps(_finite(res), allow_nan=False))
         return
     if args.flops:
         flops = machine_peak_flops(args.threads)
@@ -596,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         else:
             res = run_peer(name, args.epochs, args.max_users, not args.no_eval, args.threads)
-            print(json.dumps(res), flush=True)
+            print(json.dumps(_finite(res), allow_nan=False), flush=True)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ import torch
 
 from genrec.config import dump_config, load_config
 from genrec.data.batching import HistoryBatch
+from genrec.io import write_json, write_text
 from genrec.models import build_model
-from genrec.training.checkpoint import save_weights, write_json, write_text
+from genrec.training.checkpoint import save_weights
 
 N_ITEMS = 12_101  # Amazon Beauty after the P5 preprocessing
 N_USERS = 1_000

@@ -115,7 +115,9 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.epochs, args.threads)))
+        from genrec.io import json_text
+
+        print(json_text(worker(args.worker, args.epochs, args.threads), indent=None))
         return
 
     import peers

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import genrec
 from genrec.errors import GenrecError
 
 app = typer.Typer(
@@ -24,28 +25,43 @@ app = typer.Typer(
 # Wide when piped so metric tables are not cut; a terminal keeps its own width.
 out = Console(width=None if sys.stdout.isatty() else 160)
 
-TABLE_KS = (5, 10, 20, 50)
+
+def computed_ks(metrics: dict) -> list[int]:
+    """The K values the metric dicts of a metrics.json hold (`recall@K`), in order: `eval.ks` of the run."""
+    ks = {
+        int(name.split("@")[1])
+        for m in metrics.values()
+        if isinstance(m, dict)
+        for name in m
+        if name.startswith("recall@")
+    }
+    return sorted(ks)
 
 
 def metrics_table(metrics: dict, title: str = "") -> Table:
+    """Recall / NDCG at every computed K, MRR, coverage at K = 10 (else the largest K) and the example count,
+    one row per split and convention; "-" where a value is missing or undefined."""
+    ks = computed_ks(metrics)
+    cov_k = 10 if 10 in ks else (ks[-1] if ks else 10)
     table = Table(title=title, title_justify="left")
     table.add_column("split")
-    for k in TABLE_KS:
+    for k in ks:
         table.add_column(f"R@{k}", justify="right")
         table.add_column(f"N@{k}", justify="right")
     table.add_column("MRR", justify="right")
-    table.add_column("Cov@10", justify="right")
+    table.add_column(f"Cov@{cov_k}", justify="right")
     table.add_column("users", justify="right")
+
+    def cell(value, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for key, m in metrics.items():
         if not isinstance(m, dict) or "mrr" not in m:
             continue
         cells = []
-        for k in TABLE_KS:
-            cells += [f"{m.get(f'recall@{k}', float('nan')):.4f}", f"{m.get(f'ndcg@{k}', float('nan')):.4f}"]
-        cov = m.get("coverage@10")
-        table.add_row(
-            key, *cells, f"{m['mrr']:.4f}", "-" if cov is None else f"{cov:.3f}", str(m["examples"])
-        )
+        for k in ks:
+            cells += [cell(m.get(f"recall@{k}")), cell(m.get(f"ndcg@{k}"))]
+        table.add_row(key, *cells, cell(m["mrr"]), cell(m.get(f"coverage@{cov_k}"), 3), str(m["examples"]))
     return table
 
 
@@ -74,6 +90,21 @@ def print_examples(run, n_users: int = 3, k: int = 5) -> None:
         for rank, (i, title) in enumerate(zip(ids, run.titles(ids)), 1):
             mark = "  <- held-out next item" if i == held_out else ""
             out.print(f"   {rank}. {title}{mark}")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"genrec {genrec.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="print the version and exit", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Generative recommendation: train, evaluate and query recommenders."""
 
 
 @app.command()
@@ -130,7 +161,15 @@ def print_ranking_metrics(metrics: dict, ks: list[int], title: str) -> None:
         table.add_column(c.upper() if c in ("auc", "gauc") else c, justify="right")
     for split in ("valid", "test"):
         m = metrics[split]
-        cells = [f"{m[c]:.4f}" if isinstance(m[c], float) else str(m[c]) for c in cols]
+        # An undefined metric (null in metrics.json, e.g. GAUC without two-class users) shows as "-".
+        cells = [
+            "-"
+            if m.get(c) is None or m[c] != m[c]
+            else f"{m[c]:.4f}"
+            if isinstance(m[c], float)
+            else str(m[c])
+            for c in cols
+        ]
         table.add_row(split, *cells)
     out.print(table)
     p = metrics["protocol"]
@@ -311,22 +350,44 @@ def main() -> None:
 
     keep_freed_memory()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except GenrecError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click's own usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        kind = _click_kind(e)
+        if kind == "usage":  # a mistake on the command line: click's usage message, exit status 2
+            e.show()
+            sys.exit(2)
+        if kind == "click":
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if kind == "exit":
+            sys.exit(e.exit_code)
+        if kind == "abort":
+            print("aborted", file=sys.stderr)
             sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _click_kind(error: Exception) -> str | None:
+    """Which of click's exceptions `error` is, by class name: Typer releases vendor their own copy of click
+    (`typer._click`), whose classes are not `click.exceptions`' ones, so `isinstance` against either misses."""
+    names = {cls.__name__ for cls in type(error).__mro__ if cls.__module__.startswith(("click", "typer"))}
+    if "UsageError" in names:
+        return "usage"
+    if "ClickException" in names:
+        return "click"
+    if "Exit" in names:
+        return "exit"
+    if "Abort" in names:
+        return "abort"
+    return None
 
 
 if __name__ == "__main__":

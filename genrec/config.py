@@ -8,6 +8,7 @@ classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEval
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -104,7 +105,13 @@ class TrainConfig(StrictModel):
     eval_every: int = Field(1, ge=1)
     seed: int = 42
     threads: int | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = Field(
+        None,
+        ge=0,
+        description="0 or unset = none. A safety net, not a budget: training stops at the first epoch boundary "
+        "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
+        "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
+    )
     ema_decay: float | None = Field(
         None,
         gt=0,
@@ -217,11 +224,61 @@ def recipe_dict(recipe: str) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: invalid YAML{_yaml_where(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping")
     base = raw.pop("base", None)
     return deep_merge(recipe_dict(base), raw) if base else raw
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """ " at line L, column C: problem" from a YAML error (1-based, as editors count)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {problem}"
+
+
+def config_keys(model_name: str | None = None) -> list[str]:
+    """Every dotted key a run of `model_name` accepts (its model section and its task's data / eval sections);
+    for an unknown model, the retrieval sections' keys."""
+    if model_name in registry.names():
+        return ["task", *(row[0] for row in reference(model_name))]
+    return [
+        "task",
+        "model.name",
+        *(
+            row[0]
+            for s, p in ((DataConfig, "data"), (TrainConfig, "train"), (EvalConfig, "eval"))
+            for row in describe(s, p)
+        ),
+    ]
+
+
+def nearest_key(wrong: str, keys: list[str]) -> str | None:
+    """The valid key a mistyped one most likely meant: the same last part under another section, else the
+    closest spelling."""
+    last = wrong.rsplit(".", 1)[-1]
+    same = [k for k in keys if k.rsplit(".", 1)[-1] == last]
+    if len(same) == 1:
+        return same[0]
+    close = difflib.get_close_matches(wrong, keys, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def validation_message(e: ValidationError, keys: list[str]) -> str:
+    """A pydantic error as "config KEY: problem" (one line); an unknown key names the nearest valid one."""
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        wrong = where
+        if isinstance(err.get("input"), dict) and err["input"]:  # a whole unknown section: name a key in it
+            wrong = f"{where}.{next(iter(err['input']))}"
+        guess = nearest_key(wrong, keys)
+        where, msg = wrong, "unknown key" + (f" (did you mean {guess}?)" if guess else "")
+    more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"config {where}: {msg}{more}"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -247,11 +304,9 @@ def build_config(raw: dict) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        msg = err["msg"].removeprefix("Value error, ")
-        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"config {where}: {msg}{more}") from None
+        model = raw.get("model") if isinstance(raw, dict) else None
+        keys = config_keys(model.get("name") if isinstance(model, dict) else None)
+        raise ConfigError(validation_message(e, keys)) from None
 
 
 def load_config(recipe: str, overrides: list[str] | None = None, dataset: str | None = None) -> RunConfig:

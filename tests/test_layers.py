@@ -13,7 +13,7 @@ PACKAGE = ROOT / "genrec"
 
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "version", "progress", "runtime"},
+    {"errors", "version", "io", "progress", "runtime"},
     {"registry"},
     {"config"},
     {"data"},

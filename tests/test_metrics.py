@@ -30,8 +30,8 @@ def test_ranks_ties_count_against_target():
     scores = torch.tensor([[0.0, 3.0, 2.0, 2.0, 1.0]])
     assert target_ranks(scores, torch.tensor([2])).item() == 2  # item 3 ties with it: pessimistic
     assert target_ranks(scores, torch.tensor([1])).item() == 0
-    assert ranks_from_lists(torch.tensor([[4, 2, 1]]), torch.tensor([1]), 99).item() == 2
-    assert ranks_from_lists(torch.tensor([[4, 2, 1]]), torch.tensor([3]), 99).item() == 99
+    assert ranks_from_lists(torch.tensor([[4, 2, 1]]), torch.tensor([1])).item() == 2
+    assert ranks_from_lists(torch.tensor([[4, 2, 1]]), torch.tensor([3])).item() == float("inf")  # a miss
 
 
 def test_hand_computed_example():

@@ -254,8 +254,9 @@ def load_table(
             separator = "\t" if suffix == ".tsv" else ","
             header = pl.read_csv(path, separator=separator, n_rows=0).columns
             chosen = _choose_columns(header, columns, str(path))
-            # Ids are read as text so that "007" and "7" stay two ids (genrec.data.ids decides the dtype).
-            as_text = {chosen[c]: pl.Utf8 for c in ("user_id", "item_id")}
+            # Ids are read as text so that "007" and "7" stay two ids (genrec.data.ids decides the dtype), and
+            # times too, so that fractional seconds are read from their digits, not from a float64 rounding.
+            as_text = {chosen[c]: pl.Utf8 for c in ("user_id", "item_id", "timestamp") if chosen[c]}
             raw = pl.read_csv(path, separator=separator, infer_schema_length=10000, schema_overrides=as_text)
         else:
             raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
@@ -365,16 +366,9 @@ def _table_dataset(
             ids_from_text(col) if text else ids_from_typed(col, f"{where} (column {chosen[canonical]!r})")
         )
     ts_name = chosen["timestamp"]
+    sub_second = None
     if ts_name is not None:
-        ts = raw[ts_name]
-        if ts.dtype == pl.Utf8:
-            parsed = ts.str.to_datetime(strict=False)
-            ts = (
-                parsed.dt.epoch("s") if parsed.null_count() < len(parsed) else ts.cast(pl.Int64, strict=False)
-            )
-        elif ts.dtype.is_temporal():
-            ts = ts.cast(pl.Datetime("us")).dt.epoch("s")
-        out["timestamp"] = ts.cast(pl.Int64, strict=False)
+        out["timestamp"], sub_second = read_times(raw[ts_name], f"{where}: column {ts_name!r}")
     else:
         out["timestamp"] = pl.Series([None] * raw.height, dtype=pl.Int64)
     rating_name = chosen["rating"]
@@ -384,6 +378,125 @@ def _table_dataset(
         else pl.Series([None] * raw.height, dtype=pl.Float32)
     )
     inter = pl.DataFrame(out).with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
+    notes = []
+    if sub_second is not None and sub_second.any():
+        # Timestamps are kept in whole seconds; the position carries the exact order of events within one
+        # second (file order where the exact times tie too), so sorting by (timestamp, position) is exact.
+        exact = pl.DataFrame({"s": out["timestamp"], "sub": sub_second, "row": np.arange(raw.height)})
+        order = exact.with_row_index("i").sort(["s", "sub", "row"], nulls_last=True)["i"].to_numpy()
+        position = np.empty(raw.height, dtype=np.int64)
+        position[order] = np.arange(raw.height)
+        inter = inter.with_columns(pl.Series("position", position))
+        notes.append(
+            "timestamps have sub-second parts: events are ordered by the exact time, stored in seconds"
+        )
     if items is None:
         items = pl.DataFrame({"item_id": inter["item_id"].unique().sort()})
-    return Dataset(name, inter, items, source=source)
+    return Dataset(name, inter, items, source=source, notes=notes)
+
+
+NS = 1_000_000_000  # nanoseconds a second
+_DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def read_times(col: pl.Series, where: str) -> tuple[pl.Series, np.ndarray]:
+    """A timestamp column read exactly -> (whole unix seconds (floor) as Int64, nulls kept; [n] int64 nanoseconds
+    within that second, 0 where missing): together they order events exactly.
+
+    Accepted: integer or fractional unix seconds (numbers, or numeric strings read digit by digit up to
+    nanoseconds), date / datetime strings (ISO 8601 and the other formats polars infers; sub-second parts and UTC
+    offsets kept) and Parquet date / datetime columns. Empty cells are missing times. Anything else is refused
+    with a DataError naming `where` and an example value: a value that cannot be read, NaN or infinite numbers,
+    times before 1970 (-1 marks a missing time downstream), more than 9 decimal places, mixed date formats.
+    """
+    n = len(col)
+    if col.dtype == pl.Utf8:
+        col = col.str.strip_chars().replace("", None)
+        numeric = col.str.contains(_NUMBER)
+        if numeric.any() and not numeric.fill_null(True).all():
+            wrong = numeric.not_() & col.is_not_null()
+            raise DataError(
+                f"{where}: {int(wrong.sum())} timestamps are not numbers among unix seconds "
+                f"(e.g. {col.filter(wrong)[0]!r})"
+            )
+        if numeric.any() and col.str.contains(_DECIMAL).fill_null(True).all():
+            seconds, sub = _decimal_seconds(col, where)
+        elif numeric.any():
+            seconds, sub = _float_seconds(col.cast(pl.Float64), where)
+        else:
+            seconds, sub = _split_ns(_datetime_ns(col, where))
+    elif col.dtype.is_integer():
+        seconds, sub = col.cast(pl.Int64), pl.Series([0] * n, dtype=pl.Int64)
+    elif col.dtype.is_float():
+        seconds, sub = _float_seconds(col.cast(pl.Float64), where)
+    elif col.dtype == pl.Date:
+        seconds, sub = _split_ns(col.cast(pl.Datetime("ns")).dt.epoch("ns"))
+    elif isinstance(col.dtype, pl.Datetime):
+        seconds, sub = _split_ns(col.dt.cast_time_unit("ns").dt.epoch("ns"))
+    elif col.dtype == pl.Null:
+        seconds, sub = pl.Series([None] * n, dtype=pl.Int64), pl.Series([0] * n, dtype=pl.Int64)
+    else:
+        raise DataError(f"{where}: timestamps of type {col.dtype} cannot be read; give unix seconds or dates")
+    negative = seconds.fill_null(0) < 0
+    if negative.any():
+        raise DataError(
+            f"{where}: {int(negative.sum())} timestamps lie before 1970 (e.g. {col.filter(negative)[0]!r}); "
+            "give unix seconds >= 0"
+        )
+    return seconds.cast(pl.Int64), sub.fill_null(0).cast(pl.Int64).to_numpy()
+
+
+def _split_ns(ns: pl.Series) -> tuple[pl.Series, pl.Series]:
+    return ns // NS, ns % NS
+
+
+def _decimal_seconds(col: pl.Series, where: str) -> tuple[pl.Series, pl.Series]:
+    """Decimal strings ("1700000000.123") -> exact (floor seconds, nanoseconds), by their digits."""
+    parts = col.str.split_exact(".", 1)
+    whole = parts.struct.field("field_0")
+    frac = parts.struct.field("field_1").fill_null("")
+    long = frac.str.len_chars() > 9
+    if long.any():
+        raise DataError(f"{where}: timestamp {col.filter(long)[0]!r} has more than 9 decimal places")
+    seconds = whole.str.replace(r"^\+", "").replace({"": "0", "-": "-0"}).cast(pl.Int64, strict=False)
+    too_big = seconds.is_null() & col.is_not_null()
+    if too_big.any():
+        raise DataError(f"{where}: timestamp {col.filter(too_big)[0]!r} is out of range")
+    sub = frac.str.pad_end(9, "0").replace("", "0").cast(pl.Int64)
+    negative = whole.str.starts_with("-").fill_null(False) & (sub > 0)
+    # -1.25 s is 2 s before 1970 plus 0.75 s (a floor, as for every other input); refused below anyway.
+    seconds = pl.select(pl.when(negative).then(seconds - 1).otherwise(seconds)).to_series()
+    sub = pl.select(pl.when(negative).then(NS - sub).otherwise(sub)).to_series()
+    return seconds, sub
+
+
+def _float_seconds(col: pl.Series, where: str) -> tuple[pl.Series, pl.Series]:
+    """Float seconds -> (floor seconds, rounded nanoseconds): as exact as the float, and in the same order."""
+    bad = col.is_nan().fill_null(False) | col.is_infinite().fill_null(False)
+    if bad.any():
+        raise DataError(
+            f"{where}: {int(bad.sum())} timestamps are NaN or infinite (e.g. {col.filter(bad)[0]!r})"
+        )
+    floor = col.floor()
+    too_big = floor.abs().fill_null(0) >= 2.0**63
+    if too_big.any():
+        raise DataError(f"{where}: timestamp {col.filter(too_big)[0]!r} is out of range")
+    sub = ((col - floor) * NS).round().clip(0, NS - 1)
+    return floor.cast(pl.Int64), sub.cast(pl.Int64)
+
+
+def _datetime_ns(col: pl.Series, where: str) -> pl.Series:
+    """Date / datetime strings -> nanoseconds since 1970 (UTC where an offset is given)."""
+    try:
+        parsed = col.str.to_datetime(time_unit="ns", strict=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError):
+        parsed = None
+    failed = col.is_not_null() if parsed is None else parsed.is_null() & col.is_not_null()
+    if failed.any():
+        raise DataError(
+            f"{where}: {int(failed.sum())} of {col.is_not_null().sum()} timestamps cannot be read as unix seconds "
+            f"or dates (e.g. {col.filter(failed)[0]!r}); use one format (ISO 8601, e.g. 2020-01-31 12:00:00) "
+            "or unix seconds"
+        )
+    return parsed.dt.epoch("ns")

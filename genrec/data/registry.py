@@ -7,6 +7,8 @@ layout, or a CSV / Parquet file of interactions.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
 import json
 import os
 import shutil
@@ -178,14 +180,40 @@ def _cached(name: str, sources: list[Path], build: Callable[[], Dataset]) -> Dat
 
 
 def _download(info: DatasetInfo, root: Path) -> Path:
-    """Fetch the official archive, check its md5, unpack to root/name. Untestable offline; kept small."""
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / f"{info.name}.zip"
-    with urllib.request.urlopen(info.url, timeout=120) as r:  # noqa: S310 - fixed https address
-        data = r.read()
+    """Fetch the official archive, check its md5, unpack to root/name -> that folder.
+
+    Nothing is written before the archive has arrived whole and checked, and a failure while unpacking removes
+    what was written (and `root`, if this call created it): a failed download leaves no empty or half folder.
+    A network failure is a one-line DataError."""
+    try:
+        with urllib.request.urlopen(info.url, timeout=120) as r:  # noqa: S310 - fixed https address
+            data = r.read()
+    except (
+        OSError,
+        http.client.HTTPException,
+    ) as e:  # URLError, timeouts and refused connections are OSErrors
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"cannot download {info.name} from {info.url} ({reason}); without a network, put its files in "
+            f"{root / info.name} or point --data-dir / GENREC_DATA at a folder holding {info.name}/"
+        ) from None
     if hashlib.md5(data).hexdigest() != info.md5:
         raise DataError(f"{info.url}: checksum mismatch, refusing to use it")
-    archive.write_bytes(data)
-    with zipfile.ZipFile(archive) as z:
-        z.extractall(root)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{info.name}-"))
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            z.extractall(tmp)
+        if not (tmp / info.name / info.marker).exists():
+            raise DataError(f"{info.url}: the archive has no {info.name}/{info.marker}")
+        os.replace(tmp / info.name, root / info.name)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        if isinstance(e, zipfile.BadZipFile):
+            raise DataError(f"{info.url}: not a readable zip archive") from None
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return root / info.name

@@ -19,8 +19,10 @@ from genrec.errors import DataError
 
 ID_COLUMNS = ("user_id", "item_id")  # Int64 or String, as the source gives them (genrec.data.ids)
 INTERACTION_SCHEMA = {
-    "timestamp": pl.Int64,  # unix seconds, null when the source has none
-    "position": pl.Int64,  # order within the source; ties in timestamp are broken by it
+    "timestamp": pl.Int64,  # unix seconds (floor), null when the source has none
+    # Order within the source; ties in timestamp are broken by it. Where the source's times are finer than a
+    # second it follows the exact time (then file order), so (timestamp, position) is the exact order.
+    "position": pl.Int64,
     "rating": pl.Float32,  # null for implicit feedback
 }
 

@@ -18,7 +18,9 @@ class CodeTrie:
     """Trie of the code tuples of all items. Nodes at depth d are the distinct prefixes of length d, numbered in
     lexicographic order; the edges leaving depth d are the distinct prefixes of length d + 1, so an edge's index is
     also the id of the child it leads to. For depth d: `offsets[d]` ([nodes_d + 1]) delimits each node's edges in
-    `edge_code[d]` (sorted by code). `leaf_item[j]` is the item whose full code is leaf j."""
+    `edge_code[d]` (sorted by code). `leaf_item[j]` is the item whose full code is leaf j; `item_leaf[i]` is item
+    i's leaf (-1 for ids not in the trie). The leaves under node j of depth d + 1 are the contiguous range
+    `leaf_lo[d][j] .. leaf_hi[d][j] - 1` (lexicographic numbering keeps every subtree contiguous)."""
 
     def __init__(self, codes: np.ndarray, sizes: list[int], item_ids: np.ndarray | None = None) -> None:
         codes = np.asarray(codes, dtype=np.int64)
@@ -29,6 +31,7 @@ class CodeTrie:
         parent = np.zeros(n, dtype=np.int64)  # node of each item at the current depth (root = 0)
         n_nodes = 1
         self.offsets, self.edge_code = [], []
+        node_of = []  # per depth d: each item's node at depth d + 1
         for d in range(depth):
             _, first, child = np.unique(codes[:, : d + 1], axis=0, return_index=True, return_inverse=True)
             child = child.reshape(-1)
@@ -38,12 +41,44 @@ class CodeTrie:
             np.cumsum(counts, out=offsets[1:])
             self.offsets.append(torch.from_numpy(offsets))
             self.edge_code.append(torch.from_numpy(codes[first, d]))
+            node_of.append(child)
             parent, n_nodes = child, len(first)
         if n_nodes != n:
             raise ValueError(f"{n - n_nodes} items share a full code; separate collisions first")
         leaf_item = np.zeros(n, dtype=np.int64)
         leaf_item[parent] = item_ids
         self.leaf_item = torch.from_numpy(leaf_item)
+        item_leaf = np.full(int(item_ids.max(initial=0)) + 1, -1, dtype=np.int64)
+        item_leaf[item_ids] = parent
+        self.item_leaf = torch.from_numpy(item_leaf)
+        self.leaf_lo, self.leaf_hi = [], []
+        for nodes in node_of:
+            lo = np.full(nodes.max(initial=-1) + 1, n, dtype=np.int64)
+            hi = np.zeros(len(lo), dtype=np.int64)
+            np.minimum.at(lo, nodes, parent)
+            np.maximum.at(hi, nodes, parent + 1)
+            self.leaf_lo.append(torch.from_numpy(lo))
+            self.leaf_hi.append(torch.from_numpy(hi))
+
+    def excluded_leaves(self, exclude: torch.Tensor) -> torch.Tensor:
+        """[B, M] excluded item ids (0 = none) -> sorted unique keys `user * (leaves + 1) + leaf` of the excluded
+        items that are in this trie, for `alive`."""
+        ids = exclude.clamp(min=0)
+        inside = ids < len(self.item_leaf)
+        leaf = torch.where(inside, self.item_leaf[ids.clamp(max=len(self.item_leaf) - 1)], -1)
+        leaf = torch.where(exclude > 0, leaf, -1)
+        key = torch.arange(len(exclude))[:, None] * (len(self.leaf_item) + 1) + leaf
+        return torch.unique(key[leaf >= 0])
+
+    def alive(
+        self, excluded: torch.Tensor, user: torch.Tensor, child: torch.Tensor, depth: int
+    ) -> torch.Tensor:
+        """Whether node `child` ([E] ids at depth `depth` + 1) still has a leaf that user `user` ([E]) has not
+        excluded (`excluded` from `excluded_leaves`): a prefix whose whole subtree is excluded leads nowhere."""
+        lo, hi = self.leaf_lo[depth][child], self.leaf_hi[depth][child]
+        base = user * (len(self.leaf_item) + 1)
+        gone = torch.searchsorted(excluded, base + hi) - torch.searchsorted(excluded, base + lo)
+        return hi - lo > gone
 
     def expand(self, nodes: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All edges leaving `nodes` (flat [M] ids at `depth`): (row in `nodes`, code, child id), each [E]."""
@@ -71,23 +106,27 @@ def constrained_beam_search(
     reorder: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k items per user by beam search restricted to the trie -> (items [B, k], log-prob [B, k], codes
-    [B, k, depth]). `exclude` ([B, M] item ids, 0 = none) removes items at the last level. Slots that no valid
-    beam reached hold item 0 and score -inf. `reorder(origin)`, if given, is told after each level but the last
-    which earlier beam each kept beam extends ([B, W] indices), so a caller can reorder its decoder cache."""
+    [B, k, depth]). `exclude` ([B, M] item ids, 0 = none) removes items: at every level a prefix whose whole
+    subtree is excluded is pruned, so the beams only follow prefixes that still lead to an allowed item and, with
+    beam >= k, the result holds min(k, items left) distinct items whenever the model scores them (a NaN
+    log-probability prunes its prefix too). Slots that no valid beam reached hold item 0 and score -inf.
+    `reorder(origin)`, if given, is told after each level but the last which earlier beam each kept beam
+    extends ([B, W] indices), so a caller can reorder its decoder cache."""
     beam = max(beam, k)
     neg_inf = float("-inf")
     scores = torch.zeros(batch, 1)
     nodes = torch.zeros(batch, 1, dtype=torch.long)
     prefix = torch.zeros(batch, 1, 0, dtype=torch.long)
+    excluded = trie.excluded_leaves(exclude) if exclude is not None else None
     for d in range(trie.depth):
         width, size = nodes.shape[1], trie.sizes[d]
         logp = step(prefix, d).float().reshape(batch * width, size)
         row, code, child = trie.expand(nodes.reshape(-1), d)
         value = scores.reshape(-1)[row] + logp[row, code]
-        if exclude is not None and d == trie.depth - 1:
-            items = trie.leaf_item[child]
+        value = value.masked_fill(value.isnan(), neg_inf)
+        if excluded is not None and len(excluded):
             user = torch.div(row, width, rounding_mode="floor")
-            value = value.masked_fill((exclude[user] == items[:, None]).any(1), neg_inf)
+            value = value.masked_fill(~trie.alive(excluded, user, child, d), neg_inf)
         cand = torch.full((batch * width, size), neg_inf)
         cand[row, code] = value
         child_of = torch.zeros(batch * width, size, dtype=torch.long)

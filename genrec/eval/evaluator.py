@@ -5,6 +5,11 @@ For every example the model scores all items; column 0 (padding) is never ranked
   Meta's HSTU repository. Where a target repeats a history item it is removed too and counts as a miss.
 - `unfiltered`: every catalogue item stays in the ranking.
 Sampled-candidate metrics (target vs N sampled negatives) are computed only when asked for and are labelled so.
+
+A target that is not ranked (removed by the convention, scored NaN or -inf, absent from a generated list) is a
+miss at every K (`metrics.MISS`). A generated list counts only its real, distinct items with a score above -inf
+(and, history excluded, outside the history): a list generator that returns an excluded item, a dead slot or a
+repeat gains no place by it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import torch
 from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
-from genrec.eval.metrics import MetricAccumulator, ranks_from_lists, target_ranks
+from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
 from genrec.models.base import Recommender, candidate_scores
 from genrec.version import __version__
 
@@ -51,7 +56,11 @@ def evaluate(
     sampled = MetricAccumulator(ks, cfg.sampled_negatives + 1) if cfg.sampled_negatives else None
 
     def top(scores: torch.Tensor) -> torch.Tensor | None:
-        return torch.topk(scores, max_k, dim=1).indices if coverage else None
+        if not coverage:
+            return None
+        best = torch.topk(scores, max_k, dim=1)
+        # Where fewer than K items are left, the -inf (excluded) ones that fill the list were not recommended.
+        return torch.where(best.values > float("-inf"), best.indices, 0)
 
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
@@ -74,17 +83,24 @@ def evaluate(
             if want_unfiltered:
                 unfiltered.add(target_ranks(scores, targets), top(scores))
             if sampled is not None:
-                sampled.add(_sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng))
+                ranks = _sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng)
+                # As in the history-excluded ranking: a target that the history repeats is a miss.
+                if cfg.exclude_history:
+                    ranks = torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks)
+                sampled.add(ranks)
             if want_filtered:
                 scores.scatter_(1, seen, float("-inf"))
                 filtered.add(target_ranks(scores, targets), top(scores))
         else:
             if want_unfiltered:
-                top_all, _ = model.recommend(batch, max_k, exclude=None)
-                unfiltered.add(ranks_from_lists(top_all, targets, n_items), top_all)
+                ids, values = model.recommend(batch, max_k, exclude=None)
+                listed = compact_lists(ids, values > float("-inf"))
+                unfiltered.add(ranks_from_lists(listed, targets), listed)
             if want_filtered:
-                top_new, _ = model.recommend(batch, max_k, exclude=seen)
-                filtered.add(ranks_from_lists(top_new, targets, n_items), top_new)
+                ids, values = model.recommend(batch, max_k, exclude=seen)
+                listed = compact_lists(ids, (values > float("-inf")) & ~_in_rows(ids, seen))
+                ranks = ranks_from_lists(listed, targets)
+                filtered.add(torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks), listed)
         if progress:
             progress.advance(task, len(rows))
     if progress:
@@ -110,17 +126,47 @@ def validation_score(
     return float(metrics[convention][cfg.select_metric])
 
 
+def _in_rows(ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[B, L] ids, [B, M] item ids per row (0 = none) -> [B, L] whether each id (> 0) is among its row's items.
+    By binary search: memory stays O(B * (L + M)) for long histories."""
+    if rows.shape[1] == 0:
+        return torch.zeros(ids.shape, dtype=torch.bool)
+    ordered = rows.sort(1).values
+    pos = torch.searchsorted(ordered, ids.contiguous()).clamp(max=rows.shape[1] - 1)
+    return (ordered.gather(1, pos) == ids) & (ids > 0)
+
+
 def _sampled_ranks(scores, targets, seen, n_neg, n_items, rng) -> torch.Tensor:
-    """Rank of the target among n_neg items drawn uniformly from those not in the history and not the target."""
+    """[B] rank of the target among n_neg items drawn uniformly (with replacement) from those not in the history
+    and not the target; `MISS` where the target's own score is -inf or NaN.
+
+    Collisions are redrawn; a row still colliding after that (its history covers nearly the whole catalogue)
+    draws from the items that remain, and where none remain it keeps only the target (rank 0), as the
+    history-excluded full ranking would."""
     b = len(targets)
     neg = torch.from_numpy(rng.integers(1, n_items + 1, size=(b, n_neg)))
+
+    def collisions() -> torch.Tensor:
+        return (neg == targets[:, None]) | (neg[:, :, None] == seen[:, None, :]).any(-1)
+
     for _ in range(10):  # redraw collisions; with a large catalogue one or two rounds suffice
-        bad = (neg == targets[:, None]) | (neg[:, :, None] == seen[:, None, :]).any(-1)
+        bad = collisions()
         if not bad.any():
             break
         neg[bad] = torch.from_numpy(rng.integers(1, n_items + 1, size=int(bad.sum())))
+    bad = collisions()
+    empty = torch.zeros(b, n_neg, dtype=torch.bool)
+    for row in bad.any(1).nonzero()[:, 0].tolist():
+        taken = np.union1d(seen[row].numpy(), [int(targets[row])])
+        left = np.setdiff1d(np.arange(1, n_items + 1), taken)
+        if len(left):
+            neg[row, bad[row]] = torch.from_numpy(rng.choice(left, size=int(bad[row].sum())))
+        else:
+            empty[row] = True
     cand = torch.cat([targets[:, None], neg], 1)
-    return target_ranks(scores.gather(1, cand), torch.zeros(b, dtype=torch.long))
+    cand_scores = scores.gather(1, cand)
+    cand_scores[:, 1:] = cand_scores[:, 1:].masked_fill(empty, float("-inf"))
+    return target_ranks(cand_scores, torch.zeros(b, dtype=torch.long))
 
 
 def evaluate_split(
@@ -169,7 +215,10 @@ def protocol(
     checkpoint_selection: str,
     seed: int,
     model: Recommender,
+    training_stop: str | None = None,
 ) -> dict:
+    """The metrics.json `protocol`: data, split, candidates, conventions, ties, checkpoint selection and, for a
+    trained model, what ended its training (`training_stop`: all epochs, early stopping, a time budget, ...)."""
     headline = "history items excluded from the ranking" if cfg.exclude_history else "all items ranked"
     candidates = f"full catalogue: all {split.n_items} items scored, exact top-K"
     if "score" not in model.capabilities:
@@ -193,12 +242,15 @@ def protocol(
         "metrics": "recall@K = hr@K (one target per example), ndcg@K, mrr (full ranking), coverage@K (share of "
         "the catalogue appearing in any top-K list)",
         "checkpoint_selection": checkpoint_selection,
+        **({"training_stop": training_stop} if training_stop else {}),
         "seed": seed,
         "code_version": code_version(),
     }
     if cfg.sampled_negatives:
         out["sampled"] = (
             f"*_sampled{cfg.sampled_negatives}: target ranked against {cfg.sampled_negatives} items sampled uniformly "
-            "from those not in the history; NOT comparable with full-ranking numbers"
+            "from those not in the history"
+            + ("; a target that repeats a history item is a miss" if cfg.exclude_history else "")
+            + "; NOT comparable with full-ranking numbers"
         )
     return out

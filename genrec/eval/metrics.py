@@ -1,26 +1,51 @@
 """Ranking metrics from the rank of each example's single target (0 = first place).
 
 With one target per example Recall@K equals HR@K; NDCG@K = 1 / log2(rank + 2) when rank < K; MRR = 1 / (rank + 1)
-over the full ranking (over the generated list for list-generating models, 0 when the target is missing).
+over the full ranking (over the generated list for list-generating models).
+
+A target that is not ranked at all is a miss at every K, however large, with reciprocal rank 0: its rank is
+`MISS` (+inf), never a number such as the catalogue size, which a K above it would count as a hit. That holds
+for a target the protocol removed (history excluded, score -inf), a target whose score is NaN, the padding id 0,
+and a target missing from a generated list.
 """
 
 from __future__ import annotations
 
 import torch
 
+MISS = float("inf")
+
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among all columns. Ties count against the target (pessimistic), so a model
-    that gives every item the same score ranks the target last, never first."""
+    """[B, N] scores, [B] target columns -> [B] float64 0-based ranks, `MISS` for a target scored -inf or NaN.
+
+    Ties count against the target (pessimistic), so a model that gives every item the same score ranks the
+    target last, never first. Another column's NaN score is never ahead of the target (NaN compares false)."""
     target_scores = scores.gather(1, targets[:, None])
-    return (scores >= target_scores).sum(1, dtype=torch.int32).long() - 1
+    ahead = (scores >= target_scores).sum(1, dtype=torch.int64) - 1
+    ranked = target_scores[:, 0] > float("-inf")  # false for -inf and for NaN
+    return torch.where(ranked, ahead.double(), MISS)
 
 
-def ranks_from_lists(top_ids: torch.Tensor, targets: torch.Tensor, missing_rank: int) -> torch.Tensor:
-    """Rank of each target in a generated list; `missing_rank` when it is not there."""
-    hit = top_ids == targets[:, None]
-    pos = hit.float().argmax(1)
-    return torch.where(hit.any(1), pos, torch.full_like(pos, missing_rank))
+def compact_lists(ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L] generated lists -> [B, L]: each row's entries that count, in order, then 0s.
+
+    An entry counts when it is a real item id (> 0), `valid` says so (e.g. a finite score, not excluded) and no
+    earlier entry of the row that counts has the same id: dead slots, excluded items and repeats take no place."""
+    keep = ids > 0 if valid is None else valid & (ids > 0)
+    length = ids.shape[1]
+    earlier = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril(-1)
+    keep = keep & ~((ids[:, :, None] == ids[:, None, :]) & earlier & keep[:, None, :]).any(-1)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    return torch.where(keep, ids, 0).gather(1, order)
+
+
+def ranks_from_lists(top_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[B, L] lists (as `compact_lists` returns them: 0 = no item), [B] targets -> [B] float64 0-based rank of
+    each target in its list, `MISS` when it is not there (a target 0 never matches an empty slot)."""
+    hit = (top_ids == targets[:, None]) & (top_ids > 0)
+    pos = hit.to(torch.int8).argmax(1)
+    return torch.where(hit.any(1), pos.double(), MISS)
 
 
 class MetricAccumulator:
@@ -35,7 +60,10 @@ class MetricAccumulator:
         self.has_lists = False
 
     def add(self, ranks: torch.Tensor, top_ids: torch.Tensor | None = None) -> None:
+        """`ranks`: [B] 0-based ranks (`MISS` = not ranked); `top_ids`: [B, L] lists best first, 0 = no item."""
         ranks = ranks.double()
+        if (ranks < 0).any() or ranks.isnan().any():
+            raise ValueError("ranks must be >= 0 (MISS for a target that is not ranked)")
         self.count += len(ranks)
         values = {"mrr": (1.0 / (ranks + 1)).sum()}
         self.has_lists = self.has_lists or top_ids is not None

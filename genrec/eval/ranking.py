@@ -6,6 +6,9 @@
 - LogLoss: mean binary cross-entropy of sigmoid(logit).
 - NDCG@K: each user's impressions ranked by score, gain = like label; averaged over users with >= 1 like.
   Ties are ordered pessimistically (dislikes first), so a constant scorer gets no credit.
+A NaN score ranks below every other score (as a miss), never above; LogLoss of a NaN logit is undefined (NaN).
+A metric that is undefined (AUC of a single-class set, GAUC without a user of both classes) is NaN here and
+null in the JSON files (`train.checkpoint.write_json`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties averaged."""
     order = np.argsort(x, kind="mergesort")
     xs = x[order]
-    boundaries = np.flatnonzero(np.diff(xs)) + 1
+    boundaries = np.flatnonzero(xs[1:] != xs[:-1]) + 1  # not diff: -inf - -inf is NaN, which splits a tie
     starts = np.concatenate([[0], boundaries])
     ends = np.concatenate([boundaries, [len(x)]])
     avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1 .. end
@@ -32,15 +35,22 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    r = _ranks(np.asarray(scores, dtype=np.float64))
+    r = _ranks(_nan_last(scores))
     return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _nan_last(scores) -> np.ndarray:
+    """float64 scores with NaN as -inf: an undefined score ranks below every other one."""
+    x = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(x), -np.inf, x)
 
 
 def logloss(labels: np.ndarray, logits: np.ndarray) -> float:
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    # log(1 + e^z) - y z, computed stably.
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+    # log(1 + e^z) - y z, computed stably; a NaN logit makes it NaN (undefined), without a warning.
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
 def _groups(users: np.ndarray) -> list[np.ndarray]:
@@ -67,7 +77,7 @@ def ndcg_at(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int | 
         y = labels[idx]
         if y.sum() == 0:
             continue
-        order = np.lexsort((y, -scores[idx]))  # by score descending, dislikes first among ties
+        order = np.lexsort((y, -_nan_last(scores[idx])))  # by score descending, dislikes first among ties
         gains = y[order][:k]
         disc = 1.0 / np.log2(np.arange(2, len(gains) + 2))
         ideal = np.sort(y)[::-1][:k]

@@ -111,10 +111,18 @@ class ColdPlaces(torch.nn.Module):
     @torch.no_grad()
     def recommend(self, batch, k: int, exclude: torch.Tensor | None = None):
         scores = candidate_scores(self.model, batch, exclude)
+        k = min(k, self.n_items)
         n_cold = min(cold_count(self.share, k), int(self.is_cold.sum()))
-        warm = torch.topk(scores.masked_fill(self.is_cold, float("-inf")), k - n_cold, dim=1)
-        cold = torch.topk(scores.masked_fill(~self.is_cold, float("-inf")), n_cold, dim=1)
-        return keep_cold_places(warm.indices, warm.values, cold.indices, cold.values, self.share)
+        warm_scores = scores.masked_fill(self.is_cold, float("-inf"))
+        cold_scores = scores.masked_fill(~self.is_cold, float("-inf"))
+        warm = torch.topk(warm_scores, k - n_cold, dim=1)
+        cold = torch.topk(cold_scores, n_cold, dim=1)
+        # A group short of its places (its items excluded) gives them to the other, which then needs more.
+        if (cold.values == float("-inf")).any():
+            warm = torch.topk(warm_scores, k, dim=1)
+        if (warm.values == float("-inf")).any():
+            cold = torch.topk(cold_scores, min(k, int(self.is_cold.sum())), dim=1)
+        return keep_cold_places(warm.indices, warm.values, cold.indices, cold.values, self.share, k)
 
 
 def evaluate_warm_cold(model, split: Split, is_cold: np.ndarray, cfg: EvalConfig) -> dict:

@@ -53,6 +53,7 @@ class Recommendation:
     scores: np.ndarray
     history_length: int
     history_used: int  # items the model read (its window); the rest only count for exclude_seen
+    available: int = 0  # catalogue items the request allows (all, or those outside the history)
 
 
 class Engine:
@@ -139,7 +140,8 @@ class Engine:
                     self.backend, self.items, query, k, exclude, self.window_of(items), self.offset
                 )
         used = len(self.window_of(items))
-        return Recommendation(ids, scores, len(items), used)
+        available = self.n_items - (len(np.unique(items[items > 0])) if exclude_seen else 0)
+        return Recommendation(ids, scores, len(items), used, available)
 
     @torch.no_grad()
     def _query(self, items, ts, user) -> torch.Tensor:

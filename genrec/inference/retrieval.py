@@ -42,8 +42,10 @@ def search_with_history_offset(backend, items, query, k, exclude, window_items, 
 
 
 def topk_from_scores(scores: torch.Tensor, k: int, exclude: np.ndarray | None):
-    """scores: [n_items + 1] (column 0 padding). Exact top-k ids and scores, excluded items left out."""
+    """scores: [n_items + 1] (column 0 padding). Exact top-k ids and scores, excluded items and items without a
+    finite score left out (NaN would otherwise take the first places of top-k)."""
     scores = scores.float().clone()
+    scores.masked_fill_(scores.isnan(), float("-inf"))
     scores[0] = float("-inf")
     if exclude is not None and len(exclude):
         scores[torch.from_numpy(np.asarray(exclude, dtype=np.int64))] = float("-inf")

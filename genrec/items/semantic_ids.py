@@ -28,6 +28,7 @@ from torch import nn
 
 from genrec.config import StrictModel
 from genrec.errors import ConfigError, DataError
+from genrec.io import json_text
 
 
 class TokenizerConfig(StrictModel):
@@ -308,7 +309,7 @@ class SemanticIds:
         """{file name: content} of the two files `load` reads back."""
         return {
             "semantic_ids.safetensors": save({"codes": torch.from_numpy(self.codes)}),
-            "semantic_ids.json": json.dumps({"sizes": self.sizes, "report": self.report}, indent=1).encode(),
+            "semantic_ids.json": json_text({"sizes": self.sizes, "report": self.report}, indent=1).encode(),
         }
 
     def save(self, folder: Path) -> None:

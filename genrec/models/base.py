@@ -90,9 +90,11 @@ class Recommender(nn.Module):
 
 
 def candidate_scores(model, batch: HistoryBatch, exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """`model.score(batch)` as [B, n_items + 1] floats, with padding (column 0) and the `exclude`d item ids
-    ([B, M], 0 = none) at -inf. Needs only `score`, so any scoring model works."""
+    """`model.score(batch)` as [B, n_items + 1] floats, with padding (column 0), the `exclude`d item ids
+    ([B, M], 0 = none) and NaN scores at -inf: an item without a defined score is never recommended nor
+    counted as a hit (top-k would otherwise put NaN first). Needs only `score`, so any scoring model works."""
     scores = model.score(batch).float().clone()
+    scores.masked_fill_(scores.isnan(), float("-inf"))
     scores[:, 0] = float("-inf")
     if exclude is not None:
         scores.scatter_(1, exclude, float("-inf"))

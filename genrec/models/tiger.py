@@ -17,7 +17,6 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -33,6 +32,7 @@ from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.errors import ConfigError, DataError
+from genrec.io import json_text
 from genrec.items.semantic_ids import (
     SemanticIds,
     TokenizerConfig,
@@ -222,7 +222,7 @@ class Tiger(Recommender):
             sid = tokenize(x, tk)
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)
-        files = {**sid.to_files(), "semantic_ids_report.json": json.dumps(sid.report, indent=1).encode()}
+        files = {**sid.to_files(), "semantic_ids_report.json": json_text(sid.report, indent=1).encode()}
         return {
             "semantic_ids": {k: v for k, v in sid.report.items() if k != "tokenizer"},
             "report": format_report(sid.report),
@@ -327,9 +327,16 @@ class Tiger(Recommender):
             )
         # The model gives codes it never saw as targets too little probability for a plain top-K: TIGER's
         # cold-start retrieval keeps places for the best cold items (`decoding/cold_places.py`).
-        items, scores = self._beam_search(warm, memory, mask, len(batch.items), k - n_cold, exclude)
-        c_items, c_scores = self._beam_search(cold, memory, mask, len(batch.items), n_cold, exclude)
-        return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share)
+        k, b = min(k, self.n_items), len(batch.items)
+        items, scores = self._beam_search(warm, memory, mask, b, k - n_cold, exclude)
+        c_items, c_scores = self._beam_search(cold, memory, mask, b, n_cold, exclude)
+        # A group short of its places (the history excludes its items) gives them to the other, which then
+        # needs a longer list; searched again only then, so full lists stay exactly as they were.
+        if (c_scores == float("-inf")).any():
+            items, scores = self._beam_search(warm, memory, mask, b, min(k, len(warm.leaf_item)), exclude)
+        if (scores == float("-inf")).any():
+            c_items, c_scores = self._beam_search(cold, memory, mask, b, min(k, len(cold.leaf_item)), exclude)
+        return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share, k)
 
     def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
         # Decoder KV cache: self-attention keys/values of the positions decoded so far, one row per beam, so each

@@ -20,8 +20,9 @@ from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.training.checkpoint import save_weights, write_json
-from genrec.training.trainer import FitContext, averaging_note
+from genrec.training.checkpoint import save_weights
+from genrec.io import write_json, write_parquet
+from genrec.training.trainer import FitContext, averaging_note, stop_note
 
 
 def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]]:
@@ -44,7 +45,11 @@ def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
     return registered_class(cfg.name)(cfg, data, text)
 
 
-def protocol(cfg: RunConfig, data: FeedbackData, stats: dict, notes: list[str], model: Ranker) -> dict:
+def protocol(
+    cfg: RunConfig, data: FeedbackData, stats: dict, notes: list[str], model: Ranker, summary: dict | None = None
+) -> dict:
+    """The metrics' protocol; `summary` is the training summary (how training ended)."""
+    summary = summary or {}
     return {
         "task": "ranking",
         "candidates": "labelled impressions of each user (explicit feedback), scored by the ranker",
@@ -58,7 +63,9 @@ def protocol(cfg: RunConfig, data: FeedbackData, stats: dict, notes: list[str], 
         "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
         "score, gain = like, ties pessimistic",
         "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test"
-        + averaging_note(cfg.train),
+        + averaging_note(cfg.train)
+        + stop_note(summary),
+        **({"training_stop": summary["stop"]} if "stop" in summary else {}),
         "seed": cfg.train.seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "code_version": code_version(),
@@ -69,49 +76,50 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
     """Train, select, evaluate and write a complete ranking run directory; returns metrics.json's content."""
     data, stats, notes = prepare_feedback(cfg.data)  # input errors surface before anything is written
     seed_everything(cfg)
-    out = open_run_dir(cfg, out, resume)
-    pl.DataFrame({"item_id": data.seq.item_ids}).write_parquet(out / "items.parquet")
-    seq = data.seq
-    rows = [slice(seq.offsets[u], seq.offsets[u + 1]) for u in range(seq.n_users)]
-    pl.DataFrame(
-        {
-            "user": np.arange(seq.n_users),
-            "user_id": seq.user_ids,
-            "history": [seq.items[r].tolist() for r in rows],
-            "timestamps": [seq.timestamps[r].tolist() for r in rows],
-            "actions": [data.actions[r].tolist() for r in rows],
+    with open_run_dir(cfg, out, resume) as out:
+        write_parquet(out / "items.parquet", pl.DataFrame({"item_id": data.seq.item_ids}))
+        seq = data.seq
+        rows = [slice(seq.offsets[u], seq.offsets[u + 1]) for u in range(seq.n_users)]
+        users = pl.DataFrame(
+            {
+                "user": np.arange(seq.n_users),
+                "user_id": seq.user_ids,
+                "history": [seq.items[r].tolist() for r in rows],
+                "timestamps": [seq.timestamps[r].tolist() for r in rows],
+                "actions": [data.actions[r].tolist() for r in rows],
+            }
+        )
+        write_parquet(out / "users.parquet", users)
+        meta = {
+            "task": "ranking",
+            "model": cfg.model.name,
+            "n_items": data.n_items,
+            "n_users": data.n_users,
+            "dataset": cfg.data.dataset,
         }
-    ).write_parquet(out / "users.parquet")
-    meta = {
-        "task": "ranking",
-        "model": cfg.model.name,
-        "n_items": data.n_items,
-        "n_users": data.n_users,
-        "dataset": cfg.data.dataset,
-    }
-    write_json(out / "meta.json", meta)
-    log = run_logger(out)
-    log.info("ranking data %s: %s", cfg.data.dataset, data.details)
-    model = build_ranker(cfg.model, data)
-    model.eval_batch_size = cfg.eval.batch_size
-    ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress)
+        write_json(out / "meta.json", meta)
+        log = run_logger(out)
+        log.info("ranking data %s: %s", cfg.data.dataset, data.details)
+        model = build_ranker(cfg.model, data)
+        model.eval_batch_size = cfg.eval.batch_size
+        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress)
 
-    def validate(m, _progress) -> float:
-        return float(evaluate_ranker(m, data, data.valid)[cfg.eval.select_metric])
+        def validate(m, _progress) -> float:
+            return float(evaluate_ranker(m, data, data.valid)[cfg.eval.select_metric])
 
-    summary = fit(model, data, ctx, validate)
-    save_weights(out / MODEL_FILE, model.state_dict())
-    t1 = time.perf_counter()
-    metrics = {
-        "valid": evaluate_ranker(model, data, data.valid, cfg.eval.ks),
-        "test": evaluate_ranker(model, data, data.test, cfg.eval.ks),
-    }
-    metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
-    metrics["protocol"] = protocol(cfg, data, stats, notes, model)
-    metrics["training"] = summary
-    write_metrics(out, metrics)
-    log.info("test %s", metrics["test"])
-    return metrics
+        summary = fit(model, data, ctx, validate)
+        save_weights(out / MODEL_FILE, model.state_dict())
+        t1 = time.perf_counter()
+        metrics = {
+            "valid": evaluate_ranker(model, data, data.valid, cfg.eval.ks),
+            "test": evaluate_ranker(model, data, data.test, cfg.eval.ks),
+        }
+        metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
+        metrics["protocol"] = protocol(cfg, data, stats, notes, model, summary)
+        metrics["training"] = summary
+        write_metrics(out, metrics)
+        log.info("test %s", metrics["test"])
+        return metrics
 
 
 def evaluate_ranking(run, dataset: str | None = None, progress: bool = True) -> dict:
@@ -125,5 +133,5 @@ def evaluate_ranking(run, dataset: str | None = None, progress: bool = True) -> 
         split: evaluate_ranker(run.model, data, getattr(data, split), run.cfg.eval.ks)
         for split in ("valid", "test")
     }
-    metrics["protocol"] = protocol(run.cfg, data, {}, [], run.model)
+    metrics["protocol"] = protocol(run.cfg, data, {}, [], run.model, run.metrics.get("training", {}))
     return metrics

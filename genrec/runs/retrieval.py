@@ -22,8 +22,9 @@ from genrec.eval.evaluator import evaluate_split, protocol, validation_score
 from genrec.models import build_model
 from genrec.progress import make_progress
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.training.checkpoint import save_weights, write_json
-from genrec.training.trainer import FitContext, averaging_note
+from genrec.training.checkpoint import save_weights
+from genrec.io import write_json, write_parquet
+from genrec.training.trainer import FitContext, averaging_note, stop_note
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
@@ -74,51 +75,54 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
     ds = prepare_dataset(cfg.data)  # all input errors surface before anything is written
     split = make_split(ds, cfg.data)
     seed_everything(cfg)
-    out = open_run_dir(cfg, out, resume)
-    seq = split.sequences
-    items = pl.DataFrame({"item_id": seq.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
-    items.write_parquet(out / "items.parquet")
-    users = pl.DataFrame(
-        {
-            "user": np.arange(seq.n_users),
-            "user_id": seq.user_ids,
-            "history": [seq.row(u).tolist() for u in range(seq.n_users)],
+    with open_run_dir(cfg, out, resume) as out:
+        seq = split.sequences
+        items = pl.DataFrame({"item_id": seq.item_ids}).join(
+            ds.items.select(["item_id", "title", "categories"]),
+            on="item_id",
+            how="left",
+            maintain_order="left",
+        )
+        write_parquet(out / "items.parquet", items)
+        users = pl.DataFrame(
+            {
+                "user": np.arange(seq.n_users),
+                "user_id": seq.user_ids,
+                "history": [seq.row(u).tolist() for u in range(seq.n_users)],
+            }
+        )
+        if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
+            times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
+            users = users.with_columns(pl.Series("timestamps", times))
+        write_parquet(out / "users.parquet", users)
+        stats = ds.stats()
+        meta = {
+            "task": "retrieval",
+            "model": cfg.model.name,
+            "n_items": seq.n_items,
+            "n_users": seq.n_users,
+            "dataset": cfg.data.dataset,
+            "dataset_stats": stats,
+            "preprocessing": ds.notes,
         }
-    )
-    if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
-        times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
-        users = users.with_columns(pl.Series("timestamps", times))
-    users.write_parquet(out / "users.parquet")
-    stats = ds.stats()
-    meta = {
-        "task": "retrieval",
-        "model": cfg.model.name,
-        "n_items": seq.n_items,
-        "n_users": seq.n_users,
-        "dataset": cfg.data.dataset,
-        "dataset_stats": stats,
-        "preprocessing": ds.notes,
-    }
-    write_json(out / "meta.json", meta)
-    log = run_logger(out)
-    log.info("dataset %s: %s", cfg.data.dataset, stats)
-    model = build_model(cfg.model, seq.n_items, seq.n_users)
-    # The item table (titles, categories) is what semantic-ID and text models build their item side from.
-    resources = {"items": items, "collab_embeddings": collab_embeddings}
-    ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
-    summary = fit_retrieval(model, split, ctx)
-    save_weights(out / MODEL_FILE, model.state_dict())
-    with make_progress(progress) as bar:
-        t1 = time.perf_counter()
-        metrics = evaluate_split(model, split, cfg.eval, progress=bar)
-    metrics["protocol"] = retrieval_protocol(cfg, split, ds, cfg.data.dataset, model)
-    metrics["training"] = summary
-    metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
-    write_metrics(out, metrics)
-    log.info("test %s", metrics["test"])
-    return metrics
+        write_json(out / "meta.json", meta)
+        log = run_logger(out)
+        log.info("dataset %s: %s", cfg.data.dataset, stats)
+        model = build_model(cfg.model, seq.n_items, seq.n_users)
+        # The item table (titles, categories) is what semantic-ID and text models build their item side from.
+        resources = {"items": items, "collab_embeddings": collab_embeddings}
+        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
+        summary = fit_retrieval(model, split, ctx)
+        save_weights(out / MODEL_FILE, model.state_dict())
+        with make_progress(progress) as bar:
+            t1 = time.perf_counter()
+            metrics = evaluate_split(model, split, cfg.eval, progress=bar)
+        metrics["protocol"] = retrieval_protocol(cfg, split, ds, cfg.data.dataset, model, summary)
+        metrics["training"] = summary
+        metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
+        write_metrics(out, metrics)
+        log.info("test %s", metrics["test"])
+        return metrics
 
 
 def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
@@ -129,14 +133,19 @@ def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
     def validate(m, bar) -> float:
         return validation_score(m, split.valid, split.n_items, ctx.eval, bar)
 
-    return {"n_train_users": len(split.train), **fit(model, split, ctx, validate, split.train.items, **options)}
+    return {
+        "n_train_users": len(split.train),
+        **fit(model, split, ctx, validate, split.train.items, **options),
+    }
 
 
-def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model) -> dict:
-    selection = model.checkpoint_selection() + averaging_note(cfg.train)
+def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model, summary: dict) -> dict:
+    """The metrics' protocol; `summary` is the training summary (how training ended)."""
+    selection = model.checkpoint_selection() + averaging_note(cfg.train) + stop_note(summary)
+    stats, seed = ds.stats(), cfg.train.seed
     return {
         "task": "retrieval",
-        **protocol(split, cfg.eval, dataset, ds.stats(), ds.notes, selection, cfg.train.seed, model),
+        **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
     }
 
 
@@ -147,7 +156,8 @@ def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True) -
     split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
     with make_progress(progress) as bar:
         metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar)
-    metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model)
+    summary = run.metrics.get("training", {})  # how the evaluated weights were trained
+    metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model, summary)
     return metrics
 
 

@@ -1,7 +1,8 @@
 """HTTP API and demo page for one run directory (FastAPI; `genrec serve RUN_DIR`).
 
 Endpoints: POST /recommend, POST /rank, POST /events, GET /items/{item_id}, GET /users, GET /users/{user_id},
-GET /healthz, GET / (web page), GET /docs (OpenAPI).
+GET /healthz, GET / (web page), GET /docs and /redoc (OpenAPI; their scripts are served from the installed
+fastapi-offline package, so they work offline).
 
 Errors: every client error is a 4xx whose JSON `detail` is one readable line. Wrong types and missing fields: 422;
 unknown item ids in a body, empty histories, k outside 1..min(1000, catalogue): 422; unknown user or item in a
@@ -16,13 +17,16 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genrec.errors import DataError
 from genrec.inference.engine import Engine, Recommendation
+from genrec.io import json_text
 from genrec.runs import Run, load_run
 
 MAX_BODY = 1 << 20  # bytes
@@ -34,6 +38,9 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
 # Ids are integers or strings, as the run's data gave them (an integer sent for a string id is matched as text).
 Id = Int64 | Annotated[str, Field(min_length=1, max_length=512)]
+# Whole unix seconds from 1970 on, as the run's data holds them (-1 marks a missing time there); a fractional or
+# string time is a 422 rather than a silently rounded value.
+UnixSeconds = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 class Strict(BaseModel):
@@ -51,7 +58,7 @@ class OneSource(Strict):
 class RecommendRequest(OneSource):
     user_id: Id | None = Field(None, description="a known user (or one created by /events)")
     history: list[Id] | None = Field(None, max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[Int64] | None = Field(
+    timestamps: list[UnixSeconds] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds, one per item"
     )
     k: int = Field(10, description="how many items (1 to min(1000, catalogue size))")
@@ -61,14 +68,14 @@ class RecommendRequest(OneSource):
 class RankRequest(OneSource):
     user_id: Id | None = None
     history: list[Id] | None = Field(None, max_length=MAX_LIST)
-    timestamps: list[Int64] | None = Field(None, max_length=MAX_LIST)
+    timestamps: list[UnixSeconds] | None = Field(None, max_length=MAX_LIST)
     candidates: list[Id] = Field(..., max_length=MAX_LIST, description="raw item ids to score")
 
 
 class EventsRequest(Strict):
     user_id: Id
     items: list[Id] = Field(..., max_length=MAX_LIST, description="raw item ids, oldest first")
-    timestamps: list[Int64] | None = Field(
+    timestamps: list[UnixSeconds] | None = Field(
         None, max_length=MAX_LIST, description="unix seconds (default: now)"
     )
 
@@ -122,11 +129,32 @@ def _items(run: Run, ids, scores=None) -> list[dict]:
     return out
 
 
+def shortfall_note(returned: int, k: int, available: int, scores_every_item: bool) -> str:
+    """Why a list holds fewer than the k items asked for: the catalogue is exhausted (every allowed item is in
+    it), or the model stopped short of the items left (a beam search that ran out, items without a finite score
+    or an approximate index that missed them)."""
+    if returned >= available:
+        return f"catalogue exhausted: only {available} items are left after excluding the history"
+    why = "items without a finite score" if scores_every_item else "the beam search ran out"
+    return f"{returned} of the {available} items left were returned ({why}); asked for {k}"
+
+
+class FiniteJSONResponse(JSONResponse):
+    """Strict JSON bodies: a NaN or infinite float (a score a broken model gave) is null, never an invalid token
+    nor an internal error."""
+
+    def render(self, content) -> bytes:
+        return json_text(content, indent=None).encode()
+
+
 def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MAX_BODY) -> FastAPI:
     if not isinstance(run, Run):
         run = load_run(Path(run))
     engine = Engine(run, backend)
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI / ReDoc from the installed fastapi-offline package (under
+    # /static-offline-docs), not from a CDN: the pages work on a machine without internet.
+    app = FastAPIOffline(
+        default_response_class=FiniteJSONResponse,
         title="genrec",
         description=f"Recommendations from run `{run.dir.name}` ({run.cfg.model.name}, {engine.n_items} items).",
     )
@@ -157,7 +185,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
                 f"history truncated: the model reads the newest {rec.history_used} of {rec.history_length} items"
             )
         if len(rec.ids) < k:
-            notes.append(f"only {len(rec.ids)} items left after excluding the history")
+            notes.append(shortfall_note(len(rec.ids), k, rec.available, "score" in run.model.capabilities))
         return {
             **extra,
             "items": _items(run, rec.ids, rec.scores),
@@ -184,7 +212,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
         for the generative rankers), or a retrieval model's scores."""
         scores = engine.rank(req.candidates, req.user_id, req.history, req.timestamps)
         idx = engine.run.item_index(req.candidates)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")  # NaN last
         return {"items": _items(run, idx[order], scores[order]), "model": run.cfg.model.name}
 
     @app.post("/events")

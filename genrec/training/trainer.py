@@ -1,6 +1,13 @@
 """The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume,
 and optionally an exponential moving average of the weights (`train.ema_decay`) as the weights that are validated.
 
+Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
+from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
+
+Diverged training: the first non-finite loss (or gradient norm) stops the run with a one-line `TrainingDiverged`
+naming the epoch and step, before the optimiser applies it, so the checkpoint of the last finished epoch stays
+good (and `--resume` restarts from it).
+
 The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`, or the
 `batches` function given instead, e.g. preference pairs), the
 objective turns a batch into a loss (`genrec.objectives`), and `validate(model, progress) -> float` (higher is
@@ -9,6 +16,10 @@ objective and never trained or saved.
 
 Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
+
+Diverged training: the first non-finite loss (or gradient norm) stops the run with a one-line `TrainingDiverged`
+naming the epoch and step, before the optimiser applies it, so the checkpoint of the last finished epoch stays
+good (and `--resume` restarts from it).
 """
 
 from __future__ import annotations
@@ -16,6 +27,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +39,12 @@ import numpy as np
 import torch
 
 from genrec.config import TrainConfig
+from genrec.errors import GenrecError
 from genrec.progress import make_progress
 from genrec.training.checkpoint import load_state, load_weights, save_state, save_weights
 
 CHECKPOINT = "checkpoint.pt"
+BEST_WEIGHTS = "best.safetensors"
 
 
 @dataclass
@@ -49,9 +65,6 @@ class FitContext:
             self.log.info(msg, *args)
 
 
-BEST_WEIGHTS = "best.safetensors"
-
-
 def lr_lambda(kind: str, warmup: int, total: int):
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -69,6 +82,14 @@ def averaging_note(cfg) -> str:
     if not cfg.ema_decay:
         return ""
     return f"; the weights are an exponential moving average of the training steps (decay {cfg.ema_decay})"
+
+
+def stop_note(summary: dict) -> str:
+    """What the protocol adds to its checkpoint selection when training ended neither by its epochs nor by early
+    stopping (a time budget, a signal): the result then depends on when that happened."""
+    if summary.get("stopped_by", "epochs") in ("epochs", "early stopping"):
+        return ""
+    return f"; training stopped early ({summary['stop']})"
 
 
 def build_optimizer(
@@ -95,16 +116,30 @@ def build_optimizer(
     )
 
 
+class NonFiniteLoss(GenrecError):
+    """A training step met a NaN or infinite loss or gradient norm; no weight was changed by it."""
+
+
+class TrainingDiverged(GenrecError):
+    """Training stopped at its first non-finite loss; the message names the epoch, the step and what is kept."""
+
+
 def training_step(
     model, objective, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None, reference=None
 ) -> torch.Tensor:
     """One optimiser step on one batch (loss, backward, gradient-norm clipping when set, AdamW); the loss.
-    The trainer adds its schedule and weight averaging around it; the speed benchmarks time exactly this."""
+    The trainer adds its schedule and weight averaging around it; the speed benchmarks time exactly this.
+
+    Raises NonFiniteLoss, before any weight changes, when the loss or the clipped gradients' norm is not finite."""
     loss = objective(model, batch, reference)
+    if not torch.isfinite(loss.detach()):
+        raise NonFiniteLoss(f"loss {float(loss.detach()):g}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not torch.isfinite(norm):
+            raise NonFiniteLoss(f"gradient norm {float(norm):g}")
     optimizer.step()
     return loss
 
@@ -172,6 +207,9 @@ class Trainer:
         finally:
             self.model.load_state_dict(live)
 
+    def _validate(self, progress) -> float:
+        return float(self.validate(self.model, progress))
+
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
         if run is None:
@@ -214,15 +252,27 @@ class Trainer:
     def fit(self) -> dict:
         best_state = self._try_resume()
         model, cfg = self.model, self.cfg
+        metric = self.ctx.eval.select_metric
         deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
-        stopped = "epochs"
-        with make_progress(self.ctx.progress) as progress:
+        stopped, stop_note = "epochs", f"all {cfg.epochs} epochs"
+        history = self.state["history"]
+        # Whether the weights in the model now are the ones last validated (after a resume: the checkpoint's).
+        validated = bool(history) and f"valid_{metric}" in history[-1]
+        self._signal = None
+        with make_progress(self.ctx.progress) as progress, self._stop_on_signal():
+            self._progress = progress
             while self.state["epoch"] < cfg.epochs:
                 if self.state["bad_evals"] >= cfg.patience:
                     stopped = "early stopping"
+                    stop_note = f"early stopping after epoch {self.state['epoch']} (patience {cfg.patience})"
                     break
                 if deadline and time.monotonic() > deadline:
                     stopped = "time budget"
+                    stop_note = (
+                        f"time budget: train.max_minutes={cfg.max_minutes:g} reached after epoch "
+                        f"{self.state['epoch']} of {cfg.epochs}, so the result depends on the machine's speed"
+                    )
+                    self._say(f"warning: {stop_note}; the last weights are validated before the choice")
                     break
                 epoch = self.state["epoch"] + 1
                 rng = np.random.default_rng([cfg.seed, epoch])
@@ -231,79 +281,179 @@ class Trainer:
                 t0 = time.perf_counter()
                 batches = list(self.batches(self.data, rng, cfg.batch_size))
                 task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
-                total_loss, seen = 0.0, 0
+                total_loss, seen, steps = 0.0, 0, 0
                 for i, batch in enumerate(batches):
-                    loss = training_step(
-                        model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference
-                    )
+                    try:
+                        loss = training_step(
+                            model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference
+                        )
+                    except NonFiniteLoss as err:
+                        raise TrainingDiverged(
+                            self._diverged(f"{err} at epoch {epoch}, step {i + 1} of {len(batches)}")
+                        ) from None
+                    validated = False
                     self.scheduler.step()
                     if self.ema is not None:
                         self.ema.update_parameters(model)
                     total_loss += float(loss.detach())
                     seen += _batch_size(batch)
+                    steps = i + 1
                     if i % 10 == 0:
                         rate = seen / max(1e-9, time.perf_counter() - t0)
                         progress.update(
                             task, completed=i + 1, info=f"loss {total_loss / (i + 1):.4f} {rate:,.0f}/s"
                         )
+                    if self._signal is not None:
+                        break
                 progress.remove_task(task)
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    raise TrainingDiverged(self._diverged(f"non-finite weights after epoch {epoch}"))
+                partial = steps < len(batches)  # a signal stopped it mid-epoch: no checkpoint of it
                 train_seconds = time.perf_counter() - t0
                 self.state["seconds"] += train_seconds
                 record = {
                     "epoch": epoch,
-                    "loss": total_loss / max(1, len(batches)),
+                    "loss": total_loss / max(1, steps),
                     "train_seconds": train_seconds,
                     "samples_per_s": seen / max(1e-9, train_seconds),
                 }
-                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                    t1 = time.perf_counter()
-                    with self._selected_weights():
-                        score = float(self.validate(model, progress))
-                        improved = score > self.state["best_score"]
-                        if improved:  # copied here: these are the weights that were validated
-                            best_state = copy.deepcopy(model.state_dict())
-                    self.state["seconds"] += time.perf_counter() - t1
-                    record["valid_" + self.ctx.eval.select_metric] = score
-                    if improved:
-                        self.state.update(
-                            best_score=score,
-                            best_epoch=epoch,
-                            bad_evals=0,
-                            seconds_to_best=self.state["seconds"],
-                        )
-                    else:
-                        self.state["bad_evals"] += 1
-                self.state["epoch"] = epoch
-                self.state["history"].append(record)
-                self.ctx.info(
-                    "epoch %d loss %.4f %.1fs (%.0f samples/s) valid %s=%s",
-                    epoch,
-                    record["loss"],
-                    train_seconds,
-                    record["samples_per_s"],
-                    self.ctx.eval.select_metric,
-                    f"{record.get('valid_' + self.ctx.eval.select_metric, float('nan')):.5f}",
-                )
+                if partial:
+                    record["steps"] = f"{steps} of {len(batches)}"
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or self._signal is not None:
+                    best_state = self._validate_epoch(epoch, record, best_state, progress)
+                    validated = True
+                if not partial:
+                    self.state["epoch"] = epoch
+                history.append(record)
+                self._report(record)
+                if not partial:
+                    self._save(best_state if self.state["best_epoch"] == epoch else None)
+                if self._signal is not None:
+                    stopped = f"signal {self._signal}"
+                    stop_note = (
+                        f"{self._signal} during epoch {epoch}"
+                        + (f" (after step {steps} of {len(batches)})" if partial else "")
+                        + "; the weights at that point were validated before the choice"
+                    )
+                    break
+            if not validated:
+                # A budget stop (or no epoch at all) left weights that were not validated: do it now, so the run
+                # never reports weights it did not validate.
+                epoch = self.state["epoch"]
+                if history and history[-1]["epoch"] == epoch:
+                    record = history[-1]
+                else:
+                    record = {"epoch": epoch}
+                    history.append(record)
+                best_state = self._validate_epoch(epoch, record, best_state, progress)
+                record["validated_at_stop"] = True
+                self._report(record)
                 self._save(best_state if self.state["best_epoch"] == epoch else None)
         if best_state is not None:
             model.load_state_dict(best_state)
-        self.ctx.info(
-            "stopped (%s); best validation %s %.5f at epoch %d",
-            stopped,
-            self.ctx.eval.select_metric,
-            self.state["best_score"],
-            self.state["best_epoch"],
+        best = self.state["best_score"]
+        self._say(
+            f"stopped ({stop_note}); best validation {metric} {best:.5f} at epoch {self.state['best_epoch']}",
+            echo=stopped not in ("epochs", "early stopping") or _no_terminal(),
         )
         return {
             "objective": getattr(self.objective, "name", type(self.objective).__name__),
             "epochs_run": self.state["epoch"],
             "stopped_by": stopped,
+            "stop": stop_note,
             "best_epoch": self.state["best_epoch"],
-            "best_valid": {self.ctx.eval.select_metric: self.state["best_score"]},
+            "best_valid": {metric: best},
             "train_seconds": round(self.state["seconds"], 2),
             "seconds_to_best": round(self.state["seconds_to_best"], 2),
-            "history": self.state["history"],
+            "history": history,
         }
+
+    def _validate_epoch(self, epoch: int, record: dict, best_state: dict | None, progress) -> dict | None:
+        """Validate the weights the model holds (the average when there is one) as those of `epoch`, record the
+        score and keep them as the best when they are; returns the best weights."""
+        t1 = time.perf_counter()
+        with self._selected_weights():
+            score = self._validate(progress)
+            # NaN (an undefined metric) never beats a number; the first validation is kept whatever it is.
+            improved = best_state is None or _comparable(score) > _comparable(self.state["best_score"])
+            if improved:  # copied here: these are the weights that were validated
+                best_state = copy.deepcopy(self.model.state_dict())
+        self.state["seconds"] += time.perf_counter() - t1
+        record["valid_" + self.ctx.eval.select_metric] = score
+        if improved:
+            self.state.update(
+                best_score=score, best_epoch=epoch, bad_evals=0, seconds_to_best=self.state["seconds"]
+            )
+        else:
+            self.state["bad_evals"] += 1
+        return best_state
+
+    def _report(self, record: dict) -> None:
+        """One line per epoch: to train.log, and to stderr when output goes to a file or a pipe (CI, nohup,
+        notebooks), where no progress bar shows that training is alive."""
+        metric = self.ctx.eval.select_metric
+        score = record.get("valid_" + metric)
+        loss = f"loss {record['loss']:.4f} " if "loss" in record else ""
+        valid = f"valid {metric} {score:.5f}" if score is not None else f"valid {metric} -"
+        best = (
+            f" (best {self.state['best_score']:.5f} at epoch {self.state['best_epoch']})"
+            if score is not None
+            else ""
+        )
+        took = f" {record['train_seconds']:.1f}s" if "train_seconds" in record else " (validated at stop)"
+        steps = f" [{record['steps']} steps]" if "steps" in record else ""
+        self._say(f"epoch {record['epoch']}/{self.cfg.epochs}{steps} {loss}{valid}{best}{took}")
+
+    def _say(self, line: str, echo: bool | None = None) -> None:
+        self.ctx.info("%s", line)
+        if not (_no_terminal() if echo is None else echo):
+            return
+        if sys.stderr.isatty():  # only stdout is redirected: print above the live progress bars
+            self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def _diverged(self, what: str) -> str:
+        run = self.ctx.run_dir
+        done = self.state["epoch"]
+        if run is not None and (run / CHECKPOINT).exists():
+            kept = f"{run / CHECKPOINT} keeps epoch {done} (--resume continues from it)"
+        else:
+            kept = "no checkpoint was written"
+        return f"training diverged: {what}; {kept}; try a lower train.lr or train.grad_clip"
+
+    @contextlib.contextmanager
+    def _stop_on_signal(self):
+        """SIGINT / SIGTERM: the first stops training after the current step (the weights are then validated and
+        the run finishes); a second one aborts at once. Only the main thread can install handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signal.Signals(signum).name
+            self._say(
+                f"{self._signal}: training stops after this step; the current weights are validated and the run "
+                "finishes (send it again to abort; --resume then continues from the last finished epoch)",
+                echo=True,
+            )
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def _comparable(score: float) -> float:
+    return float("-inf") if math.isnan(score) else score
+
+
+def _no_terminal() -> bool:
+    return not (sys.stdout.isatty() and sys.stderr.isatty())
 
 
 def _batch_size(batch) -> int:
