@@ -193,7 +193,7 @@ class Engine:
                 known = user if raw_user is not None and raw_user not in self._live else None
                 return self.run.rank_internal(cand, known, items, ts)
             batch = self.batch(items, ts, user)
-            c = torch.from_numpy(cand)
+            c = torch.from_numpy(np.array(cand))  # a writable copy: torch shares the memory
             if self.items is not None:
                 query = state.query if state is not None else self.model.query_vectors(batch)[0]
                 scores = self.items[c] @ query
