@@ -77,11 +77,10 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _selectable(self) -> EvalConfig:
-        name, _, k = self.select_metric.partition("@")
-        if name not in ("recall", "hr", "ndcg", "mrr") or (k and (not k.isdigit() or int(k) not in self.ks)):
-            raise ValueError(
-                f"select_metric {self.select_metric!r} must be recall/hr/ndcg@K with K in ks, or mrr"
-            )
+        try:
+            registry.metric(self.select_metric, "retrieval", self.ks)
+        except ConfigError as e:
+            raise ValueError(f"select_metric: {e}") from None
         return self
 
 
@@ -112,13 +111,6 @@ class TrainConfig(StrictModel):
         "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
         "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
     )
-    ema_decay: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="keep an exponential moving average of the weights (updated every step with this decay) and "
-        "validate, select and save the average instead of the live weights",
-    )
 
 
 class RankDataConfig(StrictModel):
@@ -137,9 +129,19 @@ class RankDataConfig(StrictModel):
 
 
 class RankEvalConfig(StrictModel):
-    select_metric: Literal["auc", "gauc"] = "gauc"
+    select_metric: str = Field(
+        "gauc", description="auc, gauc, logloss (lower is better) or ndcg@K with K in ks"
+    )
     ks: list[int] = Field(default_factory=lambda: [10])
     batch_size: int = Field(64, ge=1, description="history rows per evaluation batch")
+
+    @model_validator(mode="after")
+    def _selectable(self) -> RankEvalConfig:
+        try:
+            registry.metric(self.select_metric, "ranking", self.ks)
+        except ConfigError as e:
+            raise ValueError(f"select_metric: {e}") from None
+        return self
 
 
 SECTIONS = {"retrieval": (DataConfig, EvalConfig), "ranking": (RankDataConfig, RankEvalConfig)}

@@ -1,4 +1,4 @@
-"""One registry of model names for every task: name -> model class.
+"""One registry of model names for every task (name -> model class), and the metrics each task reports.
 
 Built-in models are listed as "module:Class" and imported on first use, so that reading a config does not import
 every model (and the config layer sits below the models). A model defined anywhere else joins with
@@ -9,6 +9,7 @@ its config class (`config_class`, whose `name` field's default is the registered
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from genrec.errors import ConfigError
 
@@ -63,3 +64,43 @@ def names(task: str | None = None) -> list[str]:
     """Registered model names, optionally only those of one task."""
     every = sorted(set(BUILTIN) | set(_REGISTERED))
     return every if task is None else [n for n in every if get(n).task == task]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a task reports: its name (`ndcg` in `ndcg@10`), whether it takes a cut-off K, its direction."""
+
+    name: str
+    tasks: tuple[str, ...]
+    higher_is_better: bool
+    at_k: bool
+    description: str
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("recall", ("retrieval",), True, True, "share of examples whose target is in the top K"),
+        Metric("hr", ("retrieval",), True, True, "hit rate at K (= recall@K: one target per example)"),
+        Metric("ndcg", ("retrieval", "ranking"), True, True, "discounted gain of the target(s) in the top K"),
+        Metric("mrr", ("retrieval",), True, False, "mean reciprocal rank of the target in the full ranking"),
+        Metric("auc", ("ranking",), True, False, "AUC over all labelled impressions"),
+        Metric("gauc", ("ranking",), True, False, "impression-weighted per-user AUC"),
+        Metric("logloss", ("ranking",), False, False, "binary cross-entropy of the like-probability"),
+    )
+}
+
+
+def metric(key: str, task: str | None = None, ks: list[int] | None = None) -> Metric:
+    """The metric of a key such as `ndcg@10` or `gauc`, checked against a task and its cut-offs `ks`.
+    Raises ConfigError naming the metrics that would be valid."""
+    name, _, k = key.partition("@")
+    m = METRICS.get(name)
+    valid = m is not None and (task is None or task in m.tasks) and (bool(k) == m.at_k)
+    if valid and k:
+        valid = k.isdigit() and (ks is None or int(k) in ks)
+    if not valid:
+        names = [f"{n}@K" if x.at_k else n for n, x in METRICS.items() if task is None or task in x.tasks]
+        where = f" with K in {ks}" if ks else ""
+        raise ConfigError(f"metric {key!r} is not one of {', '.join(names)}{where}")
+    return m

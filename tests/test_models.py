@@ -9,7 +9,7 @@ from genrec.data.split import leave_one_out
 from genrec.eval.evaluator import evaluate
 from genrec.models import build_model
 from genrec.runs.retrieval import fit_retrieval
-from genrec.training.checkpoint import load_state, load_weights
+from genrec.training.checkpoint import load_weights
 from genrec.training.trainer import FitContext
 
 
@@ -64,28 +64,3 @@ def test_mf_training_beats_random_and_resumes_exactly(tiny_split, tmp_path):
         assert torch.allclose(v, resumed.state_dict()[k]), k
     best = load_weights(tmp_path / "a" / "best.safetensors")
     assert set(best) == set(full.state_dict())
-
-
-def test_weight_average_is_what_is_validated_selected_and_resumed(tiny_split, tmp_path):
-    train = dict(epochs=4, batch_size=8, lr=0.05, patience=10)
-    torch.manual_seed(0)
-    initial = build_model(load_config("mf").model, tiny_split.n_items, tiny_split.n_users).state_dict()
-    # A decay of ~1 keeps the average at the initial weights: those are then the selected (best) weights, while
-    # the live weights, which the checkpoint keeps for resuming, still train.
-    frozen, summary = fit("mf", tiny_split, tmp_path / "frozen", ema_decay=1 - 1e-9, **train)
-    for k, v in initial.items():
-        assert torch.allclose(frozen.state_dict()[k], v, atol=1e-6), k
-    live = load_state(tmp_path / "frozen" / "checkpoint.pt")["model"]
-    assert not torch.allclose(live["user_emb.weight"], initial["user_emb.weight"])
-    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
-    # A decay of ~0 follows the live weights: the same run as without an average.
-    plain, _ = fit("mf", tiny_split, tmp_path / "plain", **train)
-    follow, _ = fit("mf", tiny_split, tmp_path / "follow", ema_decay=1e-9, **train)
-    for k, v in plain.state_dict().items():
-        assert torch.allclose(follow.state_dict()[k], v, atol=1e-6), k
-    # Killed after epoch 2 and resumed: the average continues exactly.
-    full, _ = fit("mf", tiny_split, tmp_path / "a", ema_decay=0.9, **train)
-    fit("mf", tiny_split, tmp_path / "b", ema_decay=0.9, **{**train, "epochs": 2})
-    resumed, _ = fit("mf", tiny_split, tmp_path / "b", resume=True, ema_decay=0.9, **train)
-    for k, v in full.state_dict().items():
-        assert torch.allclose(resumed.state_dict()[k], v), k

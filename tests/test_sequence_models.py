@@ -65,23 +65,6 @@ def test_encoder_is_causal_and_ignores_padding(name, extra):
     assert scores.shape == (1, 31)
 
 
-def test_item_dropout_zeroes_whole_history_items_only_in_training():
-    torch.manual_seed(0)
-    overrides = ["model.dim=16", "model.max_len=64", "model.item_dropout=0.5", "model.positions=none"]
-    cfg = load_config("sasrec", overrides).model
-    model = build_model(cfg, 30, 5)
-    model.dropout.p = 0.0  # isolate the item-level dropout from the element-wise one
-    items = torch.randint(1, 31, (4, 64))
-    model.eval()
-    clean = model.embed_inputs(items)
-    model.train()
-    noisy = model.embed_inputs(items)
-    dropped = (noisy == 0).all(-1)
-    assert 0.3 < dropped.float().mean() < 0.7
-    # A kept item is rescaled by 1 / (1 - p); a dropped one is zero in every dimension.
-    assert torch.allclose(noisy[~dropped], 2 * clean[~dropped], atol=1e-5)
-
-
 def test_hstu_without_position_bias_has_no_position_parameters():
     cfg = load_config("hstu", ["model.dim=16", "model.max_len=6", "model.position_bias=false"]).model
     model = build_model(cfg, 30, 5)

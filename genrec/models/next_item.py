@@ -51,13 +51,6 @@ class NextItemConfig(ModelConfig):
         "they have last; where they do, to boost it",
     )
     temperature: float = Field(1.0, gt=0, description="logits are divided by this (with l2_normalize)")
-    item_dropout: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="training: probability of zeroing a whole history item's input vector (the model must "
-        "predict from the other items), on top of the element-wise dropout",
-    )
     contrastive_weight: float = Field(
         0.0,
         ge=0,
@@ -118,9 +111,6 @@ class NextItemModel(Recommender):
         """sqrt(d)-scaled item vectors, plus absolute positions when the model has `pos_emb`, with dropout;
         padding positions are zero."""
         x = self.input_vectors(items) * math.sqrt(self.cfg.dim)
-        if self.training and self.cfg.item_dropout:
-            keep = torch.rand(items.shape, device=x.device) >= self.cfg.item_dropout
-            x = x * keep[..., None] / (1 - self.cfg.item_dropout)
         if getattr(self, "pos_emb", None) is not None:
             x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
         return self.dropout(x * (items > 0)[..., None])

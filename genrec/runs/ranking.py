@@ -22,7 +22,7 @@ from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training.checkpoint import save_weights
 from genrec.io import write_json, write_parquet
-from genrec.training.trainer import FitContext, averaging_note, stop_note
+from genrec.training.trainer import FitContext, stop_note
 
 
 def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]]:
@@ -63,7 +63,6 @@ def protocol(
         "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
         "score, gain = like, ties pessimistic",
         "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test"
-        + averaging_note(cfg.train)
         + stop_note(summary),
         **({"training_stop": summary["stop"]} if "stop" in summary else {}),
         "seed": cfg.train.seed,

@@ -24,7 +24,7 @@ from genrec.progress import make_progress
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training.checkpoint import save_weights
 from genrec.io import write_json, write_parquet
-from genrec.training.trainer import FitContext, averaging_note, stop_note
+from genrec.training.trainer import FitContext, stop_note
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
@@ -141,7 +141,7 @@ def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
 
 def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model, summary: dict) -> dict:
     """The metrics' protocol; `summary` is the training summary (how training ended)."""
-    selection = model.checkpoint_selection() + averaging_note(cfg.train) + stop_note(summary)
+    selection = model.checkpoint_selection() + stop_note(summary)
     stats, seed = ds.stats(), cfg.train.seed
     return {
         "task": "retrieval",

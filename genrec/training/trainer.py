@@ -1,5 +1,4 @@
-"""The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume,
-and optionally an exponential moving average of the weights (`train.ema_decay`) as the weights that are validated.
+"""The shared training loop: AdamW, warm-up + decay, validation-based early stopping, atomic checkpoints, resume.
 
 Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genrec import registry
 from genrec.config import TrainConfig
 from genrec.errors import GenrecError
 from genrec.progress import make_progress
@@ -75,13 +75,6 @@ def lr_lambda(kind: str, warmup: int, total: int):
         return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
 
     return f
-
-
-def averaging_note(cfg) -> str:
-    """What the protocol adds to its checkpoint selection when the selected weights are a moving average."""
-    if not cfg.ema_decay:
-        return ""
-    return f"; the weights are an exponential moving average of the training steps (decay {cfg.ema_decay})"
 
 
 def stop_note(summary: dict) -> str:
@@ -128,7 +121,7 @@ def training_step(
     model, objective, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None, reference=None
 ) -> torch.Tensor:
     """One optimiser step on one batch (loss, backward, gradient-norm clipping when set, AdamW); the loss.
-    The trainer adds its schedule and weight averaging around it; the speed benchmarks time exactly this.
+    The trainer adds its schedule around it; the speed benchmarks time exactly this.
 
     Raises NonFiniteLoss, before any weight changes, when the loss or the clipped gradients' norm is not finite."""
     loss = objective(model, batch, reference)
@@ -157,6 +150,7 @@ class Trainer:
     ) -> None:
         self.model, self.objective, self.data, self.ctx, self.cfg = model, objective, data, ctx, ctx.train
         self.validate = validate
+        self.higher_is_better = registry.metric(ctx.eval.select_metric).higher_is_better
         if getattr(objective, "needs_reference", False) and reference is None:
             raise ValueError(f"objective {objective.name} needs a reference model")
         self.reference = reference
@@ -172,17 +166,6 @@ class Trainer:
             self.optimizer,
             lr_lambda(self.cfg.lr_schedule, self.cfg.warmup_steps, steps_per_epoch * self.cfg.epochs),
         )
-        # The average starts as a copy of the initial weights and takes one update per optimiser step; buffers
-        # (some are integer, e.g. TIGER's codes) are copied from the live model, not averaged.
-        self.ema = (
-            torch.optim.swa_utils.AveragedModel(
-                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(self.cfg.ema_decay)
-            )
-            if self.cfg.ema_decay
-            else None
-        )
-        if self.ema is not None:
-            self.ema.update_parameters(model)  # its first update copies: the initial weights
         self.state = {
             "epoch": 0,
             "best_score": -1.0,
@@ -192,20 +175,6 @@ class Trainer:
             "seconds_to_best": 0.0,
             "history": [],
         }
-
-    @contextlib.contextmanager
-    def _selected_weights(self):
-        """Inside: the model holds the weights that are validated, selected and saved as best (the moving
-        average when there is one); afterwards training continues from the live weights."""
-        if self.ema is None:
-            yield
-            return
-        live = copy.deepcopy(self.model.state_dict())
-        self.model.load_state_dict(self.ema.module.state_dict())
-        try:
-            yield
-        finally:
-            self.model.load_state_dict(live)
 
     def _validate(self, progress) -> float:
         return float(self.validate(self.model, progress))
@@ -222,7 +191,6 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else {},
                 "trainer": {k: v for k, v in self.state.items() if k != "history"},
                 "history": [list(h.values()) for h in self.state["history"]],
                 "history_keys": list(self.state["history"][0]) if self.state["history"] else [],
@@ -237,8 +205,6 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None and ckpt.get("ema"):  # a run begun without an average starts one here
-            self.ema.load_state_dict(ckpt["ema"])
         self.state.update(ckpt["trainer"])
         self.state["history"] = [dict(zip(ckpt["history_keys"], h)) for h in ckpt["history"]]
         self.ctx.info(
@@ -293,8 +259,6 @@ class Trainer:
                         ) from None
                     validated = False
                     self.scheduler.step()
-                    if self.ema is not None:
-                        self.ema.update_parameters(model)
                     total_loss += float(loss.detach())
                     seen += _batch_size(batch)
                     steps = i + 1
@@ -369,15 +333,17 @@ class Trainer:
         }
 
     def _validate_epoch(self, epoch: int, record: dict, best_state: dict | None, progress) -> dict | None:
-        """Validate the weights the model holds (the average when there is one) as those of `epoch`, record the
-        score and keep them as the best when they are; returns the best weights."""
+        """Validate the weights the model holds as those of `epoch`, record the score and keep them as the best
+        when they are; returns the best weights."""
         t1 = time.perf_counter()
-        with self._selected_weights():
-            score = self._validate(progress)
-            # NaN (an undefined metric) never beats a number; the first validation is kept whatever it is.
-            improved = best_state is None or _comparable(score) > _comparable(self.state["best_score"])
-            if improved:  # copied here: these are the weights that were validated
-                best_state = copy.deepcopy(self.model.state_dict())
+        score = self._validate(progress)
+        # NaN (an undefined metric) never beats a number; the first validation is kept whatever it is.
+        sign = 1.0 if self.higher_is_better else -1.0  # the metric's direction (genrec.registry.METRICS)
+        improved = best_state is None or _comparable(sign * score) > _comparable(
+            sign * self.state["best_score"]
+        )
+        if improved:  # copied here: these are the weights that were validated
+            best_state = copy.deepcopy(self.model.state_dict())
         self.state["seconds"] += time.perf_counter() - t1
         record["valid_" + self.ctx.eval.select_metric] = score
         if improved:

@@ -46,9 +46,6 @@ class RankerConfig(ModelConfig):
     text_pooling: Literal["mean", "last"] = Field(
         "mean", description="pooling of a generative LLM encoder's hidden states over the text's tokens"
     )
-    text_dropout: float = Field(
-        0.0, ge=0, lt=1, description="dropout on the frozen text embedding (training)"
-    )
     text_interest: bool = Field(
         False,
         description="add the candidate's text-space relevance to the history, by rating (frozen "
@@ -80,9 +77,7 @@ class RankBatch:
 class ItemFeatures(nn.Module):
     """One vector per item: id + mean of genre embeddings + year bucket (+ projected frozen text embedding)."""
 
-    def __init__(
-        self, n_items: int, f: SideFeatures, dim: int, text: np.ndarray | None, text_dropout: float = 0.0
-    ) -> None:
+    def __init__(self, n_items: int, f: SideFeatures, dim: int, text: np.ndarray | None) -> None:
         super().__init__()
         self.id_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.genre_emb = nn.Embedding(f.n_genres + 1, dim, padding_idx=0)
@@ -99,15 +94,13 @@ class ItemFeatures(nn.Module):
             table = np.concatenate([np.zeros((1, text.shape[1]), dtype=np.float32), text.astype(np.float32)])
             self.register_buffer("text", torch.from_numpy(table), persistent=False)
             self.text_proj = nn.Linear(text.shape[1], dim)
-            # A 384-d frozen vector is nearly unique per item, a second id to memorise; dropout is the brake.
-            self.text_dropout = nn.Dropout(text_dropout)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         g = self.genres[items]
         genre = self.genre_emb(g).sum(-2) / (g > 0).sum(-1, keepdim=True).clamp(min=1)
         x = self.id_emb(items) + genre + self.year_emb(self.years[items])
         if self.text_proj is not None:
-            x = x + self.text_proj(self.text_dropout(self.text[items]))
+            x = x + self.text_proj(self.text[items])
         return x
 
 
@@ -251,7 +244,7 @@ class Ranker(nn.Module):
         if cfg.text_interest and not self.reads_text_interest:
             raise ValueError(f"{cfg.name} does not read text_interest features")
         self.item_features = ItemFeatures(
-            data.n_items, data.features, cfg.dim, text if cfg.text_features else None, cfg.text_dropout
+            data.n_items, data.features, cfg.dim, text if cfg.text_features else None
         )
         self.user_features = UserFeatures(data.features, cfg.dim)
         self.text_interest = TextInterest(text, maxima=cfg.text_interest_max) if cfg.text_interest else None
