@@ -157,3 +157,39 @@ def test_a_model_defined_outside_the_package_trains_evaluates_and_serves(tmp_pat
     client = TestClient(create_app(tmp_path / "run"))
     body = client.post("/recommend", json={"user_id": 1, "k": 5}).json()
     assert [i["item_id"] for i in body["items"]] == run.recommend(user=1, k=5)["item_id"].to_list()
+
+
+def test_a_run_written_with_a_removed_key_loads_when_it_was_off_and_says_how_to_retrain_when_not(tmp_path):
+    import yaml
+
+    from genrec.errors import DataError
+
+    genrec.train("popularity", dataset="ml-100k", out=tmp_path / "run")
+    config = tmp_path / "run" / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["ema_decay"] = None  # as runs written before the key was removed have it
+    config.write_text(yaml.safe_dump(raw))
+    assert genrec.load_run(tmp_path / "run").recommend(user=1, k=3).height == 3
+    raw["train"]["ema_decay"] = 0.9
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DataError, match="ema_decay=0.9, which genrec no longer has; retrain"):
+        genrec.load_run(tmp_path / "run")
+
+
+def test_served_ranking_run_keeps_a_live_users_ratings_and_titles(tmp_path):
+    run = genrec.train(
+        "din", dataset="ml-100k", overrides={"model.dim": 8, "model.max_len": 8, "train.epochs": 1},
+        out=tmp_path / "ranker",
+    )  # fmt: skip
+    assert run.items["title"].null_count() == 0  # ranking runs keep the item table's titles too
+    client = TestClient(create_app(run))
+    assert client.post("/events", json={"user_id": 1, "items": [50]}).status_code == 200
+    live = {
+        i["item_id"]: i["score"]
+        for i in client.post("/rank", json={"user_id": 1, "candidates": [1, 2, 3]}).json()["items"]
+    }
+    _, hist, times = run.user_history(1)
+    expected = run.rank_internal(run.item_index([1, 2, 3]), 0, np.append(hist, run.item_index([50])), None)
+    assert [live[i] for i in (1, 2, 3)] == pytest.approx(expected.tolist(), abs=1e-5)
+    # An id that cannot be one of this run's (integer) ids starts a new live user instead of failing.
+    assert client.post("/events", json={"user_id": "newbie", "items": [50]}).json()["new_user"] is True

@@ -185,7 +185,11 @@ class IdMap:
                 shown = ", ".join(repr(v) for v in bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
                 raise DataError(
                     f"unknown {self.kind} id(s) {shown} ({len(bad)} of {len(found)}; "
-                    f"the catalogue has {len(self)} {self.kind}s)"
+                    + (
+                        f"the catalogue has {len(self)} items)"
+                        if self.kind == "item"
+                        else f"the run knows {len(self)} {self.kind}s)"
+                    )
                 )
             found = found.fill_null(missing)
         return found.to_numpy().astype(np.int64, copy=False)

@@ -114,7 +114,9 @@ def load_dataset(
             else:
                 where = ", ".join(str(d) for d in data_dirs(data_dir))
                 hint = " (or --set data.download=true)" if REGISTRY[spec].url else ""
-                raise DataError(f"dataset {spec!r} not found in {where}; set --data-dir or GENREC_DATA{hint}")
+                raise DataError(
+                    f"dataset {spec!r} not found in {where}; point --set data.data_dir=DIR or $GENREC_DATA at it{hint}"
+                )
         return _cached(spec, [folder], lambda: REGISTRY[spec].loader(folder))
     path = Path(spec)
     if path.is_dir():

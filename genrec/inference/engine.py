@@ -83,8 +83,12 @@ class Engine:
     # ---- histories -------------------------------------------------------------------------------------------
 
     def user_key(self, raw_user):
-        """A user id as the caller sent it (text or integer) in the run's id type; DataError if it cannot be one."""
-        return self.run.user_ids.coerce(raw_user)
+        """A user id as the caller sent it (text or integer) in the run's id type; one that cannot be of that type
+        is kept as sent (it can only be a user created by events, unknown to the run)."""
+        try:
+            return self.run.user_ids.coerce(raw_user)
+        except DataError:
+            return raw_user
 
     def knows_user(self, raw_user) -> bool:
         raw_user = self.user_key(raw_user)
@@ -190,8 +194,7 @@ class Engine:
                     raise DataError("history is empty: give at least one item id")
                 user, state = None, None
             if self.model.can("score_candidates"):
-                known = user if raw_user is not None and raw_user not in self._live else None
-                return self.run.rank_internal(cand, known, items, ts)
+                return self.run.rank_internal(cand, user if raw_user is not None else None, items, ts)
             batch = self.batch(items, ts, user)
             c = torch.from_numpy(np.array(cand))  # a writable copy: torch shares the memory
             if self.items is not None:

@@ -16,12 +16,12 @@ from genrec.config import DataConfig, RankDataConfig, RunConfig
 from genrec.data.feedback import FeedbackData, build_feedback
 from genrec.eval.evaluator import code_version
 from genrec.eval.ranking import evaluate_ranker
+from genrec.io import write_json, write_parquet
 from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training.checkpoint import save_weights
-from genrec.io import write_json, write_parquet
 from genrec.training.trainer import FitContext, stop_note
 
 
@@ -46,7 +46,12 @@ def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
 
 
 def protocol(
-    cfg: RunConfig, data: FeedbackData, stats: dict, notes: list[str], model: Ranker, summary: dict | None = None
+    cfg: RunConfig,
+    data: FeedbackData,
+    stats: dict,
+    notes: list[str],
+    model: Ranker,
+    summary: dict | None = None,
 ) -> dict:
     """The metrics' protocol; `summary` is the training summary (how training ended)."""
     summary = summary or {}
@@ -76,7 +81,11 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
     data, stats, notes = prepare_feedback(cfg.data)  # input errors surface before anything is written
     seed_everything(cfg)
     with open_run_dir(cfg, out, resume) as out:
-        write_parquet(out / "items.parquet", pl.DataFrame({"item_id": data.seq.item_ids}))
+        titles = prepare_dataset(DataConfig(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir)).items
+        items = pl.DataFrame({"item_id": data.seq.item_ids}).join(
+            titles.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
+        )
+        write_parquet(out / "items.parquet", items)
         seq = data.seq
         rows = [slice(seq.offsets[u], seq.offsets[u + 1]) for u in range(seq.n_users)]
         users = pl.DataFrame(

@@ -19,11 +19,11 @@ from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.io import write_json, write_parquet
 from genrec.models import build_model
 from genrec.progress import make_progress
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training.checkpoint import save_weights
-from genrec.io import write_json, write_parquet
 from genrec.training.trainer import FitContext, stop_note
 
 

@@ -19,12 +19,33 @@ import yaml
 
 from genrec.config import RunConfig, build_config
 from genrec.data.ids import IdMap
-from genrec.errors import DataError
+from genrec.errors import ConfigError, DataError
 from genrec.runs import ranking, retrieval
 from genrec.runs.store import MODEL_FILE
 from genrec.training.checkpoint import load_model_weights
 
 TRAIN = {"retrieval": retrieval.train_retrieval, "ranking": ranking.train_ranking}
+# Keys removed from the configs, with the value that meant "off": a stored run that has them off loads as before.
+REMOVED_KEYS = {("model", "item_dropout"): 0.0, ("model", "text_dropout"): 0.0, ("train", "ema_decay"): None}
+
+
+def stored_config(run_dir: Path) -> RunConfig:
+    """The run's config.yaml, read by this version of genrec. Raises DataError (one line, with the command to
+    retrain) when the run used a setting that no longer exists."""
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    for (section, key), off in REMOVED_KEYS.items():
+        part = raw.get(section) if isinstance(raw, dict) else None
+        if isinstance(part, dict) and key in part:
+            if part[key] != off:
+                raise DataError(
+                    f"{run_dir} was trained with {section}.{key}={part[key]}, which genrec no longer has; retrain "
+                    f"it without that key"
+                )
+            del part[key]
+    try:
+        return build_config(raw)
+    except ConfigError as e:
+        raise DataError(f"{run_dir}/config.yaml: {e}; retrain the run with this version of genrec") from None
 
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
@@ -150,7 +171,7 @@ class Run:
             scores = self.rank_internal(cand, user_idx, hist, times)
         else:
             batch = retrieval.one_history_batch(self.model, hist, user_idx, times)
-            scores = self.model.score(batch)[0, torch.from_numpy(cand)].float().numpy()
+            scores = self.model.score(batch)[0, torch.from_numpy(np.array(cand))].float().numpy()
         return pl.DataFrame({"item_id": list(candidates), "score": scores.astype(np.float64)}, strict=False)
 
     def rank_internal(self, cand: np.ndarray, user: int | None, history: np.ndarray, times) -> np.ndarray:
@@ -162,7 +183,11 @@ class Run:
         window = model.cfg.max_len
         actions, cross = None, None
         if user is not None:
-            actions = np.array(self.users["actions"][user], dtype=np.int64)
+            # The stored events' ratings; events that arrived live (served) count as liked.
+            stored = np.array(self.users["actions"][user], dtype=np.int64)
+            actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
+                -len(history) :
+            ]
             if model.n_cross:
                 data = self.feedback
                 n = len(cand)
@@ -200,7 +225,7 @@ def load_run(run_dir: Path) -> Run:
     missing = [n for n in needed if not (run_dir / n).exists()]
     if missing:
         raise DataError(f"{run_dir} is not a finished genrec run (missing {', '.join(missing)})")
-    cfg = build_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    cfg = stored_config(run_dir)
     meta = json.loads((run_dir / "meta.json").read_text())
     items = pl.read_parquet(run_dir / "items.parquet")
     users_file = run_dir / "users.parquet"

@@ -28,8 +28,8 @@ import yaml
 
 from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
-from genrec.objectives import build_objective
 from genrec.io import write_json, write_text
+from genrec.objectives import build_objective
 from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
 
 MODEL_FILE = "model.safetensors"

@@ -109,8 +109,8 @@ def make_batch(
     cross=None,
 ) -> RankBatch:
     """One user's history (oldest first) and candidates as a RankBatch with a single row."""
-    hi = torch.as_tensor(np.asarray(history_items, dtype=np.int64))[None]
-    ha = torch.as_tensor(np.asarray(history_actions, dtype=np.int64))[None]
+    hi = torch.as_tensor(np.array(history_items, dtype=np.int64))[None]
+    ha = torch.as_tensor(np.array(history_actions, dtype=np.int64))[None]
     c = torch.as_tensor(np.array(candidates, dtype=np.int64))[None]
     last = int(history_times[-1]) if history_times is not None and len(history_times) else 0
     ht = torch.zeros_like(hi) if history_times is None else torch.as_tensor(np.asarray(history_times))[None]
