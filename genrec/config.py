@@ -41,6 +41,15 @@ class ModelConfig(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
+def selectable(section, task: str):
+    """An eval section whose `select_metric` is one of the task's metrics (with K in `ks`); ValueError if not."""
+    try:
+        registry.metric(section.select_metric, task, section.ks)
+    except ConfigError as e:
+        raise ValueError(f"select_metric: {e}") from None
+    return section
+
+
 class DataConfig(StrictModel):
     dataset: str = "ml-100k"
     data_dir: str | None = None
@@ -77,11 +86,7 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _selectable(self) -> EvalConfig:
-        try:
-            registry.metric(self.select_metric, "retrieval", self.ks)
-        except ConfigError as e:
-            raise ValueError(f"select_metric: {e}") from None
-        return self
+        return selectable(self, "retrieval")
 
 
 class TrainConfig(StrictModel):
@@ -137,11 +142,7 @@ class RankEvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _selectable(self) -> RankEvalConfig:
-        try:
-            registry.metric(self.select_metric, "ranking", self.ks)
-        except ConfigError as e:
-            raise ValueError(f"select_metric: {e}") from None
-        return self
+        return selectable(self, "ranking")
 
 
 SECTIONS = {"retrieval": (DataConfig, EvalConfig), "ranking": (RankDataConfig, RankEvalConfig)}
