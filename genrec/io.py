@@ -33,6 +33,10 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, w)
 
 
+def write_bytes(path: Path, content: bytes) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_bytes(content))
+
+
 def finite(obj):
     """`obj` with every non-finite float (NaN, +-inf) replaced by None, numpy scalars made Python ones, tuples
     made lists: JSON has no NaN or Infinity, and a metric that is undefined (the AUC of a user with one class)

@@ -28,7 +28,7 @@ import yaml
 
 from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
-from genrec.io import write_json, write_text
+from genrec.io import write_bytes, write_json, write_text
 from genrec.objectives import build_objective
 from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
 
@@ -86,7 +86,8 @@ def fit(
     """Fit `model` on `data` (a retrieval `Split` or ranking `FeedbackData`): first its data-dependent part
     (`prepare`), then, for trainable models, the shared Trainer with the model's objective (or `objective`).
 
-    `validate(model, progress) -> float` scores a checkpoint (higher is better); `reference` is a frozen model
+    `validate(model, progress) -> float` scores a checkpoint (`ctx.eval.select_metric`, in that metric's
+    direction); `reference` is a frozen model
     for preference objectives. Files a model asks for (`prepare`'s `files`) are written into `ctx.run_dir`.
     """
     t0 = time.perf_counter()
@@ -98,7 +99,7 @@ def fit(
     files = summary.pop("files", {})
     if ctx.run_dir is not None:
         for name, content in files.items():
-            (ctx.run_dir / name).write_bytes(content)
+            write_bytes(ctx.run_dir / name, content)
     if model.trainable:
         if objective is None:
             objective = build_objective(model.objective_name(), model, train_items)
