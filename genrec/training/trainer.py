@@ -10,8 +10,8 @@ good (and `--resume` restarts from it).
 The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`, or the
 `batches` function given instead, e.g. preference pairs), the objective turns a batch into a loss
 (`genrec.objectives`), and `validate(model, progress) -> float` (the value of `eval.select_metric`, compared in
-that metric's direction) is supplied by the runs layer. A frozen `reference` model (preference objectives) is passed to the
-objective and never trained or saved.
+that metric's direction) is supplied by the runs layer. A frozen `reference` model (preference objectives) is
+passed to the objective and never trained or saved.
 
 Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
