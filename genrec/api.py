@@ -10,7 +10,6 @@ Everything here is a thin layer over `genrec.runs`: the same run directories as 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 from genrec.config import RunConfig
@@ -18,7 +17,7 @@ from genrec.config import load_config as _load_config
 from genrec.data.loaders import dataset_from_frame
 from genrec.errors import ConfigError
 from genrec.runs import Run, load_run, train_run
-from genrec.runs.store import INPUT_FILE
+from genrec.runs.store import INPUT_FILE, default_run_dir
 
 __all__ = ["Run", "load_config", "load_run", "train"]
 
@@ -49,11 +48,10 @@ def train(
     """
     if data is not None and dataset is not None:
         raise ConfigError("give dataset or data, not both")
-    name = "dataframe" if data is not None else Path(dataset or "default").stem
     out = (
         Path(out)
         if out is not None
-        else Path("runs") / f"{Path(recipe).stem}-{name}-{datetime.now():%Y%m%d-%H%M%S}"
+        else default_run_dir(recipe, "dataframe" if data is not None else dataset or "default")
     )
     if data is not None:
         frame = dataset_from_frame(data).interactions  # validated and in canonical columns

@@ -6,7 +6,6 @@ Input errors print one line (`error: ...`) and exit with status 2; nothing is ha
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -231,13 +230,13 @@ def train(
     """Train a retrieval model or a ranker, evaluate it, write a run directory."""
     from genrec.config import load_config
     from genrec.runs import load_run, train_run
+    from genrec.runs.store import default_run_dir
 
     cfg = load_config(recipe, set_, dataset)
     if out_dir is None:
         if resume:
             raise GenrecError("--resume needs --out RUN_DIR")
-        ds_name = Path(cfg.data.dataset).stem
-        out_dir = Path("runs") / f"{Path(recipe).stem}-{ds_name}-{datetime.now():%Y%m%d-%H%M%S}"
+        out_dir = default_run_dir(recipe, cfg.data.dataset)
     kind = "ranker " if cfg.task == "ranking" else ""
     out.print(f"training {kind}[bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
     metrics = train_run(cfg, out_dir, resume=resume, progress=progress)

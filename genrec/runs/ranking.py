@@ -14,6 +14,7 @@ import polars as pl
 
 from genrec.config import DataConfig, RankDataConfig, RunConfig
 from genrec.data.feedback import FeedbackData, build_feedback
+from genrec.data.schema import Dataset
 from genrec.eval.evaluator import code_version
 from genrec.eval.ranking import evaluate_ranker
 from genrec.io import write_json, write_parquet
@@ -25,8 +26,15 @@ from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, stop_note
 
 
-def prepare_feedback(cfg: RankDataConfig) -> tuple[FeedbackData, dict, list[str]]:
-    ds = prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
+def feedback_dataset(cfg: RankDataConfig) -> Dataset:
+    """The interactions (with ratings) and item table a ranking run's data section names."""
+    return prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
+
+
+def prepare_feedback(cfg: RankDataConfig, ds: Dataset | None = None) -> tuple[FeedbackData, dict, list[str]]:
+    """(labelled impressions and features, dataset statistics, preprocessing notes) of `ds`, loaded from `cfg`
+    when not given."""
+    ds = ds if ds is not None else feedback_dataset(cfg)
     data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time)
     return data, ds.stats(), list(ds.notes)
 
@@ -78,12 +86,15 @@ def protocol(
 
 def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train, select, evaluate and write a complete ranking run directory; returns metrics.json's content."""
-    data, stats, notes = prepare_feedback(cfg.data)  # input errors surface before anything is written
+    ds = feedback_dataset(cfg.data)
+    data, stats, notes = prepare_feedback(cfg.data, ds)  # input errors surface before anything is written
     seed_everything(cfg)
     with open_run_dir(cfg, out, resume) as out:
-        titles = prepare_dataset(DataConfig(dataset=cfg.data.dataset, data_dir=cfg.data.data_dir)).items
         items = pl.DataFrame({"item_id": data.seq.item_ids}).join(
-            titles.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
+            ds.items.select(["item_id", "title", "categories"]),
+            on="item_id",
+            how="left",
+            maintain_order="left",
         )
         write_parquet(out / "items.parquet", items)
         seq = data.seq

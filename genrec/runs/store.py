@@ -20,6 +20,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
 
 MODEL_FILE = "model.safetensors"
 INPUT_FILE = "data.parquet"  # a DataFrame given to the Python API, kept so that the run can be re-evaluated
+
+
+def default_run_dir(recipe: str, dataset: str) -> Path:
+    """runs/RECIPE-DATASET-TIME, where `genrec train` and `genrec.train` put a run given no directory."""
+    return Path("runs") / f"{Path(recipe).stem}-{Path(dataset).stem}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def run_logger(run_dir: Path) -> logging.Logger:
