@@ -65,7 +65,7 @@ def test_choice_logprobs_are_the_option_token_logprobs(tiny_llama, tmp_path):
 
     llm = local(tiny_llama, tmp_path, cache=False, batch_size=2)
     prompt = "the user bought lipstick mascara . next is :"
-    options = [" makeup", " hair skin", " soap cream shampoo"]  # multi-token: the batched path
+    options = [" makeup", " hair skin", " soap cream shampoo", " next"]  # mixed lengths: the batched path
     got = llm.choice_logprobs(prompt, options)
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 from pathlib import Path
 
@@ -135,7 +136,10 @@ class TransformersLLM(LLM):
 
     def _choice_logprobs(self, prompt: str, options: list[str]) -> tuple[list[float], int, int]:
         """Sum of the option's token log-probabilities after the prompt. The option is tokenised on its own and
-        appended to the prompt's tokens, so every option is scored on the same prompt tokens."""
+        appended to the prompt's tokens, so every option is scored on the same prompt tokens. The prompt is
+        run once; its key/value cache is then shared by a batch of the options' tokens."""
+        import copy
+
         import torch
 
         tok, model = self._load()
@@ -143,25 +147,33 @@ class TransformersLLM(LLM):
         tails = [tok(o, add_special_tokens=False)["input_ids"] for o in options]
         if any(not t for t in tails):
             raise ValueError("choice_logprobs: an option encodes to no tokens")
-        scores = []
         with torch.inference_mode():
-            if all(len(t) == 1 for t in tails):  # one forward pass reads every option's next-token log-prob
-                logits = model(input_ids=torch.tensor([head])).logits[0, -1]
+            out = model(input_ids=torch.tensor([head]), use_cache=True)
+            past = getattr(out, "cache", None)
+            past = out.past_key_values if past is None else past
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            scores = [float(first[t[0]]) for t in tails]
+            longer = [i for i, t in enumerate(tails) if len(t) > 1]
+            for start in range(0, len(longer), self.cfg.batch_size):
+                rows = longer[start : start + self.cfg.batch_size]
+                width = max(len(tails[i]) for i in rows) - 1
+                ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros(len(rows), len(head) + width, dtype=torch.long)
+                mask[:, : len(head)] = 1
+                for r, i in enumerate(rows):  # right-padded: padding only follows an option's own tokens
+                    ids[r, : len(tails[i]) - 1] = torch.tensor(tails[i][:-1])
+                    mask[r, len(head) : len(head) + len(tails[i]) - 1] = 1
+                cache = copy.deepcopy(past)
+                cache.batch_repeat_interleave(len(rows))
+                # transformers 5.x renames `past_key_values` to `cache`
+                named = (
+                    "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+                )
+                logits = model(input_ids=ids, attention_mask=mask, **{named: cache}).logits
                 logp = torch.log_softmax(logits.float(), -1)
-                scores = [float(logp[t[0]]) for t in tails]
-            else:
-                for start in range(0, len(tails), self.cfg.batch_size):
-                    chunk = tails[start : start + self.cfg.batch_size]
-                    width = len(head) + max(len(t) for t in chunk)
-                    ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-                    mask = torch.zeros_like(ids)
-                    for r, t in enumerate(chunk):  # right-padded: positions match across rows
-                        ids[r, : len(head) + len(t)] = torch.tensor(head + t)
-                        mask[r, : len(head) + len(t)] = 1
-                    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-                    for r, t in enumerate(chunk):
-                        pos = torch.arange(len(head) - 1, len(head) + len(t) - 1)
-                        scores.append(float(logp[r, pos, torch.tensor(t)].sum()))
+                for r, i in enumerate(rows):
+                    rest = torch.tensor(tails[i][1:])
+                    scores[i] += float(logp[r, torch.arange(len(rest)), rest].sum())
         prompt_tokens = len(head) + sum(len(t) for t in tails)
         return scores, prompt_tokens, 0
 
