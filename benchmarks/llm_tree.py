@@ -97,6 +97,11 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--scoring", default="pmi")
     p.add_argument("--model", default="smollm2", help="the LLM (transformers backend)")
+    p.add_argument(
+        "--prompt-prefix",
+        default="<|im_start|>",
+        help="SmolLM2's BOS token before every prompt, on both backends (llama.cpp's echo needs it)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=["transformers", "server", "both"], default="both")
     args = p.parse_args()
@@ -110,7 +115,9 @@ def main() -> None:
     )
     users = sample(split.test, args.users, args.seed)
     cfg = LLMTreeConfig(
-        beam=args.beam, scoring=args.scoring, llm=LLMConfig(model=args.model, threads=args.threads)
+        beam=args.beam,
+        scoring=args.scoring,
+        llm=LLMConfig(model=args.model, threads=args.threads, prompt_prefix=args.prompt_prefix),
     )
     tree = fitted(LLMTree, cfg, split, items)
     print(f"tree: {len(tree.nodes)} nodes, depth {tree._depth()}", flush=True)
@@ -164,7 +171,14 @@ def main() -> None:
 
         with LlamaCppServer(smollm2_path(), threads=args.threads) as server:
             served_cfg = cfg.model_copy(
-                update={"llm": LLMConfig(backend="openai", base_url=server.base_url, model=server.model_name)}
+                update={
+                    "llm": LLMConfig(
+                        backend="openai",
+                        base_url=server.base_url,
+                        model=server.model_name,
+                        prompt_prefix=args.prompt_prefix,
+                    )
+                }
             )
             served = fitted(LLMTree, served_cfg, split, items)
             same_leaves = same_lists = n = 0

@@ -21,8 +21,19 @@ def server():
         yield s
 
 
+# llama-cpp-python reads echoed log-probabilities one token late unless the prompt starts with the model's BOS
+# token, which SmolLM2's GGUF does not add by itself: both backends get it as a prompt prefix.
+BOS = "<|im_start|>"
+
+
 def client(server, tmp_path, **kw):
-    settings = {"timeout_s": 30.0, "max_retries": 1, "backoff_s": 0.1, "cache_dir": str(tmp_path / "c")} | kw
+    settings = {
+        "prompt_prefix": BOS,
+        "timeout_s": 30.0,
+        "max_retries": 1,
+        "backoff_s": 0.1,
+        "cache_dir": str(tmp_path / "c"),
+    } | kw
     return build_llm(
         LLMConfig(backend="openai", base_url=server.base_url, model=server.model_name, **settings)
     )
@@ -45,11 +56,11 @@ def test_completions_and_chat_through_the_openai_client(server, tmp_path):
 
 def test_option_logprobs_match_the_transformers_backend(server, tmp_path):
     served = client(server, tmp_path).choice_logprobs(PROMPT, OPTIONS)
-    local = build_llm(LLMConfig(cache=False)).choice_logprobs(PROMPT, OPTIONS)
+    local = build_llm(LLMConfig(cache=False, prompt_prefix=BOS)).choice_logprobs(PROMPT, OPTIONS)
     assert np.all(served < 0) and np.all(np.isfinite(served))
     # Same GGUF weights (de-quantised by transformers, run quantised by llama.cpp): the same order of options.
     assert list(np.argsort(-served)) == list(np.argsort(-local))
-    assert np.abs(served - local).max() < 1.0
+    assert np.abs(served - local).max() < 1.0  # Q4_1 on both sides; llama.cpp's kernels round differently
 
 
 def test_server_stopped_mid_run_gives_a_one_line_error(tmp_path):

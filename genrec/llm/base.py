@@ -130,7 +130,7 @@ class LLM:
     def complete(
         self, prompts: list[str], max_tokens: int | None = None, stop: list[str] | None = None
     ) -> list[Completion]:
-        return self._cached_texts("complete", list(prompts), max_tokens, stop)
+        return self._cached_texts("complete", [self.cfg.prompt_prefix + p for p in prompts], max_tokens, stop)
 
     def chat(
         self, conversations: list[list[dict]], max_tokens: int | None = None, stop: list[str] | None = None
@@ -142,6 +142,7 @@ class LLM:
         """[len(options)] float64 log p(option | prompt); see the module docstring for `choice: generate`.
         Raises LLMError when the backend fails, ValueError for an empty option list."""
         options = list(options)
+        prompt = self.cfg.prompt_prefix + prompt
         if not options:
             raise ValueError("choice_logprobs needs at least one option")
         mode = self.cfg.choice

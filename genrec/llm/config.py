@@ -35,6 +35,11 @@ class LLMConfig(BaseModel):
         description="openai backend: environment variable holding the API key (unset: 'none', which local "
         "servers accept)",
     )
+    prompt_prefix: str = Field(
+        "",
+        description="text put before every completion prompt by both backends, e.g. the model's BOS token "
+        "('<|im_start|>' for SmolLM2) where a server needs it (see docs/llm.md)",
+    )
     max_tokens: int = Field(64, ge=1, description="default completion length in tokens")
     temperature: float = Field(0.0, ge=0, description="0 = greedy decoding (reproducible)")
     top_p: float = Field(1.0, gt=0, le=1)

@@ -114,10 +114,15 @@ class OpenAILLM(LLM):
                     temperature=0.0,
                 )  # fmt: skip
                 lp = r.choices[0].logprobs
-                if lp is None or lp.token_logprobs is None or lp.text_offset is None:
+                if lp is None or lp.token_logprobs is None or lp.text_offset is None or not lp.tokens:
                     raise Malformed("no prompt log-probabilities (does the server support echo?)")
-                end = len(prompt) + len(option)
-                picked = [v for off, v in zip(lp.text_offset, lp.token_logprobs) if len(prompt) <= off < end]
+                # Offsets are read in the server's own frame: where the prompt's last token ends is the end of
+                # the echoed tokens minus the generated text (llama.cpp leaves a leading BOS token out of it).
+                generated = r.choices[0].text[len(prompt + option) :]
+                end = lp.text_offset[-1] + len(lp.tokens[-1]) - len(generated)
+                picked = [
+                    v for off, v in zip(lp.text_offset, lp.token_logprobs) if end - len(option) <= off < end
+                ]
                 if not picked or any(v is None for v in picked):
                     raise Malformed("no log-probabilities for the option's tokens")
                 used = r.usage.prompt_tokens if r.usage is not None else len(lp.tokens)
