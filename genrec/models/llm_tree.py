@@ -155,7 +155,6 @@ class LLMTree(Recommender):
         self.nodes: list[dict] = []
         self.parent: dict[int, int] = {}
         self.titles: list[str] = []
-        self.item_leaf = np.zeros(n_items + 1, dtype=np.int64)
         self._llm = None
 
     @property
@@ -221,8 +220,6 @@ class LLMTree(Recommender):
         data = json.loads(bytes(self.tree_blob.tolist()).decode())
         self.nodes, self.titles = data["nodes"], data["titles"]
         self.parent = {c: n for n, node in enumerate(self.nodes) for c in node["children"]}
-        for n, node in enumerate(self.nodes):
-            self.item_leaf[node["items"]] = n
 
     def _depth(self, n: int = 0) -> int:
         return (
