@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "sasrec": "genrec.models.sasrec:SASRec",
     "hstu": "genrec.models.hstu:HSTU",
     "textrec": "genrec.models.textrec:TextRec",
+    "unified": "genrec.models.unified:Unified",
     "tiger": "genrec.models.tiger:Tiger",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
