@@ -123,12 +123,17 @@ def main() -> None:
         results = json.loads(cache.read_text())
     t0 = time.perf_counter()
     if "bm25" not in results:
-        results["bm25"] = {"search": evaluate_search(bm25_view(BM25Index(texts), queries, targets), test,
-                                                     split.n_items, cfg.eval)}
+        results["bm25"] = {
+            "search": evaluate_search(
+                bm25_view(BM25Index(texts), queries, targets), test, split.n_items, cfg.eval
+            )
+        }
         results["bm25"]["seconds"] = round(time.perf_counter() - t0, 1)
     if "minilm" not in results:
         results["minilm"] = {
-            "search": evaluate_search(cosine_view(query_emb, text_emb, targets), test, split.n_items, cfg.eval)
+            "search": evaluate_search(
+                cosine_view(query_emb, text_emb, targets), test, split.n_items, cfg.eval
+            )
         }
     write_json(cache, results)
     models = {}
@@ -161,10 +166,12 @@ def main() -> None:
         llm_emb = with_padding_row(encode_texts(llm_all))
         part = {"users": len(rows), "cost": cost, "examples": {int(i): llm_q[int(i)] for i in wanted[:5]}}
         for label, qs, qe in (("template", queries, query_emb), ("llm", llm_all, llm_emb)):
-            part[f"bm25_{label}"] = evaluate_search(bm25_view(BM25Index(texts), qs, targets), sub,
-                                                    split.n_items, cfg.eval)
-            part[f"minilm_{label}"] = evaluate_search(cosine_view(qe, text_emb, targets), sub, split.n_items,
-                                                      cfg.eval)
+            part[f"bm25_{label}"] = evaluate_search(
+                bm25_view(BM25Index(texts), qs, targets), sub, split.n_items, cfg.eval
+            )
+            part[f"minilm_{label}"] = evaluate_search(
+                cosine_view(qe, text_emb, targets), sub, split.n_items, cfg.eval
+            )
             if "unified" in models:
                 part[f"unified_{label}"] = evaluate_search(
                     model_search_view(models["unified"], qe, targets), sub, split.n_items, cfg.eval
@@ -185,7 +192,9 @@ def main() -> None:
     for name in models:
         r = results[name]
         t = r["training"]
-        note = f"{t['fit_seconds']:.0f} s, {t['epochs_run']} epochs (best {t['best_epoch']}, {t['stopped_by']})"
+        note = (
+            f"{t['fit_seconds']:.0f} s, {t['epochs_run']} epochs (best {t['best_epoch']}, {t['stopped_by']})"
+        )
         search = r.get("search", {}).get("filtered")
         print(row(name, r["rec"]["filtered"], search, note))
     if "llm_queries" in results:

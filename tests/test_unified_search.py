@@ -11,7 +11,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.split import Csr, EvalSet
 from genrec.errors import ConfigError, DataError
 from genrec.experiments.search import BM25Index, bm25_view, cosine_view, evaluate_search, target_of_user
-from genrec.items.queries import clean_generated_query, template_query, template_queries
+from genrec.items.queries import clean_generated_query, template_queries, template_query
 from genrec.models import build_model
 from genrec.runs import load_run, train_run
 
@@ -69,8 +69,9 @@ def tiny_run(tmp_path_factory):
     rows = [[u] + [(u + 3 * j) % 20 + 1 for j in range(6)] for u in range(1, 41)]
     folder = tmp_path_factory.mktemp("unified") / "tiny"
     write_p5(folder, rows, {i: f"{cats[i % 4]} item{i} colour{i % 3} brand" for i in range(1, 21)})
-    cfg = load_config("unified", ["model.dim=16", "model.max_len=8", "train.epochs=3", "train.batch_size=8"],
-                      str(folder))
+    cfg = load_config(
+        "unified", ["model.dim=16", "model.max_len=8", "train.epochs=3", "train.batch_size=8"], str(folder)
+    )
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("runs") / "u"
     train_run(cfg, out, progress=False)

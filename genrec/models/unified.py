@@ -58,7 +58,9 @@ class Unified(NextItemModel):
     def __init__(self, cfg: UnifiedConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
         if cfg.l2_normalize:
-            raise ConfigError("unified: l2_normalize is not supported (the text-match term is added to logits)")
+            raise ConfigError(
+                "unified: l2_normalize is not supported (the text-match term is added to logits)"
+            )
         make_item_tables(self, n_items, cfg.dim)
         add_sasrec_tower(self, cfg)
         self.task_emb = nn.Embedding(2, cfg.dim)  # 0 = recommendation, 1 = search
@@ -92,7 +94,9 @@ class Unified(NextItemModel):
         queries = template_queries(items)
         if not any(queries):
             raise DataError("unified needs item text (titles / categories) to make search queries")
-        self.set_text(encode_texts(queries, self.cfg.encoder), encode_texts(item_texts(items), self.cfg.encoder))
+        self.set_text(
+            encode_texts(queries, self.cfg.encoder), encode_texts(item_texts(items), self.cfg.encoder)
+        )
         return {"search_queries": "template: category + parent category + 2 title words"}
 
     def encode_queries(self, queries: list[str]) -> torch.Tensor:
