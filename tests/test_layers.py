@@ -14,6 +14,7 @@ PACKAGE = ROOT / "genrec"
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS = [
     {"errors", "version", "io", "progress", "runtime"},
+    {"llm"},
     {"registry"},
     {"config"},
     {"data"},

