@@ -31,8 +31,6 @@ sys.path.insert(0, str(ROOT))
 from genrec.config import load_config  # noqa: E402
 from genrec.experiments.coldstart import _subset, cold_start_split, evaluate_warm_cold  # noqa: E402
 from genrec.experiments.llm_items import (  # noqa: E402
-    Generator,
-    LocalChatLM,
     SummaryRetriever,
     generate_profiles,
     generate_summaries,
@@ -41,6 +39,7 @@ from genrec.experiments.llm_items import (  # noqa: E402
 from genrec.io import write_json  # noqa: E402
 from genrec.items.projector import project_cold_rows  # noqa: E402
 from genrec.items.text import encode_texts, item_texts  # noqa: E402
+from genrec.llm import LLMConfig, build_llm  # noqa: E402
 from genrec.models import build_model  # noqa: E402
 from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset  # noqa: E402
 from genrec.runs.store import seed_everything  # noqa: E402
@@ -128,13 +127,14 @@ def profile_rows(is_cold: np.ndarray, n_warm: int, seed: int = 0) -> np.ndarray:
 
 def stage_profiles(args, out: Path) -> None:
     split, is_cold, details, items = setup(args.dataset, args.share)
-    gen = Generator(LocalChatLM(threads=2), batch_size=args.llm_batch)
+    llm = build_llm(LLMConfig(threads=2, batch_size=args.llm_batch))
     rows = profile_rows(is_cold, args.profile_warm)
     t0 = time.perf_counter()
     # Throughput first, on the first batch (cached answers make later runs instant).
-    probe, usage = generate_profiles(items, rows[: args.llm_batch], gen, args.profile_tokens)
+    generate_profiles(items, rows[: args.llm_batch], llm, args.profile_tokens)
     probe_s = time.perf_counter() - t0
-    profiles, usage = generate_profiles(items, rows, gen, args.profile_tokens)
+    print(f"first batch of {args.llm_batch} profiles: {probe_s:.1f} s", file=sys.stderr, flush=True)
+    profiles, usage = generate_profiles(items, rows, llm, args.profile_tokens)
     write_profiles(out / "profiles.jsonl", items, profiles)
     ids = items["item_id"].to_list()
     write_json(
@@ -145,7 +145,7 @@ def stage_profiles(args, out: Path) -> None:
             "warm_sample": int(len(rows) - is_cold.sum()),
             "max_new_tokens": args.profile_tokens,
             "first_batch_seconds": round(probe_s, 1),
-            "usage": usage.summary(),
+            "usage": usage,
             "examples": [
                 {"item_id": ids[r], "title": items["title"][int(r)], "profile": profiles[int(r)]}
                 for r in rows[:3]
@@ -186,8 +186,8 @@ def stage_summaries(args, out: Path) -> None:
     sub = _subset(test, rows)
     hist = sub.history
     histories = [hist.items[hist.offsets[i] : hist.offsets[i + 1]] for i in range(len(sub))]
-    gen = Generator(LocalChatLM(threads=2), batch_size=args.llm_batch)
-    summaries, usage = generate_summaries(histories, items, gen, recent=5, max_new_tokens=args.summary_tokens)
+    llm = build_llm(LLMConfig(threads=2, batch_size=args.llm_batch))
+    summaries, usage = generate_summaries(histories, items, llm, recent=5, max_tokens=args.summary_tokens)
     text = torch.from_numpy(encode_texts(item_texts(items)))
     text = torch.cat([torch.zeros(1, text.shape[1]), text])
     summary_emb = torch.zeros(split.n_users, text.shape[1])

@@ -159,7 +159,9 @@ def main() -> None:
         rows = np.sort(rng.choice(len(test), size=min(args.llm_queries, len(test)), replace=False))
         sub = _subset(test, rows)
         wanted = np.unique(sub.targets)
-        llm_q, cost = generate_queries(items, wanted)
+        from genrec.llm import LLMConfig, build_llm
+
+        llm_q, cost = generate_queries(items, wanted, build_llm(LLMConfig(threads=2, batch_size=16)))
         llm_all = list(queries)
         for item, q in llm_q.items():
             llm_all[item - 1] = q

