@@ -27,6 +27,18 @@ def test_template_query_is_category_plus_two_title_words_and_not_the_title():
     assert template_query(2, title, [["Beauty", "Makeup", "Nails", "Nail Polish"]]) == q  # deterministic
     others = {template_query(i, title, ["Nails", "Nail Polish"]) for i in range(30)}
     assert len(others) > 1  # the words depend on the item id
+    assert (
+        template_query(2, title, ["Nails", "Nail Polish"], allowed={"red", "new"}) == "nail polish nails red"
+    )
+
+
+def test_template_queries_keep_only_common_title_words():
+    names = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+    titles = [f"Brand Red Gel {n}" for n in names] + ["Brand Glitter Rare"]
+    items = pl.DataFrame({"item_id": range(11), "title": titles, "categories": [["Nails"]] * 11})
+    queries = template_queries(items, min_title_share=0.3)
+    assert queries[0] in ("nails red gel", "nails gel red")  # the item's own name is rare: never chosen
+    assert queries[10] == "nails"  # 'glitter' and 'rare' are in one title only
 
 
 def test_template_query_edge_cases():

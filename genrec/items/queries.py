@@ -3,17 +3,20 @@
 A real search log is not part of the public recommendation datasets, so queries are made from item text with a
 fixed template (`template_query`) that reads like what a shopper types, not like the item's title:
 
-    query = the item's most specific category + its parent category + two words of its title
+    query = the item's most specific category + its parent category + two descriptive words of its title
 
 lower-cased, with '&' and punctuation dropped. The two title words are drawn, by a hash of the item id (so the
 same item always gets the same query), from the title's words of 3+ letters that are not the title's first word
-(usually the brand), not a stop word, not a number and not already in the query's category words. An item whose
-title has fewer than two such words keeps what it has. Example: "OPI Red Shatter Crackle Nail Polish E55 New" in
-Beauty > Makeup > Nails > Nail Polish -> "nail polish nails crackle shatter".
+(usually the brand), not a stop word, not a number, not already in the query's category words, and common
+across the catalogue: found in at least `min_title_share` (0.4%) of all titles, so they describe (colour,
+finish, form: "black", "matte", "gel", "long") rather than name a product ("shatter", "crackle") or a brand. An
+item whose title has fewer than two such words keeps what it has. Example: "OPI Red Shatter Crackle Nail Polish
+E55 New" in Beauty > Makeup > Nails > Nail Polish -> "nail polish nails red".
 
-Many items share a category, so the query narrows the catalogue without naming one item: the held-out item's
-query is not its title, and query-only retrieval (BM25, MiniLM) is ambiguous among items of the same kind; the
-user's history is what can tell them apart.
+Many items share a category and such words, so the query narrows the catalogue without naming one item: the
+held-out item's query is not its title, query-only retrieval (BM25, MiniLM) is ambiguous among items of the same
+kind, and the user's history is what can tell them apart. With any title word allowed (the rare ones included),
+BM25 alone found the item at N@10 0.81 on Beauty: search was a lookup of product names.
 
 `query_prompt` is the prompt of the second variant, where a language model writes the query from the same title
 and categories (see `genrec.experiments.search`).
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import re
+from collections import Counter
 
 _WORD = re.compile(r"[a-z]+")
 STOP_WORDS = frozenset(
@@ -49,13 +54,20 @@ def category_path(categories) -> list[str]:
     return [c for c in categories if c]
 
 
-def template_query(item_id, title: str | None, categories, n_title_words: int = 2) -> str:
-    """The search query of one item (template in the module docstring); '' for an item with no text."""
+def template_query(
+    item_id, title: str | None, categories, n_title_words: int = 2, allowed: set[str] | None = None
+) -> str:
+    """The search query of one item (template in the module docstring); '' for an item with no text.
+    `allowed`: the title words that may be used (None = any)."""
     path = category_path(categories)
     cat_words = [w for name in reversed(path[-2:]) for w in words(name)] if path else []
     title_words = words(title or "")[1:]
     seen = set(cat_words)
-    pool = [w for w in dict.fromkeys(title_words) if len(w) >= 3 and w not in STOP_WORDS and w not in seen]
+    pool = [
+        w
+        for w in dict.fromkeys(title_words)
+        if len(w) >= 3 and w not in STOP_WORDS and w not in seen and (allowed is None or w in allowed)
+    ]
     digest = hashlib.sha256(str(item_id).encode()).digest()
     chosen = []
     for i in range(min(n_title_words, len(pool))):
@@ -63,10 +75,19 @@ def template_query(item_id, title: str | None, categories, n_title_words: int = 
     return " ".join(dict.fromkeys(cat_words + chosen))
 
 
-def template_queries(items) -> list[str]:
+def common_title_words(titles: list[str | None], min_share: float = 0.004) -> set[str]:
+    """Words found in at least `min_share` of the titles (and in at least 2)."""
+    counts = Counter(w for t in titles for w in set(words(t or "")))
+    least = max(2, math.ceil(min_share * len(titles)))
+    return {w for w, c in counts.items() if c >= least}
+
+
+def template_queries(items, min_title_share: float = 0.004) -> list[str]:
     """One query per row of a run's item table (polars DataFrame with item_id, title, categories)."""
+    allowed = common_title_words(items["title"].to_list(), min_title_share)
     return [
-        template_query(r["item_id"], r.get("title"), r.get("categories")) for r in items.iter_rows(named=True)
+        template_query(r["item_id"], r.get("title"), r.get("categories"), allowed=allowed)
+        for r in items.iter_rows(named=True)
     ]
 
 
