@@ -47,8 +47,14 @@ from genrec.training.checkpoint import load_weights  # noqa: E402
 from genrec.training.trainer import FitContext  # noqa: E402
 
 
+def recipe(model: str, dataset: str) -> str:
+    """The tuned MODEL-DATASET recipe where there is one, else the model's defaults."""
+    tuned = f"{model}-{dataset}"
+    return tuned if (ROOT / "genrec" / "recipes" / f"{tuned}.yaml").exists() else model
+
+
 def setup(dataset: str, share: float):
-    cfg = load_config(f"sasrec-{dataset}", [], dataset)
+    cfg = load_config(recipe("sasrec", dataset), [], dataset)
     ds = prepare_dataset(cfg.data)
     split, is_cold, details = cold_start_split(make_split(ds, cfg.data), share)
     items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
@@ -100,7 +106,7 @@ def brief(metrics: dict) -> dict:
 def stage_said(args, out: Path) -> None:
     split, is_cold, details, items = setup(args.dataset, args.share)
     extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(f"sasrec-{args.dataset}", args.dataset, extra, split, items, out / "sasrec")
+    cfg, model, facts = train(recipe("sasrec", args.dataset), args.dataset, extra, split, items, out / "sasrec")
     text = torch.from_numpy(encode_texts(item_texts(items)))
     text = torch.cat([torch.zeros(1, text.shape[1]), text])
     res = {"cold_start": details, "training": facts}
@@ -128,13 +134,29 @@ def profile_rows(is_cold: np.ndarray, n_warm: int, seed: int = 0) -> np.ndarray:
 def stage_profiles(args, out: Path) -> None:
     split, is_cold, details, items = setup(args.dataset, args.share)
     llm = build_llm(LLMConfig(threads=2, batch_size=args.llm_batch))
-    rows = profile_rows(is_cold, args.profile_warm)
+    wanted = profile_rows(is_cold, args.profile_warm)
+    # In chunks, stopping at the time budget: the items profiled are the first ones of `wanted` (cold first is
+    # not guaranteed by the order, so the report says how many cold items got a profile).
     t0 = time.perf_counter()
-    # Throughput first, on the first batch (cached answers make later runs instant).
-    generate_profiles(items, rows[: args.llm_batch], llm, args.profile_tokens)
-    probe_s = time.perf_counter() - t0
-    print(f"first batch of {args.llm_batch} profiles: {probe_s:.1f} s", file=sys.stderr, flush=True)
-    profiles, usage = generate_profiles(items, rows, llm, args.profile_tokens)
+    profiles, usage, first_s = {}, None, None
+    for s in range(0, len(wanted), 64):
+        if args.profile_seconds and time.perf_counter() - t0 > args.profile_seconds:
+            break
+        part, u = generate_profiles(items, wanted[s : s + 64], llm, args.profile_tokens)
+        profiles.update(part)
+        first_s = first_s or round(time.perf_counter() - t0, 1)
+        usage = (
+            u
+            if usage is None
+            else {
+                k: usage[k] + u[k]
+                for k in ("prompts", "from_cache", "prompt_tokens", "completion_tokens", "seconds")
+            }
+        )
+        print(f"{len(profiles)} profiles, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    rows = np.array(sorted(profiles))
+    usage["tokens_per_prompt"] = round((usage["prompt_tokens"] + usage["completion_tokens"]) / len(rows), 1)
+    probe_s = first_s
     write_profiles(out / "profiles.jsonl", items, profiles)
     ids = items["item_id"].to_list()
     write_json(
@@ -142,9 +164,11 @@ def stage_profiles(args, out: Path) -> None:
         {
             "items_profiled": len(rows),
             "cold_items": int(is_cold.sum()),
-            "warm_sample": int(len(rows) - is_cold.sum()),
+            "cold_items_profiled": int(is_cold[rows + 1].sum()),
+            "warm_items_profiled": int((~is_cold[rows + 1]).sum()),
+            "time_budget_seconds": args.profile_seconds,
             "max_new_tokens": args.profile_tokens,
-            "first_batch_seconds": round(probe_s, 1),
+            "first_64_seconds": probe_s,
             "usage": usage,
             "examples": [
                 {"item_id": ids[r], "title": items["title"][int(r)], "profile": profiles[int(r)]}
@@ -165,7 +189,7 @@ def stage_textrec(args, out: Path) -> None:
     if not profiles.exists():
         raise SystemExit("run --stage profiles first")
     extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(f"textrec-{args.dataset}", args.dataset, extra, split, items, out / "textrec")
+    cfg, model, facts = train(recipe("textrec", args.dataset), args.dataset, extra, split, items, out / "textrec")
     res = {"cold_start": details, "training": facts}
     res["plain"] = brief(evaluate_warm_cold(model, split, is_cold, cfg.eval))
     model.set_text_embeddings(item_text_embeddings(items, model.cfg.encoder, str(profiles)))
@@ -196,7 +220,7 @@ def stage_summaries(args, out: Path) -> None:
     text = torch.cat([torch.zeros(1, text.shape[1]), text])
     summary_emb = torch.zeros(split.n_users, text.shape[1])
     summary_emb[torch.from_numpy(sub.users)] = torch.from_numpy(encode_texts(summaries))
-    cfg = load_config(f"sasrec-{args.dataset}", [], args.dataset)
+    cfg = load_config(recipe("sasrec", args.dataset), [], args.dataset)
     # The subset is evaluated as a split whose test set is these users only.
     from dataclasses import replace
 
@@ -206,7 +230,7 @@ def stage_summaries(args, out: Path) -> None:
             "cold_target": int(is_cold[sub.targets].sum()),
             "warm_target": int((~is_cold[sub.targets]).sum()),
         },
-        "usage": usage.summary(),
+        "usage": usage,
         "examples": summaries[:3],
     }
     for label, model in (
@@ -253,8 +277,9 @@ def stage_table(args, out: Path) -> None:
     if (out / "profiles.json").exists():
         p = json.loads((out / "profiles.json").read_text())
         print(
-            f"**LLM item profiles**: {p['items_profiled']} items ({p['cold_items']} cold + {p['warm_sample']} "
-            f"warm drawn with seed 0), up to {p['max_new_tokens']} new tokens each; {p['usage']}\n"
+            f"**LLM item profiles**: {p['items_profiled']} items ({p['cold_items_profiled']} of the "
+            f"{p['cold_items']} cold items, {p['warm_items_profiled']} warm), up to {p['max_new_tokens']} new "
+            f"tokens each; {p['usage']}\n"
         )
     if (out / "textrec.json").exists():
         r = json.loads((out / "textrec.json").read_text())
@@ -287,6 +312,7 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0, help="cap each training (0 = the recipe's)")
     ap.add_argument("--profile-warm", type=int, default=0, help="warm items profiled beside the cold ones")
     ap.add_argument("--profile-tokens", type=int, default=40)
+    ap.add_argument("--profile-seconds", type=float, default=0, help="stop profiling after this (0 = never)")
     ap.add_argument("--summary-users", type=int, default=100, help="cold-target and warm-target users each")
     ap.add_argument("--summary-tokens", type=int, default=40)
     ap.add_argument("--llm-batch", type=int, default=16)

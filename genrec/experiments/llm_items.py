@@ -30,12 +30,17 @@ from genrec.items.queries import category_path, clean_generated_query, query_pro
 from genrec.llm import LLM
 
 
-def ask(llm: LLM, prompts: list[str], max_tokens: int) -> tuple[list[str], dict]:
+def ask(llm: LLM, prompts: list[str], max_tokens: int, chunk: int = 64) -> tuple[list[str], dict]:
     """One chat turn per prompt through a `genrec.llm` client (greedy by default, cached by prompt): the answers
-    and their cost: prompts, how many came from the cache, prompt and completion tokens
-    (a cached answer counts the tokens it cost when made), seconds spent generating."""
+    and their cost: prompts, how many came from the cache, prompt and completion tokens (a cached answer counts
+    the tokens it cost when made), seconds spent. Sent `chunk` prompts at a time, so that an interrupted run
+    keeps (in the client's cache) what it had generated."""
     t0 = time.perf_counter()
-    done = llm.chat([[{"role": "user", "content": p}] for p in prompts], max_tokens=max_tokens)
+    done = []
+    for s in range(0, len(prompts), chunk):
+        done += llm.chat(
+            [[{"role": "user", "content": p}] for p in prompts[s : s + chunk]], max_tokens=max_tokens
+        )
     n = max(len(done), 1)
     usage = {
         "prompts": len(done),
