@@ -102,8 +102,11 @@ def test_unified_trains_and_answers_both_tasks(tiny_run):
     assert not torch.allclose(search, rec)  # the query changes the ranking
     other = model.search_scores(batch, model.query_emb[torch.tensor([10, 10])])
     assert not torch.allclose(search, other)
-    # The query-match term: item 9's own query ranks item 9 above the items whose text shares nothing with it.
     assert model.match_scale.item() != 0.0
+    # The match basis keeps the dot products between queries and item texts (20 items: rank 20 is exact).
+    exact = model.query_emb @ model.text_emb.t()
+    kept = (model.query_emb @ model.match_basis) @ model.match_items.t()
+    assert torch.allclose(exact, kept, atol=1e-4)
 
 
 def test_unified_training_loss_covers_both_tasks(tiny_run):
@@ -112,10 +115,11 @@ def test_unified_training_loss_covers_both_tasks(tiny_run):
     items = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
     out = model.next_item_outputs((items, None))
     n = int((items[:, :-1] > 0).sum())
-    assert out.query.shape == (2 * n, 16 + 384) and out.targets.shape == (2 * n,)
+    k = model.cfg.match_dim
+    assert out.query.shape == (2 * n, 16 + k) and out.targets.shape == (2 * n,)
     assert torch.equal(out.targets[:n], out.targets[n:])
     assert (out.query[:n, 16:] == 0).all() and (out.query[n:, 16:] != 0).any()
-    assert out.weight.shape == (21, 16 + 384)
+    assert out.weight.shape == (21, 16 + k)
     model.eval()
 
 
