@@ -35,6 +35,7 @@ from genrec.experiments.search import (  # noqa: E402
     bm25_view,
     cosine_view,
     evaluate_search,
+    fused_view,
     model_search_view,
     target_of_user,
 )
@@ -97,6 +98,11 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0, help="cap each model's training (0 = recipe's)")
     ap.add_argument("--llm-queries", type=int, default=0, help="test users whose query the LLM writes")
     ap.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE")
+    ap.add_argument(
+        "--fuse",
+        action="store_true",
+        help="also rank with the unified model's search scores + w * BM25, w chosen on validation users",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +158,33 @@ def main() -> None:
             results[name] = res
             write_json(cache, results)
 
+    if args.fuse and "unified" in models:
+        valid = split.valid
+        rng = np.random.default_rng(0)
+        vrows = np.sort(rng.choice(len(valid), size=min(3000, len(valid)), replace=False))
+        vsub = _subset(valid, vrows)
+        vtargets = target_of_user(vsub, split.n_users)
+        index = BM25Index(texts)
+        grid = {}
+        for w in (0.1, 0.25, 0.5, 1.0, 2.0):
+            view = fused_view(
+                model_search_view(models["unified"], query_emb, vtargets),
+                bm25_view(index, queries, vtargets),
+                w,
+            )
+            grid[w] = evaluate_search(view, vsub, split.n_items, cfg.eval)["filtered"]["ndcg@10"]
+        best = max(grid, key=grid.get)
+        view = fused_view(
+            model_search_view(models["unified"], query_emb, targets), bm25_view(index, queries, targets), best
+        )
+        results["unified_bm25"] = {
+            "weight": best,
+            "valid_ndcg@10_by_weight": grid,
+            "valid_users": len(vrows),
+            "search": evaluate_search(view, test, split.n_items, cfg.eval),
+        }
+        write_json(cache, results)
+
     if args.llm_queries:
         from genrec.experiments.llm_items import generate_queries
 
@@ -199,6 +232,16 @@ def main() -> None:
         )
         search = r.get("search", {}).get("filtered")
         print(row(name, r["rec"]["filtered"], search, note))
+    if "unified_bm25" in results:
+        f = results["unified_bm25"]
+        print(
+            row(
+                "unified + w * BM25",
+                None,
+                f["search"]["filtered"],
+                f"hybrid: w = {f['weight']} chosen on {f['valid_users']} validation users",
+            )
+        )
     if "llm_queries" in results:
         p = results["llm_queries"]
         print(

@@ -9,6 +9,8 @@ the headline). Query-only retrievers ignore the history:
   lower-cased words; a query's score is the sum of its words' scores (computed once per distinct word).
 - MiniLM: cosine between the all-MiniLM-L6-v2 embeddings of the query and of the item text.
 
+`fused_view` adds BM25 to a model's search scores with one weight chosen on validation (hybrid retrieval).
+
 A model that answers search declares the `search` capability: `search_scores(batch, query_emb) -> [B, n + 1]`
 with `query_emb` [B, text_dim] the query's text embeddings.
 """
@@ -110,6 +112,18 @@ def model_search_view(model, query_emb: torch.Tensor, targets: torch.Tensor) -> 
 
     view = QueryScores(score, model.max_history)
     view.model = model  # so that evaluate()'s eval() / train() reach the model's dropout
+    return view
+
+
+def fused_view(model_view: QueryScores, bm25: QueryScores, weight: float) -> QueryScores:
+    """Hybrid retrieval: a model's search scores plus `weight` times BM25's (a lexical match the model's dense
+    text vectors cannot make exactly); `weight` is chosen on validation users, never on test."""
+
+    def score(batch):
+        return model_view.score(batch) + weight * bm25.score(batch)
+
+    view = QueryScores(score, model_view.max_history)
+    view.model = model_view
     return view
 
 
