@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genrec.config import load_config  # noqa: E402
-from genrec.experiments.coldstart import _subset, cold_start_split, evaluate_warm_cold  # noqa: E402
+from genrec.experiments.coldstart import ColdPlaces, _subset, cold_start_split, evaluate_warm_cold  # noqa: E402
 from genrec.experiments.llm_items import (  # noqa: E402
     SummaryRetriever,
     generate_profiles,
@@ -106,17 +106,28 @@ def brief(metrics: dict) -> dict:
 def stage_said(args, out: Path) -> None:
     split, is_cold, details, items = setup(args.dataset, args.share)
     extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(recipe("sasrec", args.dataset), args.dataset, extra, split, items, out / "sasrec")
+    cfg, model, facts = train(
+        recipe("sasrec", args.dataset), args.dataset, extra, split, items, out / "sasrec"
+    )
     text = torch.from_numpy(encode_texts(item_texts(items)))
     text = torch.cat([torch.zeros(1, text.shape[1]), text])
     res = {"cold_start": details, "training": facts}
     res["sasrec"] = brief(evaluate_warm_cold(model, split, is_cold, cfg.eval))
+    # The same weights with places kept for cold items (TIGER's epsilon, benchmarks/coldstart.py --cold-share).
+    res["sasrec_places"] = brief(
+        evaluate_warm_cold(ColdPlaces(model, is_cold, 0.1), split, is_cold, cfg.eval)
+    )
     original = model.item_emb.weight.detach().clone()
     for label, match_norm in (("said", False), ("said_norm", True)):
         table, report = project_cold_rows(original, text, is_cold, match_norm=match_norm)
         with torch.no_grad():
             model.item_emb.weight.copy_(table)
         res[label] = {**brief(evaluate_warm_cold(model, split, is_cold, cfg.eval)), "projector": report}
+        places = ColdPlaces(model, is_cold, 0.1)
+        res[f"{label}_places"] = {
+            **brief(evaluate_warm_cold(places, split, is_cold, cfg.eval)),
+            "projector": report,
+        }
     with torch.no_grad():
         model.item_emb.weight.copy_(original)
     write_json(out / "said.json", res)
@@ -189,7 +200,9 @@ def stage_textrec(args, out: Path) -> None:
     if not profiles.exists():
         raise SystemExit("run --stage profiles first")
     extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(recipe("textrec", args.dataset), args.dataset, extra, split, items, out / "textrec")
+    cfg, model, facts = train(
+        recipe("textrec", args.dataset), args.dataset, extra, split, items, out / "textrec"
+    )
     res = {"cold_start": details, "training": facts}
     res["plain"] = brief(evaluate_warm_cold(model, split, is_cold, cfg.eval))
     model.set_text_embeddings(item_text_embeddings(items, model.cfg.encoder, str(profiles)))
@@ -255,6 +268,14 @@ HEAD = (
 )
 
 
+SAID_NAMES = {
+    "said": "projected cold rows",
+    "said_norm": "projected cold rows, warm mean norm",
+    "said_places": "projected cold rows, cold places 0.1",
+    "said_norm_places": "projected cold rows, warm mean norm, cold places 0.1",
+}
+
+
 def stage_table(args, out: Path) -> None:
     if (out / "said.json").exists():
         r = json.loads((out / "said.json").read_text())
@@ -267,10 +288,14 @@ def stage_table(args, out: Path) -> None:
             f"| sasrec | {fmt(r['sasrec'])} | {t['fit_seconds']:.0f} s, {t['epochs_run']} epochs "
             f"(best {t['best_epoch']}, {t['stopped_by']}) |"
         )
-        for label in ("said", "said_norm"):
+        if "sasrec_places" in r:
+            print(f"| sasrec, cold places 0.1 | {fmt(r['sasrec_places'])} | same weights |")
+        for label in ("said", "said_norm", "said_places", "said_norm_places"):
+            if label not in r:
+                continue
             p = r[label]["projector"]
             print(
-                f"| sasrec + {label.replace('_', ', ')} | {fmt(r[label])} | projector held-out cosine "
+                f"| sasrec + {SAID_NAMES[label]} | {fmt(r[label])} | projector held-out cosine "
                 f"{p['held_out_cosine']}, {p['cold_rows_replaced']} cold rows |"
             )
         print()
