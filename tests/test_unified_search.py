@@ -133,3 +133,16 @@ def test_unified_rejects_bad_inputs(tiny_run):
         m.prepare(None, {})
     with pytest.raises(ConfigError):
         build_model(cfg.model_copy(update={"l2_normalize": True}), 5, 2)
+
+
+def test_fused_view_adds_weighted_bm25_to_the_model_scores(tiny_run):
+    from genrec.experiments.search import QueryScores, fused_view, model_search_view
+
+    model = tiny_run.model
+    batch = HistoryBatch(torch.tensor([[0, 3, 4], [5, 6, 7]]), users=torch.tensor([0, 1]))
+    targets = torch.tensor([9, 12])
+    lexical = QueryScores(lambda b: torch.arange(21.0).repeat(2, 1))
+    base = model_search_view(model, model.query_emb, targets)
+    assert torch.allclose(fused_view(base, lexical, 0.0).score(batch), base.score(batch))
+    fused = fused_view(base, lexical, 2.0).score(batch)
+    assert torch.allclose(fused - base.score(batch), 2.0 * torch.arange(21.0).repeat(2, 1), atol=1e-5)
