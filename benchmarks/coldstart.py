@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT))
 from genrec.config import load_config  # noqa: E402
 from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
 from genrec.io import write_json  # noqa: E402
-from genrec.models import FitContext, build_model  # noqa: E402
-from genrec.runs import make_split, prepare_dataset  # noqa: E402
+from genrec.models import build_model  # noqa: E402
+from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset  # noqa: E402
 from genrec.training.checkpoint import load_weights  # noqa: E402
+from genrec.training.trainer import FitContext  # noqa: E402
 
 DEFAULT_MODELS = ["popularity", "sasrec", "hstu", "tiger", "textrec"]
 
@@ -88,11 +89,10 @@ def run_one(
         run_dir = out / f"{model_name}--{dataset}{tag}"
         run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        summary = model.fit(
-            split, FitContext(cfg.train, cfg.eval, run_dir, progress=False, extra={"items": items})
-        )
+        ctx = FitContext(cfg.train, cfg.eval, run_dir, progress=False, extra={"items": items})
+        summary = fit_retrieval(model, split, ctx)
         fit_s = round(time.perf_counter() - t0, 1)
-    scored = ColdPlaces(model, is_cold, cold_share) if cold_share and model.scores_all_items else model
+    scored = ColdPlaces(model, is_cold, cold_share) if cold_share and model.can("score") else model
     result = {
         "model": model_name + (f", cold share {cold_share:g}" if cold_share else ""),
         "recipe": recipe,

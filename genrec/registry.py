@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "sasrec": "genrec.models.sasrec:SASRec",
     "hstu": "genrec.models.hstu:HSTU",
     "textrec": "genrec.models.textrec:TextRec",
+    "unified": "genrec.models.unified:Unified",
     "tiger": "genrec.models.tiger:Tiger",
     "llm_tree": "genrec.models.llm_tree:LLMTree",
     "din": "genrec.models.ranking.din:DIN",

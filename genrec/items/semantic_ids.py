@@ -29,6 +29,7 @@ from torch import nn
 from genrec.config import StrictModel
 from genrec.errors import ConfigError, DataError
 from genrec.io import json_text
+from genrec.items.text import PROFILES_HELP
 
 
 class TokenizerConfig(StrictModel):
@@ -39,6 +40,7 @@ class TokenizerConfig(StrictModel):
     encoder: str | None = Field(
         None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
     )
+    profiles: str | None = Field(None, description="input text/both: " + PROFILES_HELP)
     collab_run: str | None = Field(
         None, description="run directory of a trained sasrec/hstu (input: collab/both)"
     )
@@ -358,7 +360,7 @@ def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_em
     if cfg.input in ("text", "both"):
         from genrec.items.text import item_text_embeddings
 
-        parts.append(item_text_embeddings(items, cfg.encoder))
+        parts.append(item_text_embeddings(items, cfg.encoder, cfg.profiles))
     if cfg.input in ("collab", "both"):
         if not cfg.collab_run:
             raise ConfigError(

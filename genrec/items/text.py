@@ -191,6 +191,39 @@ def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, 
     return torch.cat(out).float().numpy()
 
 
-def item_text_embeddings(items: pl.DataFrame, encoder: str | None = None) -> np.ndarray:
-    """Embeddings of a run's item table (internal order: row i = item i + 1)."""
+def item_text_embeddings(
+    items: pl.DataFrame, encoder: str | None = None, profiles: str | None = None
+) -> np.ndarray:
+    """Embeddings of a run's item table (internal order: row i = item i + 1); with `profiles`, each item's text
+    ends with its profile (`with_profiles`)."""
+    if profiles:
+        items = with_profiles(items, profiles)
     return encode_texts(item_texts(items), encoder)
+
+
+PROFILES_HELP = (
+    "JSONL file of item profiles ({item_id, profile} per line, e.g. LLM-written by "
+    "genrec.experiments.llm_items): appended to each item's text as 'profile: ...'; items without one keep "
+    "their title and categories"
+)
+
+
+def with_profiles(items: pl.DataFrame, path: str | Path) -> pl.DataFrame:
+    """The item table with a `profile` text column read from a JSONL file of {item_id, profile}; ids are matched
+    as strings (the file may hold them as numbers). Raises ConfigError for a missing or malformed file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"profiles: no such file {path}")
+    profiles = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            profiles[str(rec["item_id"])] = str(rec["profile"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(
+                f"profiles: {path} line {n} is not a JSON object with item_id and profile"
+            ) from None
+    column = [profiles.get(str(i)) for i in items["item_id"].to_list()]
+    return items.with_columns(pl.Series("profile", column, dtype=pl.Utf8))

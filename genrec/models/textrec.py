@@ -24,6 +24,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.decoding.ann import HNSWIndex
 from genrec.errors import ConfigError, DataError
+from genrec.items.text import PROFILES_HELP
 from genrec.models.base import register
 from genrec.models.next_item import NextItemModel
 from genrec.models.sasrec import SASRec, SASRecConfig, add_sasrec_tower
@@ -35,6 +36,7 @@ class TextRecConfig(SASRecConfig):
         None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
     )
     text_dim: int = Field(384, ge=1, description="size of the text embeddings (384 for MiniLM-L6)")
+    profiles: str | None = Field(None, description=PROFILES_HELP)
     use_id: bool = Field(False, description="add a learned ID embedding (zero-initialised) to the text tower")
     retrieval: Literal["exact", "faiss"] = "exact"
     hnsw_m: int = Field(32, ge=4)
@@ -72,7 +74,7 @@ class TextRec(NextItemModel):
         items = resources.get("items")
         if items is None:
             raise ConfigError("textrec needs the run's item table (titles, categories)")
-        emb = item_text_embeddings(items, self.cfg.encoder)
+        emb = item_text_embeddings(items, self.cfg.encoder, self.cfg.profiles)
         if not np.abs(emb).sum(1).any():
             raise DataError("textrec needs item text (titles / categories); this dataset has none")
         self.set_text_embeddings(emb)
