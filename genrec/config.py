@@ -76,6 +76,15 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(1024, ge=1)
     select_metric: str = "ndcg@10"
     seed: int = 0
+    session_len: int = Field(
+        0,
+        ge=0,
+        description="0 = off; N adds session recall@N on a temporal split's test users (eval/sessions.py)",
+    )
+    session_beam: int = Field(10, ge=1, description="beam width over sessions for models that generate them")
+    session_users: int = Field(
+        0, ge=0, description="0 = every evaluated user; else a seeded sample of that many"
+    )
 
     @field_validator("ks")
     @classmethod

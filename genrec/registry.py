@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "hstu": "genrec.models.hstu:HSTU",
     "textrec": "genrec.models.textrec:TextRec",
     "tiger": "genrec.models.tiger:Tiger",
+    "onerec": "genrec.models.onerec:OneRec",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
     "genrank": "genrec.models.ranking.genrank:GenRank",

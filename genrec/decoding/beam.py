@@ -177,7 +177,10 @@ def constrained_session_search(
     nodes = torch.zeros(batch, 1, dtype=torch.long)
     prefix = torch.zeros(batch, 1, 0, dtype=torch.long)
     emitted = torch.zeros(batch, 1, 0, dtype=torch.long)
-    excluded, anchor = None, None  # excluded keys of the beams at the current item's start; each beam's row there
+    excluded, anchor = (
+        None,
+        None,
+    )  # excluded keys of the beams at the current item's start; each beam's row there
     for t in range(length * depth):
         d, width, size = t % depth, nodes.shape[1], trie.sizes[t % depth]
         if d == 0:

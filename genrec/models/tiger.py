@@ -72,6 +72,9 @@ class TigerConfig(ModelConfig):
         "codes",
         description="encoder input: one token per code (TIGER) or one per item, the sum of its code embeddings",
     )
+    cut_stride: int = Field(
+        1, ge=1, description="train on every s-th cut point of each sequence (a random phase each epoch)"
+    )
     beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
     cold_share: float = Field(
         0.0,
@@ -298,14 +301,18 @@ class Tiger(Recommender):
         )
         return self.decode_tokens(tok, memory, memory_mask).reshape(b, w, t + 1, -1)
 
-    def decode_tokens(self, tok: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def decode_tokens(
+        self, tok: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Decoder token ids [B * W, T] (W rows per user of `memory` [B, S, d]) -> hidden states [B * W, T, d],
         each position reading itself and the earlier ones."""
         n, t = tok.shape
         w = n // len(memory)
         if self.cfg.backbone == "t5":
             memory, memory_mask = _per_beam(memory, w), _per_beam(memory_mask, w)
-            out = self.t5.decoder(input_ids=tok, encoder_hidden_states=memory, encoder_attention_mask=memory_mask)
+            out = self.t5.decoder(
+                input_ids=tok, encoder_hidden_states=memory, encoder_attention_mask=memory_mask
+            )
             return out.last_hidden_state * self.cfg.dim**-0.5  # T5's rescaling before its tied output layer
         x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[:t])
         causal = torch.ones(t, t, dtype=torch.bool).tril()
@@ -325,13 +332,12 @@ class Tiger(Recommender):
     # --- training ------------------------------------------------------------------------------------------------
 
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
-        """Every (history prefix -> next item) pair of the training sequences, once per epoch."""
+        """Every (history prefix -> next item) pair of the training sequences (every `cut_stride`-th), once per
+        epoch."""
         train = split.train
-        counts = np.maximum(train.lengths() - 1, 0)  # a sequence of n items gives n - 1 examples
-        rows = np.repeat(np.arange(len(counts)), counts)
-        within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows, cut = cut_points(train.lengths(), self.cfg.cut_stride, rng)
         first = train.offsets[rows]
-        end = first + 1 + within  # target position; the history is [first, end)
+        end = first + cut  # target position; the history is [first, end)
         hist_len = np.minimum(end - first, self.cfg.max_len)
         for part in length_bucketed_batches(hist_len, batch_size, rng):
             width = int(hist_len[part].max())
@@ -481,6 +487,20 @@ class Tiger(Recommender):
                 else ""
             )
         )
+
+
+def cut_points(lengths: np.ndarray, stride: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Training examples of sequences of `lengths`: (sequence row, cut) pairs, cut = 1 .. length - 1 items of
+    history; with `stride` s > 1 only every s-th cut of each sequence, at a random phase per sequence (long
+    sequences give many near-identical examples, so a stride buys epochs on a small budget)."""
+    counts = np.maximum(lengths - 1, 0)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    cut = 1 + np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    if stride > 1:
+        phase = rng.integers(0, stride, size=len(counts))[rows]
+        keep = (cut - 1 - phase) % stride == 0
+        rows, cut = rows[keep], cut[keep]
+    return rows, cut
 
 
 def t5_config(cfg: TigerConfig, vocab: int):
