@@ -207,6 +207,13 @@ class RunConfig(StrictModel):
         section = SECTIONS[info.data.get("task", "retrieval")][0 if info.field_name == "data" else 1]
         return value if isinstance(value, section) else section.model_validate(value)
 
+    @model_validator(mode="after")
+    def _sessions_need_time(self) -> RunConfig:
+        # Checked before training: only a temporal split says which events follow each user's cut-off.
+        if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
+            raise ValueError("eval.session_len needs data.split=temporal (the events after each user's cut-off)")
+        return self
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
