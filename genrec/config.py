@@ -211,7 +211,9 @@ class RunConfig(StrictModel):
     def _sessions_need_time(self) -> RunConfig:
         # Checked before training: only a temporal split says which events follow each user's cut-off.
         if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
-            raise ValueError("eval.session_len needs data.split=temporal (the events after each user's cut-off)")
+            raise ValueError(
+                "eval.session_len needs data.split=temporal (the events after each user's cut-off)"
+            )
         return self
 
 

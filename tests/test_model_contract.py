@@ -27,7 +27,8 @@ TINY = {
         "model.max_len=8",
         "model.tokenizer.levels=2",
         "model.tokenizer.codebook_size=4",
-    ],    "onerec": [
+    ],
+    "onerec": [
         "model.dim=16",
         "model.max_len=8",
         "model.tokenizer.levels=2",
