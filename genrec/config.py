@@ -76,6 +76,15 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(1024, ge=1)
     select_metric: str = "ndcg@10"
     seed: int = 0
+    session_len: int = Field(
+        0,
+        ge=0,
+        description="0 = off; N adds session recall@N on a temporal split's test users (eval/sessions.py)",
+    )
+    session_beam: int = Field(10, ge=1, description="beam width over sessions for models that generate them")
+    session_users: int = Field(
+        0, ge=0, description="0 = every evaluated user; else a seeded sample of that many"
+    )
 
     @field_validator("ks")
     @classmethod
@@ -197,6 +206,15 @@ class RunConfig(StrictModel):
     def _task_section(cls, value: Any, info: ValidationInfo) -> StrictModel:
         section = SECTIONS[info.data.get("task", "retrieval")][0 if info.field_name == "data" else 1]
         return value if isinstance(value, section) else section.model_validate(value)
+
+    @model_validator(mode="after")
+    def _sessions_need_time(self) -> RunConfig:
+        # Checked before training: only a temporal split says which events follow each user's cut-off.
+        if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
+            raise ValueError(
+                "eval.session_len needs data.split=temporal (the events after each user's cut-off)"
+            )
+        return self
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "unified": "genrec.models.unified:Unified",
     "tiger": "genrec.models.tiger:Tiger",
     "llm_tree": "genrec.models.llm_tree:LLMTree",
+    "onerec": "genrec.models.onerec:OneRec",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
     "genrank": "genrec.models.ranking.genrank:GenRank",

@@ -29,6 +29,13 @@ TINY = {
         "model.tokenizer.levels=2",
         "model.tokenizer.codebook_size=4",
     ],
+    "onerec": [
+        "model.dim=16",
+        "model.max_len=8",
+        "model.tokenizer.levels=2",
+        "model.tokenizer.codebook_size=4",
+        "model.session_len=2",
+    ],
 }
 
 
@@ -133,6 +140,7 @@ def test_ranker_contract(name, feedback, tmp_path):
 
 def test_every_model_declares_a_task_and_known_capabilities():
     known = {"score", "generate", "item_vectors", "incremental_state", "score_candidates", "log_likelihood"}
+    known |= {"generate_sessions", "session_log_likelihood"}
     for name in registry.names():
         cls = registry.get(name)
         assert cls.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
@@ -147,8 +155,10 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data
     overrides = ["train.epochs=1"]
     if raw.get("model", {}).get("tokenizer", {}).get("collab_run"):
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training
-    if raw["model"]["name"] == "tiger":
+    if raw["model"]["name"] in ("tiger", "onerec"):
         overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=2"]
+    if task == "retrieval" and raw.get("data", {}).get("split") == "temporal":
+        overrides += ["data.split=leave_one_out", "eval.session_len=0"]  # the tiny data has no timestamps
     dataset = "ml-100k" if task == "ranking" else str(tiny_data)
     if task == "ranking":
         overrides += [

@@ -148,3 +148,76 @@ def constrained_beam_search(
         scores = torch.cat([scores, torch.full((batch, pad), neg_inf)], 1)
         prefix = torch.cat([prefix, torch.zeros(batch, pad, trie.depth, dtype=torch.long)], 1)
     return items, scores, prefix
+
+
+@torch.no_grad()
+def constrained_session_search(
+    step: StepFn,
+    trie: CodeTrie,
+    batch: int,
+    beam: int,
+    length: int,
+    exclude: torch.Tensor | None = None,
+    reorder: Callable[[torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-`beam` sessions of `length` distinct items per user, by one beam search over all length x depth codes
+    -> (items [B, beam, length], summed log-prob [B, beam]), best first.
+
+    Each item's codes follow the trie (every item is real) and an item cannot come twice in a session: at each
+    item's first level the items a beam already emitted join `exclude` ([B, M] item ids, 0 = none) as that beam's
+    excluded items, and, as in `constrained_beam_search`, a prefix whose whole subtree is excluded is pruned. So
+    every session holds `length` distinct allowed items whenever that many remain; a slot no beam could fill holds
+    item 0 and its session scores -inf. `step(prefix [B, W, t], t)` returns the log-probabilities of level
+    t % depth's codes given all earlier codes of the session; `reorder(origin [B, W])` as in
+    `constrained_beam_search`, after every step but the last. With length 1 this is `constrained_beam_search`
+    keeping `beam` items."""
+    depth = trie.depth
+    neg_inf = float("-inf")
+    scores = torch.zeros(batch, 1)
+    nodes = torch.zeros(batch, 1, dtype=torch.long)
+    prefix = torch.zeros(batch, 1, 0, dtype=torch.long)
+    emitted = torch.zeros(batch, 1, 0, dtype=torch.long)
+    excluded, anchor = (
+        None,
+        None,
+    )  # excluded keys of the beams at the current item's start; each beam's row there
+    for t in range(length * depth):
+        d, width, size = t % depth, nodes.shape[1], trie.sizes[t % depth]
+        if d == 0:
+            rows = [emitted.reshape(batch * width, -1)]
+            if exclude is not None:
+                rows.insert(0, exclude.repeat_interleave(width, 0))
+            banned = torch.cat(rows, 1)
+            excluded = trie.excluded_leaves(banned) if banned.shape[1] else None
+            anchor = torch.arange(batch * width).view(batch, width)
+        logp = step(prefix, t).float().reshape(batch * width, size)
+        row, code, child = trie.expand(nodes.reshape(-1), d)
+        value = scores.reshape(-1)[row] + logp[row, code]
+        value = value.masked_fill(value.isnan(), neg_inf)
+        if excluded is not None and len(excluded):
+            owner = anchor.reshape(-1)[row]
+            value = value.masked_fill(~trie.alive(excluded, owner, child, d), neg_inf)
+        cand = torch.full((batch * width, size), neg_inf)
+        cand[row, code] = value
+        child_of = torch.zeros(batch * width, size, dtype=torch.long)
+        child_of[row, code] = child
+        top = torch.topk(cand.view(batch, width * size), min(beam, width * size), dim=1)
+        src, new_code = top.indices // size, top.indices % size
+        scores = top.values
+        dead = torch.isinf(scores)
+        nodes = child_of.view(batch, width * size).gather(1, top.indices).masked_fill(dead, 0)
+        prefix = torch.cat([prefix.gather(1, src[..., None].expand(-1, -1, t)), new_code[..., None]], 2)
+        emitted = emitted.gather(1, src[..., None].expand(-1, -1, emitted.shape[2]))
+        anchor = anchor.gather(1, src)
+        if d == depth - 1:  # an item is complete: record it, the next one starts from the root
+            item = trie.leaf_item[nodes].masked_fill(dead, 0)
+            emitted = torch.cat([emitted, item[..., None]], 2)
+            nodes = torch.zeros_like(nodes)
+        if reorder is not None and t < length * depth - 1:
+            reorder(src)
+    emitted = emitted.masked_fill(torch.isinf(scores)[..., None], 0)
+    if emitted.shape[1] < beam:  # tiny catalogues: pad to `beam` sessions
+        pad = beam - emitted.shape[1]
+        emitted = torch.cat([emitted, torch.zeros(batch, pad, length, dtype=torch.long)], 1)
+        scores = torch.cat([scores, torch.full((batch, pad), neg_inf)], 1)
+    return emitted, scores

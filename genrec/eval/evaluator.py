@@ -24,6 +24,7 @@ from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
 from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
+from genrec.eval.sessions import evaluate_sessions, session_protocol
 from genrec.models.base import Recommender, candidate_scores
 from genrec.version import __version__
 
@@ -189,6 +190,8 @@ def evaluate_split(
             out[name], out[f"{name}_filtered"] = res["unfiltered"], res["filtered"]
         if "sampled" in res:
             out[f"{name}_sampled{cfg.sampled_negatives}"] = res["sampled"]
+        if cfg.session_len and name == "test":
+            out[f"{name}_sessions"] = evaluate_sessions(model, split, name, cfg)
     return out
 
 
@@ -246,6 +249,8 @@ def protocol(
         "seed": seed,
         "code_version": code_version(),
     }
+    if cfg.session_len:
+        out["sessions"] = session_protocol(cfg)
     if cfg.sampled_negatives:
         out["sampled"] = (
             f"*_sampled{cfg.sampled_negatives}: target ranked against {cfg.sampled_negatives} items sampled uniformly "

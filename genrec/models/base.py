@@ -13,7 +13,11 @@ can do, so that nothing above the models asks `isinstance`:
 - `incremental_state`: `init_state(items, times)` / `extend_state(state, ...)` / `state_query(state)`: a
   user's state is extended by one event without re-encoding the history (KV cache);
 - `score_candidates`: `score_candidates(batch, candidates) -> [B, C]` (rankers);
-- `log_likelihood`: `log_likelihood(batch, items) -> [B, n]` log p(item | history), for preference objectives.
+- `log_likelihood`: `log_likelihood(batch, items) -> [B, n]` log p(item | history), for preference objectives;
+- `generate_sessions`: `generate_sessions(batch, n_beams, N, exclude=None) -> (items [B, n_beams, N], scores
+  [B, n_beams])`: whole next sessions of N distinct real items, best first, scores = their log-likelihoods;
+- `session_log_likelihood`: `session_log_likelihood(batch, sessions [B, n, N]) -> [B, n]` log p(session |
+  history), the sum of the session's token log-probabilities (equal to `generate_sessions`' scores).
 """
 
 from __future__ import annotations

@@ -13,6 +13,13 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
   at the last code level.
 - Cross-attention lets all beams of one user share that user's encoder output: the beams' decoder positions are
   laid out along the query axis instead of copying the memory once per beam.
+- `backbone: t5` swaps genrec's own blocks for `transformers.T5ForConditionalGeneration` built from a small
+  `T5Config` in code (relative position buckets, RMS norm, tied and rescaled output embeddings; nothing is
+  downloaded). Semantic IDs, tokens, the trie and the beam search stay the same; the decoder's KV cache is
+  transformers' `EncoderDecoderCache`, reordered after each level. As RQ-VAE-Recommender found, a T5 decoder is
+  what brought its TIGER up to the paper's recall.
+- `log_likelihood(batch, items)`: log p(item | history) = the sum of the item's code log-probabilities under
+  teacher forcing (each level's softmax over that level's codes), for preference objectives (DPO, S-DPO).
 """
 
 from __future__ import annotations
@@ -55,10 +62,18 @@ class TigerConfig(ModelConfig):
     decoder_layers: int = Field(2, ge=1)
     ffn_mult: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    backbone: Literal["native", "t5"] = Field(
+        "native",
+        description="encoder-decoder: genrec's own pre-norm blocks (native) or transformers' "
+        "T5ForConditionalGeneration from a T5Config of these sizes (t5: relative positions, ReLU feed-forward)",
+    )
     max_len: int = Field(20, ge=1, description="most recent history items the encoder reads")
     history_tokens: Literal["codes", "items"] = Field(
         "codes",
         description="encoder input: one token per code (TIGER) or one per item, the sum of its code embeddings",
+    )
+    cut_stride: int = Field(
+        1, ge=1, description="train on every s-th cut point of each sequence (a random phase each epoch)"
     )
     beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
     cold_share: float = Field(
@@ -144,7 +159,7 @@ class Block(nn.Module):
 @register
 class Tiger(Recommender):
     config_class = TigerConfig
-    capabilities = frozenset({"generate"})
+    capabilities = frozenset({"generate", "log_likelihood"})
     trainable = True
 
     def __init__(self, cfg: TigerConfig, n_items: int, n_users: int) -> None:
@@ -160,15 +175,20 @@ class Tiger(Recommender):
         self.register_buffer("trained_items", torch.ones(n_items + 1, dtype=torch.bool))
         self.register_load_state_dict_pre_hook(_default_trained_items)
         self.bos = 1 + sum(self.sizes)
-        self.tok_emb = nn.Embedding(self.bos + 1, cfg.dim, padding_idx=0)
-        self.item_pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        self.level_emb = nn.Embedding(self.depth, cfg.dim)
-        self.dec_pos_emb = nn.Embedding(self.depth, cfg.dim)
-        self.encoder = nn.ModuleList(Block(cfg, cross=False) for _ in range(cfg.encoder_layers))
-        self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.decoder_layers))
-        self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
-        nn.init.normal_(self.tok_emb.weight, std=cfg.dim**-0.5)
+        if cfg.backbone == "t5":
+            from transformers import T5ForConditionalGeneration  # imported only when used: it is slow to load
+
+            self.t5 = T5ForConditionalGeneration(t5_config(cfg, self.bos + 1))
+        else:
+            self.tok_emb = nn.Embedding(self.bos + 1, cfg.dim, padding_idx=0)
+            self.item_pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+            self.level_emb = nn.Embedding(self.depth, cfg.dim)
+            self.dec_pos_emb = nn.Embedding(self.decoder_length(), cfg.dim)
+            self.encoder = nn.ModuleList(Block(cfg, cross=False) for _ in range(cfg.encoder_layers))
+            self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.decoder_layers))
+            self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+            self.drop = nn.Dropout(cfg.dropout)
+            nn.init.normal_(self.tok_emb.weight, std=cfg.dim**-0.5)
         self._tries = None  # (all items, trained items, untrained items) CodeTries, built on first use
 
     # --- semantic IDs --------------------------------------------------------------------------------------------
@@ -238,13 +258,19 @@ class Tiger(Recommender):
         """[..., depth] codes -> token ids."""
         return codes + self.offsets
 
+    def decoder_length(self) -> int:
+        """Most decoder positions one target needs (BOS + all codes but the last)."""
+        return self.depth
+
     def encode(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """History [B, L] (right-aligned) -> memory [B, S, d] and its key mask [B, 1, 1, S]; S = L * depth, or L
-        with one token per item."""
+        """History [B, L] (right-aligned) -> memory [B, S, d] and its key mask ([B, 1, 1, S] bool; t5: [B, S]
+        0/1); S = L * depth, or L with one token per item."""
         items = items[:, -self.cfg.max_len :]
         b, length = items.shape
         real = items > 0
         tok = torch.where(real[..., None], self.tokens(self.item_codes[items]), 0)
+        if self.cfg.backbone == "t5":
+            return self._encode_t5(tok, real)
         pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len)
         x = self.tok_emb(tok) + self.level_emb.weight[None, None]
         if self.cfg.history_tokens == "items":  # one position per item: a sequence `depth` times shorter
@@ -257,37 +283,61 @@ class Tiger(Recommender):
             x = block(x, key_ok)
         return self.enc_norm(x), key_ok
 
+    def _encode_t5(self, tok: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, length = real.shape
+        if self.cfg.history_tokens == "items":  # one position per item, the sum of its code embeddings
+            x, mask = self.t5.shared(tok).sum(2), real.long()
+        else:
+            x = self.t5.shared(tok.reshape(b, length * self.depth))
+            mask = real.repeat_interleave(self.depth, 1).long()
+        return self.t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state, mask
+
     def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """prefix [B, W, t] codes -> hidden states [B, W, t + 1, d] of BOS + prefix; the last predicts the next
-        code (t may be 0)."""
+        code (t may be 0). Code j of the prefix is read as level j % depth (several items in a row)."""
         b, w, t = prefix.shape
         tok = torch.cat([torch.full((b, w, 1), self.bos), self.tokens_prefix(prefix)], 2).reshape(
             b * w, t + 1
         )
-        x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[: t + 1])
-        causal = torch.ones(t + 1, t + 1, dtype=torch.bool).tril()
+        return self.decode_tokens(tok, memory, memory_mask).reshape(b, w, t + 1, -1)
+
+    def decode_tokens(
+        self, tok: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Decoder token ids [B * W, T] (W rows per user of `memory` [B, S, d]) -> hidden states [B * W, T, d],
+        each position reading itself and the earlier ones."""
+        n, t = tok.shape
+        w = n // len(memory)
+        if self.cfg.backbone == "t5":
+            memory, memory_mask = _per_beam(memory, w), _per_beam(memory_mask, w)
+            out = self.t5.decoder(
+                input_ids=tok, encoder_hidden_states=memory, encoder_attention_mask=memory_mask
+            )
+            return out.last_hidden_state * self.cfg.dim**-0.5  # T5's rescaling before its tied output layer
+        x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[:t])
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
         for block in self.decoder:
             x = block(x, causal, memory, memory_mask, beams=w)
-        return self.dec_norm(x).reshape(b, w, t + 1, -1)
+        return self.dec_norm(x)
 
     def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
-        return prefix + self.offsets[: prefix.shape[-1]]
+        return prefix + self.offsets[torch.arange(prefix.shape[-1]) % self.depth]
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of level `level`'s codes: dot products with their (tied) token embeddings."""
         start = int(self.offsets[level])
-        return hidden @ self.tok_emb.weight[start : start + self.sizes[level]].t()
+        table = self.t5.shared.weight if self.cfg.backbone == "t5" else self.tok_emb.weight
+        return hidden @ table[start : start + self.sizes[level]].t()
 
     # --- training ------------------------------------------------------------------------------------------------
 
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
-        """Every (history prefix -> next item) pair of the training sequences, once per epoch."""
+        """Every (history prefix -> next item) pair of the training sequences (every `cut_stride`-th), once per
+        epoch."""
         train = split.train
-        counts = np.maximum(train.lengths() - 1, 0)  # a sequence of n items gives n - 1 examples
-        rows = np.repeat(np.arange(len(counts)), counts)
-        within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows, cut = cut_points(train.lengths(), self.cfg.cut_stride, rng)
         first = train.offsets[rows]
-        end = first + 1 + within  # target position; the history is [first, end)
+        end = first + cut  # target position; the history is [first, end)
         hist_len = np.minimum(end - first, self.cfg.max_len)
         for part in length_bucketed_batches(hist_len, batch_size, rng):
             width = int(hist_len[part].max())
@@ -311,14 +361,29 @@ class Tiger(Recommender):
             logits = [self.level_logits(hidden[:, level], level).float() for level in range(self.depth)]
         return logits, codes
 
+    def log_likelihood(self, batch: HistoryBatch, items: torch.Tensor) -> torch.Tensor:
+        """log p(item | history) [B, n] for `items` [B, n] (internal ids 1..n_items): the sum over code levels of
+        the item's code log-probability, teacher-forced (each level's softmax runs over that level's codes, so
+        exp(log_likelihood) summed over all items is at most 1). Differentiable. Raises DataError for an id
+        outside the catalogue."""
+        if items.numel() and (int(items.min()) < 1 or int(items.max()) > self.n_items):
+            raise DataError(f"log_likelihood: item ids must be in 1..{self.n_items}")
+        codes = self.item_codes[items]  # [B, n, depth]
+        with self.autocast():
+            memory, mask = self.encode(batch.items)
+            hidden = self.decode(codes[:, :, :-1], memory, mask)  # [B, n, depth, d]
+            logits = [self.level_logits(hidden[:, :, lv], lv).float() for lv in range(self.depth)]
+        return sum(
+            torch.log_softmax(lg, -1).gather(-1, codes[..., lv, None])[..., 0] for lv, lg in enumerate(logits)
+        )
+
     # --- inference -----------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
         with self.autocast():
             memory, mask = self.encode(batch.items)
-            # Cross-attention keys/values depend on the history only: once per request, not once per level.
-            memory = [block.cross_attn.keys_values(memory) for block in self.decoder]
+            memory = self.decoder_memory(memory)
         everything, warm, cold = self.tries()
         n_cold = min(cold_count(self.cfg.cold_share, k), len(cold.leaf_item)) if cold is not None else 0
         if not n_cold:
@@ -338,31 +403,75 @@ class Tiger(Recommender):
             c_items, c_scores = self._beam_search(cold, memory, mask, b, min(k, len(cold.leaf_item)), exclude)
         return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share, k)
 
-    def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
-        # Decoder KV cache: self-attention keys/values of the positions decoded so far, one row per beam, so each
-        # level runs the decoder on its one new position only.
+    def decoder_memory(self, memory: torch.Tensor):
+        """What every decoding step reads of the encoder output. Native: the cross-attention keys/values per
+        decoder block, which depend on the history only, so once per request rather than once per level; t5: the
+        memory itself (its cache keeps the cross-attention keys/values after the first step)."""
+        if self.cfg.backbone == "t5":
+            return memory
+        return [block.cross_attn.keys_values(memory) for block in self.decoder]
+
+    def decoding_steps(self, memory, mask):
+        """(step, reorder) for `decoding/beam.py`: `step(prefix [B, W, t], t)` runs the decoder on the one new
+        position t (BOS, or the prefix's last code, read as level (t - 1) % depth) and returns the log-softmax
+        of level t % depth's codes [B, W, V]; `reorder(origin [B, W])` says which earlier beam each kept beam
+        continues. A KV cache holds the earlier positions' self-attention keys/values, one row per beam."""
+        if self.cfg.backbone == "t5":
+            return self._t5_steps(memory, mask)
         cache: list = [None] * len(self.decoder)
 
-        def step(prefix: torch.Tensor, level: int) -> torch.Tensor:
-            b, w, t = prefix.shape
-            if t == 0:
-                tok = torch.full((b * w, 1), self.bos)
-            else:
-                tok = self.tokens_prefix(prefix)[:, :, -1].reshape(b * w, 1)
+        def step(prefix: torch.Tensor, t: int) -> torch.Tensor:
+            b, w, _ = prefix.shape
+            tok = self._last_tokens(prefix)
             with self.autocast():
                 x = self.tok_emb(tok) + self.dec_pos_emb.weight[t]
                 for i, block in enumerate(self.decoder):
                     x, cache[i] = block.step(x, cache[i], memory[i], mask, w)
-                logits = self.level_logits(self.dec_norm(x).reshape(b, w, -1), level)
+                logits = self.level_logits(self.dec_norm(x).reshape(b, w, -1), t % self.depth)
             return torch.log_softmax(logits.float(), -1)
 
         def reorder(origin: torch.Tensor) -> None:
-            """Beams kept after a level: row j of user u continues beam origin[u, j] of the previous level."""
-            b, w = origin.shape
-            rows = (origin + torch.arange(b)[:, None] * (len(cache[0][0]) // b)).reshape(-1)
+            rows = _beam_rows(origin, len(cache[0][0]))
             for i, (ck, cv) in enumerate(cache):
                 cache[i] = (ck[rows], cv[rows])
 
+        return step, reorder
+
+    def _t5_steps(self, memory: torch.Tensor, mask: torch.Tensor):
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        rows_now = [len(memory)]
+
+        def step(prefix: torch.Tensor, t: int) -> torch.Tensor:
+            b, w, _ = prefix.shape
+            with self.autocast():
+                out = self.t5.decoder(
+                    input_ids=self._last_tokens(prefix),
+                    encoder_hidden_states=_per_beam(memory, w),
+                    encoder_attention_mask=_per_beam(mask, w),
+                    cache=cache,
+                    use_cache=True,
+                )
+                hidden = out.last_hidden_state.reshape(b, w, -1) * self.cfg.dim**-0.5
+                logits = self.level_logits(hidden, t % self.depth)
+            rows_now[0] = b * w
+            return torch.log_softmax(logits.float(), -1)
+
+        def reorder(origin: torch.Tensor) -> None:
+            cache.reorder_cache(_beam_rows(origin, rows_now[0]))
+
+        return step, reorder
+
+    def _last_tokens(self, prefix: torch.Tensor) -> torch.Tensor:
+        """[B, W, t] codes -> [B * W, 1] decoder input: BOS at t = 0, else the last code's token."""
+        b, w, t = prefix.shape
+        if t == 0:
+            return torch.full((b * w, 1), self.bos)
+        return (prefix[:, :, -1] + self.offsets[(t - 1) % self.depth]).reshape(b * w, 1)
+
+    def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
+        step, reorder = self.decoding_steps(memory, mask)
         items, scores, _ = constrained_beam_search(
             step, trie, batch, max(self.cfg.beam, k), k, exclude, reorder
         )
@@ -378,6 +487,55 @@ class Tiger(Recommender):
                 else ""
             )
         )
+
+
+def cut_points(lengths: np.ndarray, stride: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Training examples of sequences of `lengths`: (sequence row, cut) pairs, cut = 1 .. length - 1 items of
+    history; with `stride` s > 1 only every s-th cut of each sequence, at a random phase per sequence (long
+    sequences give many near-identical examples, so a stride buys epochs on a small budget)."""
+    counts = np.maximum(lengths - 1, 0)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    cut = 1 + np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    if stride > 1:
+        phase = rng.integers(0, stride, size=len(counts))[rows]
+        keep = (cut - 1 - phase) % stride == 0
+        rows, cut = rows[keep], cut[keep]
+    return rows, cut
+
+
+def t5_config(cfg: TigerConfig, vocab: int):
+    """A small T5 of the model's sizes, built in code (no hub): token 0 pads, the decoder starts from BOS (the
+    vocabulary's last token); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
+    if cfg.dim % cfg.heads:
+        raise ConfigError(f"model.dim ({cfg.dim}) must be a multiple of model.heads ({cfg.heads})")
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab,
+        d_model=cfg.dim,
+        d_kv=cfg.dim // cfg.heads,
+        d_ff=cfg.dim * cfg.ffn_mult,
+        num_layers=cfg.encoder_layers,
+        num_decoder_layers=cfg.decoder_layers,
+        num_heads=cfg.heads,
+        dropout_rate=cfg.dropout,
+        feed_forward_proj="relu",
+        pad_token_id=0,
+        eos_token_id=vocab - 1,
+        decoder_start_token_id=vocab - 1,
+    )
+
+
+def _per_beam(x: torch.Tensor, w: int) -> torch.Tensor:
+    """[B, ...] -> [B * W, ...]: each user's row once per beam (user-major, as the beams are laid out)."""
+    return x if w == 1 else x.repeat_interleave(w, 0)
+
+
+def _beam_rows(origin: torch.Tensor, rows_before: int) -> torch.Tensor:
+    """Beams kept after a step: row j of user u continues beam origin[u, j] of the previous step, whose rows
+    were `rows_before` in all -> flat row indices into the previous step's rows."""
+    b = len(origin)
+    return (origin + torch.arange(b)[:, None] * (rows_before // b)).reshape(-1)
 
 
 def _default_trained_items(module, state_dict, prefix, *args) -> None:
