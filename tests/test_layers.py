@@ -25,6 +25,7 @@ LAYERS = [
     {"eval"},
     {"training"},
     {"runs"},
+    {"alignment"},
     {"inference"},
     {"serve"},
     {"experiments"},
