@@ -18,13 +18,20 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.schema import Sequences
 from genrec.data.split import Csr, EvalSet, Split
 from genrec.errors import ConfigError
-from genrec.eval.lists import FutureRatings, ListAccumulator, ListContext, future_ratings, popular_items
+from genrec.eval.lists import ListAccumulator, ListContext, future_ratings, popular_items
 from genrec.models import build_model
 from genrec.objectives import DPO, SDPO, PreferenceBatch
 from genrec.runs import load_run, train_run
 from genrec.runs.retrieval import make_split, prepare_dataset
 
-TINY = ["model.dim=8", "model.max_len=10", "model.layers=1", "train.epochs=1", "data.split=temporal"]
+TINY = [
+    "model.dim=8",
+    "model.max_len=10",
+    "model.layers=1",
+    "train.epochs=1",
+    "data.split=temporal",
+    "train.threads=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +50,16 @@ def sasrec_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ranker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rank") / "run"
-    overrides = ["model.max_len=8", "model.stride=8", "model.dim=8", "train.epochs=1"]
+    overrides = ["model.max_len=8", "model.stride=8", "model.dim=8", "train.epochs=1", "train.threads=1"]
     overrides += ["data.valid_quantile=0.97", "data.test_quantile=0.98"]
     train_run(load_config("din", overrides, "ml-100k"), out, progress=False)
     return out
+
+
+def genrec_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "genrec", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def _train_events(split, u):
@@ -78,7 +91,9 @@ def test_rating_pairs_respect_the_ratings(split):
 
 def test_self_play_rejected_are_the_models_own_unliked_top_items(split):
     torch.manual_seed(0)
-    model = build_model(load_config("sasrec", ["model.dim=8", "model.max_len=10"]).model, split.n_items, 1).eval()
+    model = build_model(
+        load_config("sasrec", ["model.dim=8", "model.max_len=10"]).model, split.n_items, 1
+    ).eval()
     cfg = AlignConfig(pairs="self-play", negatives=2, anchors_per_user=1, self_play_top=10)
     pairs = self_play_pairs(split, cfg, model, np.random.default_rng(0))
     batch = histories(split, pairs.users[:50], pairs.hist_len[:50], model.max_history)
@@ -88,7 +103,10 @@ def test_self_play_rejected_are_the_models_own_unliked_top_items(split):
         liked = set(items[ratings >= 4].tolist())
         rej = set(pairs.rejected[p].tolist())
         assert pairs.chosen[p] not in rej and not rej & liked
-        assert rej <= set(top[p].tolist()) - liked - {int(pairs.chosen[p])} or len(set(top[p].tolist()) - liked) < 3
+        assert (
+            rej <= set(top[p].tolist()) - liked - {int(pairs.chosen[p])}
+            or len(set(top[p].tolist()) - liked) < 3
+        )
 
 
 class SessionModel(torch.nn.Module):
@@ -129,7 +147,9 @@ def test_dpo_on_sessions_equals_a_hand_computation():
     dpo = sum(-math.log(1 / (1 + math.exp(-beta * (m_c - m)))) for m in m_r) / 2
     assert DPO(beta)(model, batch, reference).item() == pytest.approx(dpo, rel=1e-5)
     inner = -math.log(sum(math.exp(beta * (m - m_c)) for m in m_r))
-    assert SDPO(beta)(model, batch, reference).item() == pytest.approx(-math.log(1 / (1 + math.exp(-inner))), rel=1e-5)
+    assert SDPO(beta)(model, batch, reference).item() == pytest.approx(
+        -math.log(1 / (1 + math.exp(-inner))), rel=1e-5
+    )
     sft = DPO(beta, sft_weight=2.0)(model, batch, reference).item()
     assert sft == pytest.approx(dpo - 2.0 * (lp[1] + lp[2]), rel=1e-5)
     with pytest.raises(ValueError, match="sessions"):
@@ -169,7 +189,17 @@ def test_list_metrics_on_a_hand_made_example():
     # user 0's validation period stops where its test history ends (event 4); user 1 has no test example
     assert fut.row(0)[0].tolist() == [3, 4] and fut.row(1)[0].tolist() == [3, 4, 5]
     assert future_ratings(split, "test").row(0)[0].tolist() == [5, 6]
-    genres = [frozenset(), frozenset("a"), frozenset("a"), frozenset("ab"), frozenset("b"), frozenset(), frozenset("c"), frozenset(), frozenset()]
+    genres = [
+        frozenset(),
+        frozenset("a"),
+        frozenset("a"),
+        frozenset("ab"),
+        frozenset("b"),
+        frozenset(),
+        frozenset("c"),
+        frozenset(),
+        frozenset(),
+    ]
     popular = popular_items(np.array([3, 3, 3, 4, 4, 1]), 8, share=0.2)  # ceil(1.6) = 2 items: 3 and 4
     assert popular.nonzero()[0].tolist() == [3, 4]
 
@@ -189,7 +219,7 @@ def test_list_metrics_on_a_hand_made_example():
 
 
 def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
-    cfg = AlignConfig(pairs="ratings", objective="sdpo", negatives=2, anchors_per_user=1, beta=0.5)
+    cfg = AlignConfig(pairs="ratings", objective="sdpo", negatives=2, anchors_per_user=1, beta=0.5, threads=1)
     out = tmp_path / "aligned"
     metrics = align_run(sasrec_run, cfg, out, log=lambda _: None)
     proto = metrics["protocol"]["alignment"]
@@ -199,7 +229,10 @@ def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
     run = load_run(out)
     reference = load_run(sasrec_run)
     assert run.task == "retrieval" and (out / "align.yaml").exists()
-    assert any(not torch.equal(a, b) for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values())
+    )
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
     assert len(run.recommend(user=run.users["user_id"][0], k=5)) == 5
     with pytest.raises(ConfigError, match="not empty"):
@@ -208,21 +241,15 @@ def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
 
 def test_align_cli_and_reward_beams(sasrec_run, ranker_run, tmp_path):
     out = tmp_path / "beams"
-    r = subprocess.run(
-        [sys.executable, "-m", "genrec", "align", str(sasrec_run), "--pairs", "reward-beams", "--objective", "dpo",
-         "--beta", "0.2", "--reward-run", str(ranker_run), "--rounds", "2", "--set", "users_per_round=50",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    args = ["--pairs", "reward-beams", "--objective", "dpo", "--beta", "0.2", "--reward-run", str(ranker_run)]
+    args += ["--rounds", "2", "--set", "users_per_round=50", "--set", "threads=1", "--out", str(out)]
+    r = genrec_cli("align", str(sasrec_run), *args)
     assert r.returncode == 0, r.stderr
     assert "aligned in" in r.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"]["alignment"]["rounds"] == 2 and "reward@10" in metrics["test"]
     assert [h["round"] for h in metrics["training"]["history"]] == [0, 1, 2]
-    r = subprocess.run(
-        [sys.executable, "-m", "genrec", "align", str(sasrec_run), "--pairs", "reward-beams", "--out", str(tmp_path / "x")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    r = genrec_cli("align", str(sasrec_run), "--pairs", "reward-beams", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "error: --pairs reward-beams needs a reward model" in r.stderr
 
 
@@ -231,7 +258,9 @@ def test_reward_model_scores_lists_and_rejects_wrong_runs(sasrec_run, ranker_run
     lists = torch.tensor([[[1, 2, 3], [4, 5, 0], [0, 0, 0]]]).expand(2, -1, -1)
     r = reward(np.array([0, 1]), np.array([5, 5]), lists)
     assert r.shape == (2, 3) and ((r[:, :2] > 0) & (r[:, :2] < 1)).all() and (r[:, 2] == 0).all()
-    with_div = load_reward_model(ranker_run, diversity=1.0).bind(split.sequences)(np.array([0, 1]), np.array([5, 5]), lists)
+    with_div = load_reward_model(ranker_run, diversity=1.0).bind(split.sequences)(
+        np.array([0, 1]), np.array([5, 5]), lists
+    )
     assert (with_div[:, 0] >= r[:, 0]).all()
     with pytest.raises(ConfigError, match="ranking run"):
         load_reward_model(sasrec_run)

@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from genrec.alignment.config import AlignConfig
-from genrec.alignment.pairs import _UserSets, preference_batches, rating_pairs, reward_beam_pairs, self_play_pairs
+from genrec.alignment.pairs import (
+    _UserSets,
+    preference_batches,
+    rating_pairs,
+    reward_beam_pairs,
+    self_play_pairs,
+)
 from genrec.alignment.reward import load_reward_model
 from genrec.config import TrainConfig
 from genrec.errors import ConfigError
@@ -42,11 +48,22 @@ NOT_COPIED = {"metrics.json", MODEL_FILE, "train.log", "checkpoint.pt", "best.sa
 
 
 def _valid_metrics(model, split, cfg_eval, context) -> dict:
-    acc = ListAccumulator(context, future_ratings(split, "valid"), 10 if 10 in cfg_eval.ks else max(cfg_eval.ks))
+    acc = ListAccumulator(
+        context, future_ratings(split, "valid"), 10 if 10 in cfg_eval.ks else max(cfg_eval.ks)
+    )
     convention = "filtered" if cfg_eval.exclude_history else "unfiltered"
-    res = evaluate(model, split.valid, split.n_items, cfg_eval, None, (convention,), coverage=False, lists=acc)
+    res = evaluate(
+        model, split.valid, split.n_items, cfg_eval, None, (convention,), coverage=False, lists=acc
+    )
     m = res[convention]
-    keep = ("ndcg@10", "recall@10", "liked_precision@10", "disliked_share@10", "reward@10", "popular_share@10")
+    keep = (
+        "ndcg@10",
+        "recall@10",
+        "liked_precision@10",
+        "disliked_share@10",
+        "reward@10",
+        "popular_share@10",
+    )
     return {f"valid_{k}": m[k] for k in keep if k in m}
 
 

@@ -23,10 +23,18 @@ class AlignConfig(StrictModel):
         "model, OneRec's iterative alignment)",
     )
     objective: Literal["dpo", "sdpo"] = "dpo"
-    beta: float = Field(0.1, gt=0, description="DPO temperature: how far the model may move from the reference")
-    negatives: int = Field(1, ge=1, description="rejected items (or sessions) per pair; S-DPO's softmax is over them")
-    sft_weight: float = Field(0.0, ge=0, description="weight of the chosen item's NLL added to the loss (0 = off)")
-    rounds: int = Field(1, ge=1, description="pair generation rounds (self-play / reward-beams regenerate pairs)")
+    beta: float = Field(
+        0.1, gt=0, description="DPO temperature: how far the model may move from the reference"
+    )
+    negatives: int = Field(
+        1, ge=1, description="rejected items (or sessions) per pair; S-DPO's softmax is over them"
+    )
+    sft_weight: float = Field(
+        0.0, ge=0, description="weight of the chosen item's NLL added to the loss (0 = off)"
+    )
+    rounds: int = Field(
+        1, ge=1, description="pair generation rounds (self-play / reward-beams regenerate pairs)"
+    )
     epochs: int = Field(1, ge=1, description="passes over each round's pairs")
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(128, ge=1)

@@ -120,7 +120,9 @@ def _fill_unseen(row: list, k: int, seen: set, n_items: int, rng: np.random.Gene
     return row
 
 
-def rating_pairs(split: Split, cfg: AlignConfig, rng: np.random.Generator, sets: _UserSets | None = None) -> Pairs:
+def rating_pairs(
+    split: Split, cfg: AlignConfig, rng: np.random.Generator, sets: _UserSets | None = None
+) -> Pairs:
     """`ratings` pairs (see the module docstring): K = cfg.negatives rejected per chosen item."""
     seq, ratings = split.sequences, _ratings(split)
     sets = sets or _UserSets(split, cfg)
@@ -132,7 +134,9 @@ def rating_pairs(split: Split, cfg: AlignConfig, rng: np.random.Generator, sets:
         later = slice(start + t + 1, start + lengths[u])
         history = set(seq.items[start : start + t].tolist())
         low = seq.items[later][ratings[later] <= cfg.dislike]
-        low = [i for i in dict.fromkeys(low.tolist()) if i != c and i not in history and i not in sets.liked[u]]
+        low = [
+            i for i in dict.fromkeys(low.tolist()) if i != c and i not in history and i not in sets.liked[u]
+        ]
         if len(low) > cfg.negatives:
             low = rng.choice(low, cfg.negatives, replace=False).tolist()
         rejected[p] = _fill_unseen(low, cfg.negatives, sets.all[u] | {int(c)}, split.n_items, rng)
@@ -157,7 +161,9 @@ def self_play_pairs(
         ids = torch.where(scores > float("-inf"), ids, 0).numpy()
         for j, p in enumerate(range(lo, min(lo + 256, len(users)))):
             u, c = users[p], int(chosen[p])
-            picked = [i for i in ids[j].tolist() if i > 0 and i != c and i not in sets.liked[u]][: cfg.negatives]
+            picked = [i for i in ids[j].tolist() if i > 0 and i != c and i not in sets.liked[u]][
+                : cfg.negatives
+            ]
             seen = sets.all[u] | {c} | set(batch.items[j].tolist())
             rejected[p] = _fill_unseen(picked, cfg.negatives, seen, split.n_items, rng)
     model.train(was_training)
@@ -187,7 +193,9 @@ def reward_beam_pairs(split: Split, cfg: AlignConfig, model, reward, rng: np.ran
             ids, scores = model.recommend(batch, cfg.beams, exclude=batch.items)
             cand = torch.where(scores > float("-inf"), ids, 0)[:, :, None]  # [B, n, 1]
         r = reward(u, h, cand)  # [B, n]
-        r = torch.where((cand > 0).any(-1), r, float("nan"))  # an empty candidate is never chosen nor rejected
+        r = torch.where(
+            (cand > 0).any(-1), r, float("nan")
+        )  # an empty candidate is never chosen nor rejected
         order = torch.argsort(torch.nan_to_num(r, nan=float("-inf")), dim=1, descending=True)
         n_real = (~r.isnan()).sum(1)
         for j in range(len(u)):

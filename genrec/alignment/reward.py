@@ -72,7 +72,11 @@ class BoundReward:
     @torch.no_grad()
     def __call__(self, users: np.ndarray, hist_len: np.ndarray, lists: torch.Tensor) -> torch.Tensor:
         out = [
-            self._score(users[i : i + self.micro_batch], hist_len[i : i + self.micro_batch], lists[i : i + self.micro_batch])
+            self._score(
+                users[i : i + self.micro_batch],
+                hist_len[i : i + self.micro_batch],
+                lists[i : i + self.micro_batch],
+            )
             for i in range(0, len(users), self.micro_batch)
         ]
         return torch.cat(out) if out else torch.zeros(0, lists.shape[1])

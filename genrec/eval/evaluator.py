@@ -72,6 +72,10 @@ def evaluate(
         # Where fewer than K items are left, the -inf (excluded) ones that fill the list were not recommended.
         return torch.where(best.values > float("-inf"), best.indices, 0)
 
+    def add_lists(rows: np.ndarray, convention: str, listed: torch.Tensor | None) -> None:
+        if lists is not None and convention == list_convention:
+            lists.add(rows, examples.users[rows], hist_lengths[rows], listed)
+
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
     order = np.argsort(hist.lengths(), kind="stable")  # similar lengths together: less padding per batch
@@ -89,15 +93,12 @@ def evaluate(
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
 
-        def add_lists(convention: str, listed: torch.Tensor | None) -> None:
-            if lists is not None and convention == list_convention:
-                lists.add(rows, examples.users[rows], hist_lengths[rows], listed)
         if "score" in model.capabilities:
             scores = candidate_scores(model, batch)
             if want_unfiltered:
                 listed = top(scores, "unfiltered")
                 unfiltered.add(target_ranks(scores, targets), listed if coverage else None)
-                add_lists("unfiltered", listed)
+                add_lists(rows, "unfiltered", listed)
             if sampled is not None:
                 ranks = _sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng)
                 # As in the history-excluded ranking: a target that the history repeats is a miss.
@@ -108,19 +109,19 @@ def evaluate(
                 scores.scatter_(1, seen, float("-inf"))
                 listed = top(scores, "filtered")
                 filtered.add(target_ranks(scores, targets), listed if coverage else None)
-                add_lists("filtered", listed)
+                add_lists(rows, "filtered", listed)
         else:
             if want_unfiltered:
                 ids, values = model.recommend(batch, max_k, exclude=None)
                 listed = compact_lists(ids, values > float("-inf"))
                 unfiltered.add(ranks_from_lists(listed, targets), listed)
-                add_lists("unfiltered", listed)
+                add_lists(rows, "unfiltered", listed)
             if want_filtered:
                 ids, values = model.recommend(batch, max_k, exclude=seen)
                 listed = compact_lists(ids, (values > float("-inf")) & ~_in_rows(ids, seen))
                 ranks = ranks_from_lists(listed, targets)
                 filtered.add(torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks), listed)
-                add_lists("filtered", listed)
+                add_lists(rows, "filtered", listed)
         if progress:
             progress.advance(task, len(rows))
     if progress:

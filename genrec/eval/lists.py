@@ -42,7 +42,9 @@ class FutureRatings:
     ratings: np.ndarray
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.items[self.offsets[i] : self.offsets[i + 1]], self.ratings[self.offsets[i] : self.offsets[i + 1]]
+        return self.items[self.offsets[i] : self.offsets[i + 1]], self.ratings[
+            self.offsets[i] : self.offsets[i + 1]
+        ]
 
 
 @dataclass
