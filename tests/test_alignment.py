@@ -1,5 +1,6 @@
 """Preference alignment: pair sources, DPO on sessions, list metrics, the reward model and `genrec align`."""
 
+import copy
 import json
 import math
 import subprocess
@@ -11,7 +12,13 @@ import torch
 
 from genrec.alignment.align import align_run
 from genrec.alignment.config import AlignConfig, align_recipe
-from genrec.alignment.pairs import histories, rating_pairs, reward_beam_pairs, self_play_pairs
+from genrec.alignment.pairs import (
+    histories,
+    preference_batches,
+    rating_pairs,
+    reward_beam_pairs,
+    self_play_pairs,
+)
 from genrec.alignment.reward import load_reward_model
 from genrec.config import DataConfig, load_config
 from genrec.data.batching import HistoryBatch
@@ -23,6 +30,7 @@ from genrec.models import build_model
 from genrec.objectives import DPO, SDPO, PreferenceBatch
 from genrec.runs import load_run, train_run
 from genrec.runs.retrieval import make_split, prepare_dataset
+from genrec.training.trainer import training_step
 
 TINY = [
     "model.dim=8",
@@ -271,3 +279,25 @@ def test_reward_model_scores_lists_and_rejects_wrong_runs(sasrec_run, ranker_run
         align_recipe("no-such", {})
     with pytest.raises(ConfigError, match="beta"):
         align_recipe(None, {"beta": -1})
+
+
+@pytest.mark.parametrize("name", ["sasrec", "hstu"])
+def test_dpo_on_rating_pairs_moves_any_log_likelihood_model(name, split):
+    torch.manual_seed(0)
+    cfg = load_config(name, ["model.dim=8", "model.max_len=10", "model.dropout=0.0"]).model
+    model = build_model(cfg, split.n_items, split.n_users)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    pairs = rating_pairs(split, AlignConfig(negatives=2, anchors_per_user=1), np.random.default_rng(0))
+    batch = next(preference_batches(split, pairs, 64, model.max_history, np.random.default_rng(0)))
+    assert batch.history.timestamps is not None  # HSTU reads the events' times
+
+    def margin() -> float:
+        with torch.no_grad():
+            lp = model.log_likelihood(batch.history, batch.item_ids())
+        return float((lp[:, :1] - lp[:, 1:]).mean())
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    start = margin()
+    for _ in range(5):
+        training_step(model, SDPO(beta=0.5), optimizer, batch, 1.0, reference)
+    assert margin() > start

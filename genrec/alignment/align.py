@@ -22,7 +22,7 @@ import torch
 
 from genrec.alignment.config import AlignConfig
 from genrec.alignment.pairs import (
-    _UserSets,
+    UserSets,
     preference_batches,
     rating_pairs,
     reward_beam_pairs,
@@ -97,7 +97,7 @@ def align_run(run_dir: str | Path, cfg: AlignConfig, out: str | Path, log=print)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     objective = build_objective(cfg.objective, model, beta=cfg.beta, sft_weight=cfg.sft_weight)
     optimizer = build_optimizer(model, TrainConfig(lr=cfg.lr, weight_decay=0.0, grad_clip=cfg.grad_clip))
-    sets = _UserSets(split, cfg) if cfg.pairs in ("ratings", "self-play") else None
+    sets = UserSets(split, cfg) if cfg.pairs in ("ratings", "self-play") else None
     history = [{"round": 0, **_valid_metrics(model, split, ref_run.cfg.eval, context)}]
     log(f"round 0 (reference): {history[0]}")
     n_pairs = 0

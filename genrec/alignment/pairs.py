@@ -90,7 +90,7 @@ def rating_anchors(split: Split, cfg: AlignConfig) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(users), np.concatenate(hist).astype(np.int64), np.concatenate(chosen)
 
 
-class _UserSets:
+class UserSets:
     """Per-user training item sets (all, liked), built once."""
 
     def __init__(self, split: Split, cfg: AlignConfig) -> None:
@@ -121,11 +121,11 @@ def _fill_unseen(row: list, k: int, seen: set, n_items: int, rng: np.random.Gene
 
 
 def rating_pairs(
-    split: Split, cfg: AlignConfig, rng: np.random.Generator, sets: _UserSets | None = None
+    split: Split, cfg: AlignConfig, rng: np.random.Generator, sets: UserSets | None = None
 ) -> Pairs:
     """`ratings` pairs (see the module docstring): K = cfg.negatives rejected per chosen item."""
     seq, ratings = split.sequences, _ratings(split)
-    sets = sets or _UserSets(split, cfg)
+    sets = sets or UserSets(split, cfg)
     users, hist, chosen = rating_anchors(split, cfg)
     lengths = train_lengths(split)
     rejected = np.zeros((len(users), cfg.negatives), dtype=np.int64)
@@ -145,10 +145,10 @@ def rating_pairs(
 
 @torch.no_grad()
 def self_play_pairs(
-    split: Split, cfg: AlignConfig, model, rng: np.random.Generator, sets: _UserSets | None = None
+    split: Split, cfg: AlignConfig, model, rng: np.random.Generator, sets: UserSets | None = None
 ) -> Pairs:
     """`self-play` pairs: rejected = the model's top predictions the user did not like (nor chose)."""
-    sets = sets or _UserSets(split, cfg)
+    sets = sets or UserSets(split, cfg)
     users, hist, chosen = rating_anchors(split, cfg)
     rejected = np.zeros((len(users), cfg.negatives), dtype=np.int64)
     was_training = model.training
