@@ -301,3 +301,13 @@ def test_dpo_on_rating_pairs_moves_any_log_likelihood_model(name, split):
     for _ in range(5):
         training_step(model, SDPO(beta=0.5), optimizer, batch, 1.0, reference)
     assert margin() > start
+
+
+def test_every_alignment_recipe_resolves():
+    from genrec.alignment.config import ALIGN_RECIPES
+
+    names = sorted(p.stem for p in ALIGN_RECIPES.glob("*.yaml"))
+    assert {"sasrec-dpo-ml-1m", "sasrec-sdpo-ml-1m", "tiger-dpo-ml-1m"} <= set(names)
+    for name in names:
+        assert align_recipe(name, {}).beta > 0
+    assert align_recipe("sasrec-sdpo-ml-1m", {"beta": 0.7, "negatives": None}).beta == 0.7
