@@ -111,13 +111,13 @@ def align_run(run_dir: str | Path, cfg: AlignConfig, out: str | Path, log=print)
             pairs = reward_beam_pairs(split, cfg, model, reward, rng)
         pair_seconds = time.perf_counter() - t1
         n_pairs += len(pairs)
-        model.train()
+        # Dropout stays off, as in TRL's DPOTrainer: the margins then start at exactly 0 against the reference.
+        model.eval()
         losses = []
         for _ in range(cfg.epochs):
             for batch in preference_batches(split, pairs, cfg.batch_size, model.max_history, rng):
                 loss = training_step(model, objective, optimizer, batch, cfg.grad_clip, reference)
                 losses.append(float(loss.detach()))
-        model.eval()
         record = {
             "round": rnd,
             "pairs": len(pairs),
