@@ -19,7 +19,7 @@ from genrec.alignment.pairs import (
     reward_beam_pairs,
     self_play_pairs,
 )
-from genrec.alignment.reward import load_reward_model
+from genrec.alignment.reward import RewardModel, load_reward_model
 from genrec.config import DataConfig, load_config
 from genrec.data.batching import HistoryBatch
 from genrec.data.schema import Sequences
@@ -262,19 +262,18 @@ def test_align_cli_and_reward_beams(sasrec_run, ranker_run, tmp_path):
 
 
 def test_reward_model_scores_lists_and_rejects_wrong_runs(sasrec_run, ranker_run, split):
-    reward = load_reward_model(ranker_run).bind(split.sequences)
+    model = load_reward_model(ranker_run)
+    reward = model.bind(split.sequences)
     lists = torch.tensor([[[1, 2, 3], [4, 5, 0], [0, 0, 0]]]).expand(2, -1, -1)
     r = reward(np.array([0, 1]), np.array([5, 5]), lists)
     assert r.shape == (2, 3) and ((r[:, :2] > 0) & (r[:, :2] < 1)).all() and (r[:, 2] == 0).all()
-    with_div = load_reward_model(ranker_run, diversity=1.0).bind(split.sequences)(
-        np.array([0, 1]), np.array([5, 5]), lists
-    )
-    assert (with_div[:, 0] >= r[:, 0]).all()
+    diverse = RewardModel(model.run, diversity=1.0).bind(split.sequences)
+    assert (diverse(np.array([0, 1]), np.array([5, 5]), lists)[:, 0] >= r[:, 0]).all()
     with pytest.raises(ConfigError, match="ranking run"):
         load_reward_model(sasrec_run)
     other = Sequences(np.array([1]), np.array([999991, 999992]), np.array([0, 1]), np.array([1]))
     with pytest.raises(ConfigError, match="item ids do not match"):
-        load_reward_model(ranker_run).bind(other)
+        model.bind(other)
     with pytest.raises(ConfigError, match="unknown alignment recipe"):
         align_recipe("no-such", {})
     with pytest.raises(ConfigError, match="beta"):
