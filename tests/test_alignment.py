@@ -28,7 +28,7 @@ from genrec.errors import ConfigError
 from genrec.eval.lists import ListAccumulator, ListContext, future_ratings, popular_items
 from genrec.models import build_model
 from genrec.objectives import DPO, SDPO, PreferenceBatch
-from genrec.runs import load_run, train_run
+from genrec.runs import evaluate_run, load_run, train_run
 from genrec.runs.retrieval import make_split, prepare_dataset
 from genrec.training.trainer import training_step
 
@@ -243,6 +243,9 @@ def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
     )
     assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
     assert len(run.recommend(user=run.users["user_id"][0], k=5)) == 5
+    again = evaluate_run(run, progress=False)  # `genrec evaluate` of the aligned run
+    assert again["test"]["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
+    assert again["protocol"]["alignment"] == metrics["protocol"]["alignment"]
     with pytest.raises(ConfigError, match="not empty"):
         align_run(sasrec_run, cfg, out)
 

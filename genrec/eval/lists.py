@@ -31,6 +31,13 @@ from genrec.data.split import EvalSet, Split
 
 LIST_K = 10
 POPULAR_SHARE = 0.01
+PROTOCOL = (
+    "over each top-K list of the headline convention: liked_precision@K / disliked_share@K = share of the "
+    "top-K items the user rated in the evaluated period (validation: before the test period; test: after the "
+    "test cut-off) that were rated >= 4 / <= 2, pooled over examples (first rating of an item); rated@K = mean "
+    "number of such items per list; ild@K = mean pairwise Jaccard distance of the items' genre sets; "
+    "popular_share@K = share of slots taken by the 1% most-trained items; reward@K = mean reward-model score"
+)
 
 
 @dataclass

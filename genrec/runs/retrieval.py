@@ -19,6 +19,7 @@ from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.eval.lists import PROTOCOL as LIST_PROTOCOL
 from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.io import write_json, write_parquet
 from genrec.models import build_model
@@ -155,6 +156,7 @@ def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, 
     return {
         "task": "retrieval",
         **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
+        "list_metrics": LIST_PROTOCOL,
     }
 
 
@@ -170,6 +172,10 @@ def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True, r
         metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar, context=context)
     summary = run.metrics.get("training", {})  # how the evaluated weights were trained
     metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model, summary)
+    stored = run.metrics.get("protocol", {})
+    if "alignment" in stored:  # an aligned run (genrec.alignment): its weights came from alignment
+        for key in ("alignment", "checkpoint_selection", "seed"):
+            metrics["protocol"][key] = stored[key]
     return metrics
 
 
