@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from genrec.alignment.config import AlignConfig
 from genrec.alignment.pairs import (
@@ -135,8 +136,6 @@ def align_run(run_dir: str | Path, cfg: AlignConfig, out: str | Path, log=print)
         for path in run_dir.iterdir():
             if path.is_file() and path.name not in NOT_COPIED:
                 shutil.copy2(path, out / path.name)
-        import yaml
-
         write_text(out / ALIGN_FILE, yaml.safe_dump({"align": cfg.model_dump(mode="json")}, sort_keys=False))
         save_weights(out / MODEL_FILE, model.state_dict())
         with make_progress(False) as bar:
