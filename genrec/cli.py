@@ -1,4 +1,4 @@
-"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | recommend | serve`.
+"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
@@ -62,6 +62,14 @@ def metrics_table(metrics: dict, title: str = "") -> Table:
             cells += [cell(m.get(f"recall@{k}")), cell(m.get(f"ndcg@{k}"))]
         table.add_row(key, *cells, cell(m["mrr"]), cell(m.get(f"coverage@{cov_k}"), 3), str(m["examples"]))
     return table
+
+
+def print_list_metrics(m: dict) -> None:
+    """The list-level metrics of a split's metrics (genrec.eval.lists), one line; nothing when there are none."""
+    names = ("liked_precision", "disliked_share", "rated", "ild", "popular_share", "reward")
+    shown = [f"{k} {v:.4f}" for k, v in m.items() if k.split("@")[0] in names and isinstance(v, float)]
+    if shown:
+        out.print("test list metrics: " + ", ".join(shown))
 
 
 def print_protocol(p: dict) -> None:
@@ -263,12 +271,65 @@ def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `genrec train`"),
     dataset: str | None = typer.Option(None, "--dataset", help="evaluate on another dataset SPEC"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    reward_run: Path | None = typer.Option(
+        None, "--reward-run", help="ranking run scoring the top-10 lists (reward@10, retrieval runs)"
+    ),
 ) -> None:
     """Evaluate a trained run (retrieval: full-catalogue ranking, both history conventions; ranking: AUC...)."""
     from genrec.runs import evaluate_run, load_run
 
     run = load_run(run_dir)
-    print_metrics(run.cfg, evaluate_run(run, dataset, progress))
+    reward = None
+    if reward_run is not None:
+        from genrec.alignment.reward import load_reward_model
+
+        reward = load_reward_model(reward_run)
+    metrics = evaluate_run(run, dataset, progress, reward)
+    print_metrics(run.cfg, metrics)
+    if run.task == "retrieval":
+        print_list_metrics(metrics["test"])
+
+
+@app.command()
+def align(
+    run_dir: Path = typer.Argument(..., help="a trained retrieval run (the reference model)"),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="alignment recipe (genrec/recipes/align) or YAML"
+    ),
+    pairs: str | None = typer.Option(None, "--pairs", help="ratings | self-play | reward-beams"),
+    objective: str | None = typer.Option(None, "--objective", help="dpo | sdpo"),
+    beta: float | None = typer.Option(None, "--beta", help="DPO beta"),
+    negatives: int | None = typer.Option(None, "--negatives", help="rejected items per pair (K)"),
+    reward_run: Path | None = typer.Option(None, "--reward-run", help="ranking run used as reward model"),
+    rounds: int | None = typer.Option(None, "--rounds", help="pair generation rounds"),
+    set_: list[str] = typer.Option([], "--set", help="any align key, e.g. --set lr=3e-4"),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="run directory (default RUN_DIR-PAIRS-OBJECTIVE)"
+    ),
+) -> None:
+    """Preference-align a trained run (DPO / S-DPO on rating, self-play or reward-model pairs) into a new run."""
+    import time
+
+    from genrec.alignment.align import align_run
+    from genrec.alignment.config import align_recipe
+    from genrec.config import parse_overrides
+
+    flags = {
+        "pairs": pairs,
+        "objective": objective,
+        "beta": beta,
+        "negatives": negatives,
+        "reward_run": None if reward_run is None else str(reward_run),
+        "rounds": rounds,
+    }
+    cfg = align_recipe(recipe, {**parse_overrides(set_), **flags})
+    out_dir = out_dir or run_dir.parent / f"{run_dir.name}-{cfg.pairs}-{cfg.objective}"
+    out.print(f"aligning {run_dir} ({cfg.pairs} pairs, {cfg.objective}, beta {cfg.beta:g}) -> {out_dir}")
+    t0 = time.perf_counter()
+    metrics = align_run(run_dir, cfg, out_dir, log=lambda line: out.print(f"[dim]{line}[/dim]"))
+    out.print(metrics_table(metrics, "aligned"))
+    print_list_metrics(metrics["test"])
+    out.print(f"aligned in {time.perf_counter() - t0:.1f}s; run directory: {out_dir}")
 
 
 @app.command()

@@ -26,6 +26,7 @@ LAYERS = [
     {"eval"},
     {"training"},
     {"runs"},
+    {"alignment"},
     {"inference"},
     {"serve"},
     {"experiments"},

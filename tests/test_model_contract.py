@@ -158,7 +158,7 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data
     if raw["model"]["name"] in ("tiger", "onerec"):
         overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=2"]
     if task == "retrieval" and raw.get("data", {}).get("split") == "temporal":
-        overrides += ["data.split=leave_one_out", "eval.session_len=0"]  # the tiny data has no timestamps
+        overrides += ["data.split=leave_one_out", "eval.session_len=0"]  # the tiny data has an order but no timestamps
     dataset = "ml-100k" if task == "ranking" else str(tiny_data)
     if task == "ranking":
         overrides += [

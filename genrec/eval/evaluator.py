@@ -23,6 +23,7 @@ import torch
 from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
+from genrec.eval.lists import LIST_K, ListAccumulator, ListContext, future_ratings
 from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
 from genrec.eval.sessions import evaluate_sessions, session_protocol
 from genrec.models.base import Recommender, candidate_scores
@@ -40,8 +41,12 @@ def evaluate(
     progress=None,
     conventions: tuple[str, ...] = ("filtered", "unfiltered"),
     coverage: bool = True,
+    lists: ListAccumulator | None = None,
 ) -> dict[str, dict]:
     """Metrics of the asked conventions (both by default; sampled candidates if configured) on one evaluation set.
+
+    `lists` (optional) accumulates the list-level metrics (`genrec.eval.lists`) of the headline convention's
+    top-K lists (`cfg.exclude_history`); they join that convention's metrics.
 
     Per-epoch validation asks for the one convention it selects on and no coverage (no top-K lists): for a
     generating model (TIGER) that halves the decoding, for a scoring one it skips a ranking and two top-K sorts.
@@ -56,12 +61,21 @@ def evaluate(
     filtered, unfiltered = MetricAccumulator(ks, n_items), MetricAccumulator(ks, n_items)
     sampled = MetricAccumulator(ks, cfg.sampled_negatives + 1) if cfg.sampled_negatives else None
 
-    def top(scores: torch.Tensor) -> torch.Tensor | None:
-        if not coverage:
+    list_convention = "filtered" if cfg.exclude_history else "unfiltered"
+    if lists is not None and list_convention not in conventions:
+        raise ValueError(f"list metrics need the {list_convention} convention")
+    hist_lengths = examples.history.lengths()
+
+    def top(scores: torch.Tensor, convention: str = "") -> torch.Tensor | None:
+        if not coverage and not (lists is not None and convention == list_convention):
             return None
         best = torch.topk(scores, max_k, dim=1)
         # Where fewer than K items are left, the -inf (excluded) ones that fill the list were not recommended.
         return torch.where(best.values > float("-inf"), best.indices, 0)
+
+    def add_lists(rows: np.ndarray, convention: str, listed: torch.Tensor | None) -> None:
+        if lists is not None and convention == list_convention:
+            lists.add(rows, examples.users[rows], hist_lengths[rows], listed)
 
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
@@ -79,10 +93,13 @@ def evaluate(
         )
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
+
         if "score" in model.capabilities:
             scores = candidate_scores(model, batch)
             if want_unfiltered:
-                unfiltered.add(target_ranks(scores, targets), top(scores))
+                listed = top(scores, "unfiltered")
+                unfiltered.add(target_ranks(scores, targets), listed if coverage else None)
+                add_lists(rows, "unfiltered", listed)
             if sampled is not None:
                 ranks = _sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng)
                 # As in the history-excluded ranking: a target that the history repeats is a miss.
@@ -91,17 +108,21 @@ def evaluate(
                 sampled.add(ranks)
             if want_filtered:
                 scores.scatter_(1, seen, float("-inf"))
-                filtered.add(target_ranks(scores, targets), top(scores))
+                listed = top(scores, "filtered")
+                filtered.add(target_ranks(scores, targets), listed if coverage else None)
+                add_lists(rows, "filtered", listed)
         else:
             if want_unfiltered:
                 ids, values = model.recommend(batch, max_k, exclude=None)
                 listed = compact_lists(ids, values > float("-inf"))
                 unfiltered.add(ranks_from_lists(listed, targets), listed)
+                add_lists(rows, "unfiltered", listed)
             if want_filtered:
                 ids, values = model.recommend(batch, max_k, exclude=seen)
                 listed = compact_lists(ids, (values > float("-inf")) & ~_in_rows(ids, seen))
                 ranks = ranks_from_lists(listed, targets)
                 filtered.add(torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks), listed)
+                add_lists(rows, "filtered", listed)
         if progress:
             progress.advance(task, len(rows))
     if progress:
@@ -114,6 +135,8 @@ def evaluate(
         out["unfiltered"] = unfiltered.result()
     if sampled is not None:
         out["sampled"] = sampled.result()
+    if lists is not None:
+        out[list_convention].update(lists.result())
     return out
 
 
@@ -176,14 +199,18 @@ def evaluate_split(
     cfg: EvalConfig,
     which=("valid", "test"),
     progress=None,
+    context: ListContext | None = None,
 ) -> dict:
     """The metrics.json body: `valid`/`test` (history excluded) beside `*_unfiltered` (all items ranked).
 
     With `exclude_history: false` the plain keys hold the unfiltered numbers and `*_filtered` the other ones.
+    With a `context`, the plain keys also hold the list-level metrics (`genrec.eval.lists`) at K = 10.
     """
     out: dict = {}
+    k = max([x for x in cfg.ks if x <= LIST_K] or [min(cfg.ks)])
     for name in which:
-        res = evaluate(model, getattr(split, name), split.n_items, cfg, progress)
+        acc = ListAccumulator(context, future_ratings(split, name), k) if context is not None else None
+        res = evaluate(model, getattr(split, name), split.n_items, cfg, progress, lists=acc)
         if cfg.exclude_history:
             out[name], out[f"{name}_unfiltered"] = res["filtered"], res["unfiltered"]
         else:

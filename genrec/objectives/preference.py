@@ -1,4 +1,4 @@
-"""Preference objectives over (chosen, rejected) items: DPO and softmax-DPO (S-DPO).
+"""Preference objectives over (chosen, rejected) items or sessions: DPO and softmax-DPO (S-DPO).
 
 Both compare the trained model's log-likelihood ratio to a frozen reference model's (usually the supervised
 model the alignment starts from), so the model moves towards the chosen item and away from the rejected ones
@@ -7,7 +7,12 @@ without drifting far from the reference:
   m = log p_model - log p_reference, averaged over the rejected items of a row;
 - S-DPO (Chen et al. 2024, https://arxiv.org/abs/2406.09215): one softmax over all rejected items,
   -log sigmoid(-log sum_j exp(beta * (m_rejected_j - m_chosen))).
-The model needs the `log_likelihood(history_batch, items [B, n]) -> [B, n]` capability.
+`sft_weight` > 0 adds that weight times the chosen item's negative log-likelihood under the model (the "DPO +
+SFT" regulariser several recommendation papers use to keep the next-item accuracy; 0 = plain DPO / S-DPO).
+
+Items need the model's `log_likelihood(history_batch, items [B, n]) -> [B, n]` capability; sessions (chosen
+[B, N], rejected [B, R, N], a list of N items each, as OneRec generates them) need
+`session_log_likelihood(history_batch, sessions [B, n, N]) -> [B, n]` (log p of the whole list).
 """
 
 from __future__ import annotations
@@ -24,38 +29,66 @@ from genrec.objectives.base import Objective
 
 @dataclass
 class PreferenceBatch:
+    """B preference pairs. Items: chosen [B], rejected [B, R] internal item ids. Sessions: chosen [B, N],
+    rejected [B, R, N], each a list of N internal item ids. R >= 1 rejected per row."""
+
     history: HistoryBatch  # B histories
-    chosen: torch.Tensor  # [B] internal item ids the user preferred
-    rejected: torch.Tensor  # [B, R] internal item ids ranked below the chosen one (R >= 1)
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.rejected.ndim != self.chosen.ndim + 1 or self.chosen.ndim not in (1, 2):
+            raise ValueError(
+                f"chosen [B] with rejected [B, R] (items) or chosen [B, N] with rejected [B, R, N] (sessions), "
+                f"got {tuple(self.chosen.shape)} and {tuple(self.rejected.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.chosen)
 
+    @property
+    def sessions(self) -> bool:
+        """Whether chosen and rejected are lists of items (sessions) rather than single items."""
+        return self.chosen.ndim == 2
+
     def item_ids(self) -> torch.Tensor:
-        """[B, 1 + R]: the chosen item, then the rejected ones."""
+        """[B, 1 + R] (items) or [B, 1 + R, N] (sessions): the chosen one, then the rejected ones."""
         return torch.cat([self.chosen[:, None], self.rejected], 1)
 
 
 class _Preference(Objective):
     needs_reference = True
 
-    def __init__(self, beta: float = 0.1) -> None:
+    def __init__(self, beta: float = 0.1, sft_weight: float = 0.0) -> None:
         if beta <= 0:
             raise ConfigError(f"beta must be positive, got {beta}")
-        self.beta = beta
+        if sft_weight < 0:
+            raise ConfigError(f"sft_weight must be >= 0, got {sft_weight}")
+        self.beta, self.sft_weight = beta, sft_weight
+
+    def log_likelihoods(self, model, batch: PreferenceBatch) -> torch.Tensor:
+        """[B, 1 + R] log p of the chosen then the rejected items (or sessions) under `model`."""
+        need = "session_log_likelihood" if batch.sessions else "log_likelihood"
+        if not model.can(need):
+            raise ConfigError(f"{model.cfg.name} does not expose {need}, which {self.name} needs")
+        method = model.session_log_likelihood if batch.sessions else model.log_likelihood
+        return method(batch.history, batch.item_ids())
 
     def margins(self, model, batch: PreferenceBatch, reference) -> tuple[torch.Tensor, torch.Tensor]:
         """(m_chosen [B], m_rejected [B, R]) with m = log p_model - log p_reference."""
         if reference is None:
             raise ConfigError(f"{self.name} needs a frozen reference model")
-        if not model.can("log_likelihood"):
-            raise ConfigError(f"{model.cfg.name} does not expose log_likelihood, which {self.name} needs")
-        items = batch.item_ids()
-        log_p = model.log_likelihood(batch.history, items)
+        log_p = self.log_likelihoods(model, batch)
         with torch.no_grad():
-            log_ref = reference.log_likelihood(batch.history, items)
+            log_ref = self.log_likelihoods(reference, batch)
+        self._chosen_log_p = log_p[:, 0]
         m = log_p - log_ref
         return m[:, 0], m[:, 1:]
+
+    def _with_sft(self, loss: torch.Tensor) -> torch.Tensor:
+        if not self.sft_weight:
+            return loss
+        return loss - self.sft_weight * self._chosen_log_p.mean()
 
 
 class DPO(_Preference):
@@ -63,7 +96,7 @@ class DPO(_Preference):
 
     def __call__(self, model, batch: PreferenceBatch, reference=None) -> torch.Tensor:
         chosen, rejected = self.margins(model, batch, reference)
-        return -F.logsigmoid(self.beta * (chosen[:, None] - rejected)).mean()
+        return self._with_sft(-F.logsigmoid(self.beta * (chosen[:, None] - rejected)).mean())
 
 
 class SDPO(_Preference):
@@ -71,4 +104,5 @@ class SDPO(_Preference):
 
     def __call__(self, model, batch: PreferenceBatch, reference=None) -> torch.Tensor:
         chosen, rejected = self.margins(model, batch, reference)
-        return -F.logsigmoid(-torch.logsumexp(self.beta * (rejected - chosen[:, None]), dim=1)).mean()
+        loss = -F.logsigmoid(-torch.logsumexp(self.beta * (rejected - chosen[:, None]), dim=1)).mean()
+        return self._with_sft(loss)

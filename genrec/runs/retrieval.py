@@ -19,6 +19,8 @@ from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.eval.lists import PROTOCOL as LIST_PROTOCOL
+from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.io import write_json, write_parquet
 from genrec.models import build_model
 from genrec.progress import make_progress
@@ -116,13 +118,21 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
         save_weights(out / MODEL_FILE, model.state_dict())
         with make_progress(progress) as bar:
             t1 = time.perf_counter()
-            metrics = evaluate_split(model, split, cfg.eval, progress=bar)
+            metrics = evaluate_split(model, split, cfg.eval, progress=bar, context=list_context(split, items))
         metrics["protocol"] = retrieval_protocol(cfg, split, ds, cfg.data.dataset, model, summary)
         metrics["training"] = summary
         metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
         write_metrics(out, metrics)
         log.info("test %s", metrics["test"])
         return metrics
+
+
+def list_context(split: Split, items: pl.DataFrame, reward=None) -> ListContext:
+    """What the list-level metrics (`genrec.eval.lists`) read: the items' categories (when any item has one),
+    the most popular 1% of items by training interactions, and an optional reward model."""
+    categories = items["categories"].to_list() if "categories" in items.columns else []
+    genres = genre_sets(categories) if any(categories) else None
+    return ListContext(genres, popular_items(split.train.items, split.n_items), reward)
 
 
 def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
@@ -146,18 +156,26 @@ def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, 
     return {
         "task": "retrieval",
         **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
+        "list_metrics": LIST_PROTOCOL,
     }
 
 
-def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True) -> dict:
-    """Re-evaluate a retrieval run on its dataset (or another SPEC), encoded in the run's item and user index."""
+def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True, reward=None) -> dict:
+    """Re-evaluate a retrieval run on its dataset (or another SPEC), encoded in the run's item and user index.
+    `reward`: an optional reward model (`genrec.alignment.reward.RewardModel`, bound here to the split's
+    sequences) for the `reward@K` list metric (`genrec.eval.lists`)."""
     data_cfg = run.cfg.data if dataset is None else run.cfg.data.model_copy(update={"dataset": dataset})
     ds = prepare_dataset(data_cfg)
     split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
+    context = list_context(split, run.items, None if reward is None else reward.bind(split.sequences))
     with make_progress(progress) as bar:
-        metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar)
+        metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar, context=context)
     summary = run.metrics.get("training", {})  # how the evaluated weights were trained
     metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model, summary)
+    stored = run.metrics.get("protocol", {})
+    if "alignment" in stored:  # an aligned run (genrec.alignment): its weights came from alignment
+        for key in ("alignment", "checkpoint_selection", "seed"):
+            metrics["protocol"][key] = stored[key]
     return metrics
 
 

@@ -249,8 +249,9 @@ def load_run(run_dir: Path) -> Run:
     return run
 
 
-def evaluate_run(run: Run, dataset: str | None = None, progress: bool = True) -> dict:
-    """Re-evaluate a run (either task) on its dataset or another SPEC."""
+def evaluate_run(run: Run, dataset: str | None = None, progress: bool = True, reward=None) -> dict:
+    """Re-evaluate a run (either task) on its dataset or another SPEC. `reward` (retrieval): a reward model
+    (`genrec.alignment.reward.RewardModel`) for the `reward@10` list metric."""
     if run.task == "ranking":
         return ranking.evaluate_ranking(run, dataset, progress)
-    return retrieval.evaluate_retrieval(run, dataset, progress)
+    return retrieval.evaluate_retrieval(run, dataset, progress, reward)
