@@ -21,6 +21,8 @@ BUILTIN: dict[str, str] = {
     "hstu": "genrec.models.hstu:HSTU",
     "textrec": "genrec.models.textrec:TextRec",
     "tiger": "genrec.models.tiger:Tiger",
+    "sid_llm": "genrec.models.sid_llm:SidLlm",
+    "hllm": "genrec.models.hllm:HLLM",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
     "genrank": "genrec.models.ranking.genrank:GenRank",

@@ -167,24 +167,37 @@ def _encode_with_sentence_transformer(
     )
 
 
-def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, pooling: str) -> np.ndarray:
-    """Pooled last hidden states of a generative LM's base model, in batches right-padded to their longest text."""
+def load_causal_lm(model_path: Path, head: bool = True):
+    """(tokenizer, model) of a generative LM on disk: a Hugging Face directory or a .gguf file (dequantised to
+    float32). `head=False` gives the base model (hidden states only). Nothing is downloaded. Raises ConfigError
+    when GGUF support is missing."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if model_path.suffix == ".gguf":
         try:
             import gguf  # noqa: F401  (transformers reads GGUF through it)
         except ImportError:
-            raise ConfigError("a GGUF text encoder needs `pip install gguf accelerate`") from None
+            raise ConfigError("a GGUF model needs `pip install gguf accelerate`") from None
         where, extra = str(model_path.parent), {"gguf_file": model_path.name}
     else:
         where, extra = str(model_path), {}
     tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+    model_class = AutoModelForCausalLM if head else AutoModel
+    return tokenizer, model_class.from_pretrained(where, dtype=torch.float32, **extra)
+
+
+def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, pooling: str) -> np.ndarray:
+    """Pooled last hidden states of a generative LM's base model, in batches right-padded to their longest text."""
+    import torch
+
+    tokenizer, model = load_causal_lm(model_path, head=False)
+    model = model.eval()
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(where, dtype=torch.float32, **extra).eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
