@@ -249,3 +249,47 @@ def test_hllm_scores_items_it_never_trained_on_from_their_text(root, lm_dir, dat
     assert torch.isfinite(scores[0, cold]).all()
     # Two cold items with different texts get different scores: the text decides.
     assert len(set(scores[0, cold].tolist())) == len(cold)
+
+
+def _ddp_step(rank: int, world: int, port: int, lm_dir: str, state: dict, batch, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = load_config("sid_llm", [f"model.lm={lm_dir}", *SID]).model
+    model = build_model(cfg, 20, 40)
+    model.load_state_dict(state)
+    ddp = DistributedDataParallel(model)
+    optimizer = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=0.1)
+    half = len(batch.input_ids) // world
+    rows = slice(rank * half, (rank + 1) * half)
+    shard = type(batch)(batch.input_ids[rows], batch.attention_mask[rows], batch.labels[rows])
+    ddp(shard).backward()  # each rank its own half of the batch
+    optimizer.step()
+    torch.save(
+        {k: v for k, v in model.state_dict().items() if "lora" in k or "embed" in k}, f"{out}/rank{rank}.pt"
+    )
+    dist.destroy_process_group()
+
+
+def test_sid_llm_trains_under_ddp_with_gloo_on_two_processes(sid_run, lm_dir, tmp_path):
+    """Two CPU processes (gloo), each a different half of a batch: after one step both hold the same weights,
+    and they differ from the start (the gradients were averaged, not skipped)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    model = sid_run.model
+    split = split_of(sid_run)
+    batch = next(iter(model.training_batches(split, np.random.default_rng(0), 8)))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_step, args=(2, port, str(lm_dir), state, batch, str(tmp_path)), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert a.keys() == b.keys() and any("lora" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert any(not torch.equal(a[k], state[k]) for k in a)

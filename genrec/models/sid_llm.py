@@ -341,6 +341,10 @@ class SidLlm(Recommender):
             logits = self.lm.get_output_embeddings()(hidden[:, :-1][where])
         return F.cross_entropy(logits.float(), labels[where])
 
+    def forward(self, batch: LmBatch) -> torch.Tensor:
+        """The training loss (`token_loss`): a wrapper such as DistributedDataParallel calls the model itself."""
+        return self.token_loss(batch)
+
     def log_likelihood(self, batch: HistoryBatch, items: torch.Tensor) -> torch.Tensor:
         """[B, n] log p(item | history): the sum of the item's code-token log-probabilities after the history
         prompt (differentiable; -inf for item 0)."""
