@@ -99,7 +99,12 @@ def curve(args) -> dict:
         optimizer, lr_lambda(cfg.train.lr_schedule, cfg.train.warmup_steps, total_steps)
     )
     rows, tokens, examples, cpu, wall = [], 0, 0, 0.0, 0.0
+    start = time.perf_counter()
     for point in range(1, args.checkpoints + 1):
+        took = (time.perf_counter() - start) / max(1, point - 1)
+        if point > 1 and args.budget_seconds and time.perf_counter() - start + took > args.budget_seconds:
+            print(f"stopping before checkpoint {point}: --budget-seconds {args.budget_seconds}", flush=True)
+            break
         model.train()
         rng = np.random.default_rng([cfg.train.seed, point])
         c0, w0 = time.process_time(), time.perf_counter()
@@ -126,6 +131,9 @@ def curve(args) -> dict:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.out:  # kept after every checkpoint: a run stopped by its time limit still leaves its curve
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"curve": rows}, indent=1))
     model.eval()
     v0 = time.perf_counter()
     valid = validity(model, users, 10, cfg.eval.batch_size)
@@ -189,6 +197,7 @@ def main() -> None:
     c.add_argument("--checkpoints", type=int, default=4)
     c.add_argument("--examples", type=int, default=512, help="training examples per checkpoint")
     c.add_argument("--eval-users", type=int, default=200)
+    c.add_argument("--budget-seconds", type=float, default=0, help="no checkpoint started that would end past it")
     d = sub.add_parser("decode")
     d.add_argument("--users", type=int, default=200)
     d.add_argument("--k", type=int, default=10)

@@ -293,3 +293,14 @@ def test_sid_llm_trains_under_ddp_with_gloo_on_two_processes(sid_run, lm_dir, tm
     for key in a:
         torch.testing.assert_close(a[key], b[key])
     assert any(not torch.equal(a[k], state[k]) for k in a)
+
+
+def test_causal_lm_item_vectors_keep_the_order_of_the_texts(lm_dir):
+    from genrec.items.text import encode_texts
+
+    texts = ["Widget 3 thing . categories : Cat", "Gadget", "Thing 7", ""]
+    together = encode_texts(texts, str(lm_dir), batch_size=2, use_cache=False, pooling="last")
+    for i, text in enumerate(texts[:3]):
+        alone = encode_texts([text], str(lm_dir), use_cache=False, pooling="last")
+        np.testing.assert_allclose(together[i], alone[0], atol=1e-5)
+    assert not together[3].any()

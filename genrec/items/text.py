@@ -199,9 +199,12 @@ def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     out = []
+    # Batches of similar length waste little compute on padding; rows go back to the given order at the end.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
+            chunk = [texts[i] for i in order[start : start + batch_size]]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"]
             if pooling == "mean":
@@ -211,7 +214,9 @@ def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, 
                 out.append(hidden[torch.arange(len(hidden)), mask.sum(1) - 1])
     if not out:
         return np.zeros((0, model.config.hidden_size), dtype=np.float32)
-    return torch.cat(out).float().numpy()
+    result = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+    result[order] = torch.cat(out).float().numpy()
+    return result
 
 
 def item_text_embeddings(items: pl.DataFrame, encoder: str | None = None) -> np.ndarray:
