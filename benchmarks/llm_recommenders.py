@@ -6,6 +6,9 @@
         --examples 512 --eval-users 200
     # constrained beam-search decoding: users per second, top-10 with beam 20
     .venv/bin/python benchmarks/llm_recommenders.py decode --dataset amazon-beauty --users 200
+    # hllm beside sasrec and textrec on the cold-start protocol, each within the same training time
+    .venv/bin/python benchmarks/llm_recommenders.py coldstart --dataset ml-1m --models sasrec,textrec,hllm \
+        --max-minutes 3
 
 The curve trains with genrec's own training step (`genrec.training.trainer.training_step`, AdamW, the recipe's
 lr) on `--examples` recommendation examples per checkpoint, drawn without replacement from every (history ->
@@ -188,6 +191,63 @@ def decode(args) -> dict:
     }
 
 
+def coldstart(args) -> dict:
+    """Each model trained on the cold-start split (`genrec.experiments.coldstart`: the newest `--share` of the
+    items held out of training) within `--max-minutes`, then test metrics for warm and cold targets, without and
+    with cold places (`--cold-share`, the same policy for every full-catalogue model)."""
+    from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
+    from genrec.runs.retrieval import fit_retrieval
+    from genrec.training.trainer import FitContext
+
+    torch.set_num_threads(args.threads)
+    results = []
+    for name in args.models.split(","):
+        tuned = ROOT / f"genrec/recipes/{name}-{args.dataset}.yaml"
+        recipe = tuned.stem if tuned.exists() else name
+        cfg = load_config(recipe, [f"train.max_minutes={args.max_minutes}", *args.set], args.dataset)
+        ds = prepare_dataset(cfg.data)
+        split, is_cold, details = cold_start_split(make_split(ds, cfg.data), args.share)
+        items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
+            ds.items.select(["item_id", "title", "categories"]),
+            on="item_id",
+            how="left",
+            maintain_order="left",
+        )
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed % 2**32)
+        model = build_model(cfg.model, split.n_items, split.n_users)
+        c0, t0 = time.process_time(), time.perf_counter()
+        summary = fit_retrieval(
+            model, split, FitContext(cfg.train, cfg.eval, None, progress=False, extra={"items": items})
+        )
+        fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+        plain = evaluate_warm_cold(model, split, is_cold, cfg.eval)
+        places = evaluate_warm_cold(ColdPlaces(model, is_cold, args.cold_share), split, is_cold, cfg.eval)
+        row = {
+            "model": name,
+            "recipe": recipe,
+            "warm_ndcg@10": plain["warm"]["ndcg@10"],
+            "warm_recall@10": plain["warm"]["recall@10"],
+            "cold_recall@20": plain["cold"]["recall@20"],
+            f"cold_recall@20_cold_share_{args.cold_share:g}": places["cold"]["recall@20"],
+            f"warm_ndcg@10_cold_share_{args.cold_share:g}": places["warm"]["ndcg@10"],
+            "fit_wall_s": round(fit_wall, 1),
+            "fit_cpu_s": round(fit_cpu, 1),
+            "epochs_run": summary.get("epochs_run"),
+            "stopped_by": summary.get("stopped_by"),
+        }
+        print(json.dumps(row), flush=True)
+        results.append({**row, "metrics": plain, "metrics_cold_places": places})
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"cold_start": details, "results": results}, indent=1))
+    return {
+        "dataset": args.dataset,
+        "cold_start": details,
+        "results": [{k: v for k, v in r.items() if not k.startswith("metrics")} for r in results],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -197,7 +257,9 @@ def main() -> None:
     c.add_argument("--checkpoints", type=int, default=4)
     c.add_argument("--examples", type=int, default=512, help="training examples per checkpoint")
     c.add_argument("--eval-users", type=int, default=200)
-    c.add_argument("--budget-seconds", type=float, default=0, help="no checkpoint started that would end past it")
+    c.add_argument(
+        "--budget-seconds", type=float, default=0, help="no checkpoint started that would end past it"
+    )
     d = sub.add_parser("decode")
     d.add_argument("--users", type=int, default=200)
     d.add_argument("--k", type=int, default=10)
@@ -206,13 +268,18 @@ def main() -> None:
     d.add_argument(
         "--compare-cache", action="store_true", help="also time generate encoding the prompt per beam"
     )
-    for p in (c, d):
+    h = sub.add_parser("coldstart")
+    h.add_argument("--models", default="sasrec,textrec,hllm")
+    h.add_argument("--max-minutes", type=float, default=3.0)
+    h.add_argument("--share", type=float, default=0.05, help="share of the catalogue held out as cold items")
+    h.add_argument("--cold-share", type=float, default=0.1, help="places kept for cold items (second table)")
+    for p in (c, d, h):
         p.add_argument("--dataset", default="amazon-beauty")
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--set", action="append", default=[], help="config override key=value")
         p.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = curve(args) if args.what == "curve" else decode(args)
+    result = {"curve": curve, "decode": decode, "coldstart": coldstart}[args.what](args)
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
