@@ -24,6 +24,8 @@ BUILTIN: dict[str, str] = {
     "tiger": "genrec.models.tiger:Tiger",
     "llm_tree": "genrec.models.llm_tree:LLMTree",
     "onerec": "genrec.models.onerec:OneRec",
+    "sid_llm": "genrec.models.sid_llm:SidLlm",
+    "hllm": "genrec.models.hllm:HLLM",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
     "genrank": "genrec.models.ranking.genrank:GenRank",

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_p5
+from tiny_llm import tiny_llama
 
 from genrec import registry
 from genrec.config import RankDataConfig, list_recipes, load_config, recipe_dict
@@ -39,6 +40,21 @@ TINY = {
 }
 
 
+# LLM-based models read a tiny random LLaMA saved to disk (`lm_overrides`), never the packaged SmolLM2.
+LLM_KEYS = {"sid_llm": "model.lm", "hllm": "model.item_lm"}
+TINY["sid_llm"] = ["model.tokenizer.levels=2", "model.tokenizer.codebook_size=4", "model.max_len=8"]
+TINY["hllm"] = ["model.dim=16", "model.max_len=8"]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return tiny_llama(tmp_path_factory.mktemp("tiny_lm") / "lm")
+
+
+def lm_overrides(name: str, lm_dir) -> list[str]:
+    return [f"{LLM_KEYS[name]}={lm_dir}"] if name in LLM_KEYS else []
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     rows = [[u] + [(u + j) % 20 + 1 for j in range(5 + u % 4)] for u in range(1, 41)]
@@ -48,13 +64,19 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def retrieval_runs(tiny_data, tmp_path_factory):
+def retrieval_runs(tiny_data, tiny_lm, tmp_path_factory):
     """One trained run directory per registered retrieval model (2 epochs on the tiny data)."""
     out = {}
     root = tmp_path_factory.mktemp("runs")
     for name in RETRIEVAL:
         torch.manual_seed(0)
-        cfg = load_config(name, [*TINY.get(name, []), "train.epochs=2", "train.batch_size=8"], str(tiny_data))
+        overrides = [
+            *TINY.get(name, []),
+            *lm_overrides(name, tiny_lm),
+            "train.epochs=2",
+            "train.batch_size=8",
+        ]
+        cfg = load_config(name, overrides, str(tiny_data))
         train_run(cfg, root / name, progress=False)
         out[name] = load_run(root / name)
     return out
@@ -148,17 +170,18 @@ def test_every_model_declares_a_task_and_known_capabilities():
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
-def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data, tmp_path):
+def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data, tiny_lm, tmp_path):
     """The recipe's own model and training settings, on small data for one epoch (ranking: ML-100K)."""
     raw = recipe_dict(recipe)
     task = registry.get(raw["model"]["name"]).task
     overrides = ["train.epochs=1"]
     if raw.get("model", {}).get("tokenizer", {}).get("collab_run"):
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training
-    if raw["model"]["name"] in ("tiger", "onerec"):
+    if raw["model"]["name"] in ("tiger", "onerec", "sid_llm"):
         overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=2"]
     if task == "retrieval" and raw.get("data", {}).get("split") == "temporal":
         overrides += ["data.split=leave_one_out", "eval.session_len=0"]  # the tiny data has an order but no timestamps
+    overrides += lm_overrides(raw["model"]["name"], tiny_lm)
     dataset = "ml-100k" if task == "ranking" else str(tiny_data)
     if task == "ranking":
         overrides += [

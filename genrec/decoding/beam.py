@@ -60,6 +60,22 @@ class CodeTrie:
             self.leaf_lo.append(torch.from_numpy(lo))
             self.leaf_hi.append(torch.from_numpy(hi))
 
+    def child(self, nodes: torch.Tensor, depth: int, codes: torch.Tensor) -> torch.Tensor:
+        """The node reached from `nodes` ([M] ids at `depth`) by `codes` ([M]); -1 where that code leads to no
+        item (or the node is -1): walks a generated code prefix down the trie."""
+        if not hasattr(self, "_edge_key"):
+            # Edges are numbered parent-major, codes sorted within a parent: parent * S + code is sorted.
+            self._stride = max(self.sizes) + 1
+            self._edge_key = [
+                torch.repeat_interleave(torch.arange(len(o) - 1), o[1:] - o[:-1]) * self._stride + c
+                for o, c in zip(self.offsets, self.edge_code)
+            ]
+        keys = self._edge_key[depth]
+        ok = (nodes >= 0) & (codes >= 0) & (codes < self.sizes[depth])
+        want = nodes.clamp(min=0) * self._stride + codes.clamp(0, self.sizes[depth] - 1)
+        pos = torch.searchsorted(keys, want).clamp(max=len(keys) - 1)
+        return torch.where(ok & (keys[pos] == want), pos, -1)
+
     def excluded_leaves(self, exclude: torch.Tensor) -> torch.Tensor:
         """[B, M] excluded item ids (0 = none) -> sorted unique keys `user * (leaves + 1) + leaf` of the excluded
         items that are in this trie, for `alive`."""

@@ -157,28 +157,44 @@ def _encode_with_sentence_transformer(
     )
 
 
-def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, pooling: str) -> np.ndarray:
-    """Pooled last hidden states of a generative LM's base model, in batches right-padded to their longest text."""
+def load_causal_lm(model_path: Path, head: bool = True):
+    """(tokenizer, model) of a generative LM on disk: a Hugging Face directory or a .gguf file (dequantised to
+    float32). `head=False` gives the base model (hidden states only). Nothing is downloaded. Raises ConfigError
+    when GGUF support is missing."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if model_path.suffix == ".gguf":
         try:
             import gguf  # noqa: F401  (transformers reads GGUF through it)
         except ImportError:
-            raise ConfigError("a GGUF text encoder needs `pip install gguf accelerate`") from None
+            raise ConfigError("a GGUF model needs `pip install gguf accelerate`") from None
         where, extra = str(model_path.parent), {"gguf_file": model_path.name}
     else:
         where, extra = str(model_path), {}
     tokenizer = AutoTokenizer.from_pretrained(where, **extra)
+    model_class = AutoModelForCausalLM if head else AutoModel
+    return tokenizer, model_class.from_pretrained(where, dtype=torch.float32, **extra)
+
+
+def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, pooling: str) -> np.ndarray:
+    """Pooled last hidden states of a generative LM's base model, in batches right-padded to their longest text."""
+    import torch
+
+    tokenizer, model = load_causal_lm(model_path, head=False)
+    model = model.eval()
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(where, dtype=torch.float32, **extra).eval()
     out = []
+    # Batches of similar length waste little compute on padding; rows go back to the given order at the end.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
+            chunk = [texts[i] for i in order[start : start + batch_size]]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True)
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"]
             if pooling == "mean":
@@ -188,7 +204,9 @@ def _encode_with_causal_lm(texts: list[str], model_path: Path, batch_size: int, 
                 out.append(hidden[torch.arange(len(hidden)), mask.sum(1) - 1])
     if not out:
         return np.zeros((0, model.config.hidden_size), dtype=np.float32)
-    return torch.cat(out).float().numpy()
+    result = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+    result[order] = torch.cat(out).float().numpy()
+    return result
 
 
 def item_text_embeddings(

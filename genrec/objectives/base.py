@@ -122,6 +122,16 @@ class CodeCrossEntropy(Objective):
         return sum(F.cross_entropy(lg, codes[:, lv]) for lv, lg in enumerate(logits)) / len(logits)
 
 
+class TokenCrossEntropy(Objective):
+    """Mean cross-entropy of a language model's target tokens (sid_llm: the next item's code tokens, and the
+    alignment tasks' targets). Needs `token_loss(batch) -> scalar`."""
+
+    name = "token_cross_entropy"
+
+    def __call__(self, model, batch, reference=None) -> torch.Tensor:
+        return model.token_loss(batch)
+
+
 def item_log_prob(train_items: np.ndarray, n_items: int) -> torch.Tensor:
     """[n_items + 1] log of each item's add-one-smoothed share of the training interactions."""
     counts = np.bincount(train_items, minlength=n_items + 1).astype(np.float64) + 1.0
@@ -152,6 +162,7 @@ OBJECTIVES: dict[str, Callable] = {
     "bpr": lambda m, _: BPR(),
     "bce_logits": lambda m, _: WeightedBCE(),
     "code_cross_entropy": lambda m, _: CodeCrossEntropy(),
+    "token_cross_entropy": lambda m, _: TokenCrossEntropy(),
 }
 
 
