@@ -356,7 +356,9 @@ def expand(
     out_dir: Path = typer.Option(..., "--out", help="folder for interactions.parquet and meta.json"),
     users_copies: int | None = typer.Option(None, "--user-copies", min=1, help="m (default ceil(sqrt(2F)))"),
     items_copies: int | None = typer.Option(None, "--item-copies", min=1, help="n (default ceil(sqrt(2F)))"),
-    reduced: str = typer.Option("blocks", "--reduced", help="reduced matrix: blocks (from the data) or uniform"),
+    reduced: str = typer.Option(
+        "blocks", "--reduced", help="reduced matrix: blocks (from the data) or uniform"
+    ),
     seed: int = typer.Option(0, "--seed"),
     data_dir: str | None = typer.Option(None, "--data-dir", help="extra folder to search"),
 ) -> None:

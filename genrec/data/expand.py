@@ -111,7 +111,12 @@ def expand(
     target = out / "interactions.parquet"
     tmp = out / ".interactions.parquet.partial"
     schema = pa.schema(
-        [("user_id", pa.int64()), ("item_id", pa.int64()), ("timestamp", pa.int64()), ("rating", pa.float32())]
+        [
+            ("user_id", pa.int64()),
+            ("item_id", pa.int64()),
+            ("timestamp", pa.int64()),
+            ("rating", pa.float32()),
+        ]
     )
     total = 0
     with pq.ParquetWriter(tmp, schema) as writer:
@@ -133,7 +138,8 @@ def expand(
             u = np.concatenate([p[0] for p in parts])
             pos = np.concatenate([p[4] for p in parts])
             t = np.concatenate([p[2] for p in parts])
-            order = np.lexsort((pos, t, u))  # by user, then time (copies of an event: b order), then source order
+            # By user, then time (the copies of one event in b's order), then source order.
+            order = np.lexsort((pos, t, u))
             writer.write_table(
                 pa.table(
                     {

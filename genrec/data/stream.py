@@ -7,9 +7,9 @@ and the result arrives as numpy arrays that become the CSR `Sequences` the split
 a few int64 columns of the log (about 40 bytes an event); 100M events load in minutes on two cores
 (benchmarks/scale.py).
 
-What it leaves out, against `load_table`: item text, ratings, the sub-second time rule and the id checks that
-`genrec.data.ids` applies (CSV ids are read as text and kept as text; Parquet ids keep their integer or string
-type). Null ids raise DataError.
+What it leaves out, against `load_table`: item text, ratings and the sub-second time rule. Ids follow
+`genrec.data.ids`: CSV ids are read as text and become integers when every one is a canonical integer (`007` stays
+text); Parquet ids keep their integer or string type. Null ids raise DataError.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ def scan_sequences(path: str | Path, columns: dict[str, str | None] | None = Non
     nulls = lf.select(pl.col("user").null_count(), pl.col("item").null_count()).collect()
     if nulls.row(0) != (0, 0):
         raise DataError(f"{where}: {sum(nulls.row(0))} null user or item ids")
+    schema = lf.collect_schema()
+    text = [c for c in ("user", "item") if schema[c] == pl.String]
+    if text:  # ids read as text become integers when every one is a canonical integer (genrec.data.ids)
+        same = [(pl.col(c).cast(pl.Int64, strict=False).cast(pl.String) == pl.col(c)).fill_null(False).all()
+                for c in text]  # fmt: skip
+        canonical = lf.select(same).collect().row(0)
+        lf = lf.with_columns(pl.col(c).cast(pl.Int64) for c, ok in zip(text, canonical) if ok)
     item_ids = lf.select(pl.col("item").unique().sort()).collect(engine="streaming")["item"]
     user_ids = lf.select(pl.col("user").unique().sort()).collect(engine="streaming")["user"]
     coded = (

@@ -110,7 +110,8 @@ class Distributed(Local):
         # in one process, where AdamW then skips it), every gradient, and the loss.
         flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
         grads = [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64) for p in params
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+            for p in params
         ]
         buf = self._reduce(torch.cat([flags, *grads, loss_value.reshape(1)]))
         loss_value = buf[-1].float()
