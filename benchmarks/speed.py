@@ -108,11 +108,11 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
 
     torch.set_num_threads(threads)
     extra = ["model.activation=relu"] if model == "sasrec" else []
-    cfg = load_config(model, MATCHED + extra + sets + [f"train.adam_kernel={adam}"], dataset="amazon-beauty")
+    cfg = load_config(model, MATCHED + extra + [f"train.adam_kernel={adam}"] + sets, dataset="amazon-beauty")
     split = make_split(prepare_dataset(cfg.data), cfg.data)
     torch.manual_seed(0)
     net = build_model(cfg.model, split.n_items, split.n_users)
-    # weight_decay 0 as before; "loop" is torch's default AdamW, multi_tensor the same bits, fused near them.
+    # The optimiser `genrec train` builds; train.adam_kernel: loop (default), multi_tensor (same bits), fused.
     opt = build_optimizer(net, cfg.train)
     net.train()
     objective = build_objective(net.objective_name(), net, split.train.items)
@@ -148,7 +148,7 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
         "softmax_dtype": str(resolve_dtype(getattr(cfg.model, "softmax_dtype", "float32"))).removeprefix(
             "torch."
         ),
-        "adam": adam,
+        "adam": cfg.train.adam_kernel,
         "sets": sets,
     }
 
