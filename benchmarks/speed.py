@@ -213,8 +213,6 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     cpu = cpu_report()
     peak = {dt: peers.matmul_peak_flops(dt, threads=args.threads) for dt in ("float32", "bfloat16")}
-    # A bfloat16 share only where the CPU runs it natively and faster than float32 (else it is emulated).
-    bf16_ok = cpu["native_bf16"] and peak["bfloat16"] > peak["float32"]
     results = [run_ours(m, args.epochs, args.threads, adam=args.adam) for m in args.models.split(",")]
     for variant in args.variant:
         name, _, settings = variant.partition(":")
@@ -226,27 +224,40 @@ def main() -> None:
             r = peers.run_peer(name, args.peer_epochs, evaluate=False, threads=args.threads)
             r["model"] = f"{name} SASRec"
             results.append(r)
+    print("\n".join(report(results, peak, cpu, args.threads)))
+
+
+def native_bf16(cpu: dict, peak: dict) -> bool:
+    """Whether a bfloat16 share means anything here: the CPU runs bfloat16 natively (AMX or AVX512-BF16) and
+    the measured bfloat16 peak beats float32's (elsewhere bfloat16 is emulated and its peak near zero)."""
+    return bool(cpu["native_bf16"]) and peak["bfloat16"] > peak["float32"]
+
+
+def report(results: list[dict], peak: dict, cpu: dict, threads: int) -> list[str]:
+    """The printed report: CPU, peaks, each model's matmul dtypes, and the table."""
     ours = results[0]["s_per_epoch"]
-    print(
-        f"CPU: {cpu['cpu']}, {cpu['cores']} cores, {args.threads} threads; torch {cpu['torch_capability']} "
+    bf16_ok = native_bf16(cpu, peak)
+    out = []
+    out.append(
+        f"CPU: {cpu['cpu']}, {cpu['cores']} cores, {threads} threads; torch {cpu['torch_capability']} "
         f"kernels, oneDNN {'on' if cpu['mkldnn'] else 'off'}; flags: {' '.join(cpu['flags']) or 'none of interest'}"
     )
     bf16_text = f"{peak['bfloat16'] / 1e9:.0f} GFLOP/s" + (
         "" if bf16_ok else " (not native on this CPU: no bfloat16 share is printed)"
     )
-    print(f"Matmul peak: float32 {peak['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {bf16_text}")
+    out.append(f"Matmul peak: float32 {peak['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {bf16_text}")
     for r in results:
         if "flops_by_dtype" in r:
             parts = ", ".join(f"{d} {f / 1e9:,.0f} GFLOP" for d, f in sorted(r["flops_by_dtype"].items()))
-            print(
+            out.append(
                 f"  {r['model']}: matmuls per epoch {parts}; full softmax in {r['softmax_dtype']}; AdamW {r['adam']}"
             )
-    print()
-    print(
+    out.append("")
+    out.append(
         "| model | s/epoch | sequences/s | peak RSS (MB) | epoch time vs genrec SASRec | achieved GFLOP/s "
         "| of fp32 peak | of mixed peak | time to best valid (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         achieved = r.get("achieved_flops")
         eff = ["-", "-", "-"]
@@ -261,14 +272,15 @@ def main() -> None:
                 mixed = "(all fp32)"
             eff = [f"{achieved / 1e9:.0f}", f"{achieved / peak['float32']:.0%}", mixed]
         ttb = time_to_best(r["model"].split()[-1]) if r["model"].startswith("genrec") else "-"
-        print(
+        out.append(
             f"| {r['model']} | {r['s_per_epoch']:.1f} | {r['sequences_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
             f"{r['s_per_epoch'] / ours:.2f}x | {' | '.join(eff)} | {ttb} |"
         )
-    print(
+    out.append(
         "\nSequences: ours and RecTools iterate one sequence per user; RecBole one sample per prefix "
         "(131,413 per epoch), so compare seconds per epoch, not sequences/s, across libraries."
     )
+    return out
 
 
 if __name__ == "__main__":
