@@ -1,10 +1,11 @@
-"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve`.
+"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve | expand`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -234,13 +235,27 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
     examples: int = typer.Option(3, "--examples", help="users whose recommendations are printed (retrieval)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="data-parallel processes on this machine (started with torchrun; train.batch_size is the global "
+        "batch); several machines: docs/distributed.md",
+    ),
 ) -> None:
     """Train a retrieval model or a ranker, evaluate it, write a run directory."""
     from genrec.config import load_config
     from genrec.runs import load_run, train_run
     from genrec.runs.store import default_run_dir
+    from genrec.training import distributed
 
-    cfg = load_config(recipe, set_, dataset)
+    cfg = load_config(recipe, set_, dataset)  # a bad config fails here, before any process is started
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(launch_torchrun(nproc))
+    if not distributed.init_from_env().is_main:
+        train_run(cfg, out_dir or Path("unused"), resume=resume, progress=False)
+        distributed.shutdown()
+        return
     if out_dir is None:
         if resume:
             raise GenrecError("--resume needs --out RUN_DIR")
@@ -258,6 +273,24 @@ def train(
     if examples and cfg.task == "retrieval":
         print_examples(load_run(out_dir), examples)
     out.print(f"run directory: {out_dir}")
+    distributed.shutdown()
+
+
+def launch_torchrun(nproc: int) -> int:
+    """This command again under `torchrun --standalone --nproc_per_node N` (one machine, a free port), without
+    `--nproc`; its exit status."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.call([*cmd, "-m", "genrec", *args])
 
 
 # `rank-train` predates the one task stack: the same command, kept because scripts and docs call it.
@@ -375,6 +408,38 @@ def recommend(
     for rank, row in enumerate(recs.iter_rows(named=True), 1):
         table.add_row(str(rank), str(row["item_id"]), f"{row['score']:.4f}", row["title"])
     out.print(table)
+
+
+@app.command()
+def expand(
+    dataset: str = typer.Argument(..., help="dataset name, P5 folder or CSV/Parquet file to grow"),
+    factor: float = typer.Option(..., "--factor", min=1, help="interactions of the output / of the source"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for interactions.parquet and meta.json"),
+    users_copies: int | None = typer.Option(None, "--user-copies", min=1, help="m (default ceil(sqrt(2F)))"),
+    items_copies: int | None = typer.Option(None, "--item-copies", min=1, help="n (default ceil(sqrt(2F)))"),
+    reduced: str = typer.Option(
+        "blocks", "--reduced", help="reduced matrix: blocks (from the data) or uniform"
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="extra folder to search"),
+) -> None:
+    """Grow a real dataset into a larger synthetic one with the same statistics (fractal expansion,
+    docs/data.md#growing-a-dataset); train on it with --dataset DIR/interactions.parquet."""
+    from genrec.data.expand import expand as fractal_expand
+    from genrec.data.registry import load_dataset
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise GenrecError(f"{out_dir} exists and is not empty; choose another --out")
+    ds = load_dataset(dataset, data_dir)
+    meta = fractal_expand(
+        ds.encode(), factor, out_dir, users_copies, items_copies, reduced, seed, source=ds.source or dataset
+    )
+    out.print(
+        f"{meta['source_interactions']:,} interactions x {factor:g} -> {meta['interactions']:,} "
+        f"({meta['user_copies']} user copies x {meta['item_copies']} item copies) in {out_dir / 'interactions.parquet'}"
+    )
+    for note in meta["notes"]:
+        out.print(f"[dim]note: {note}[/dim]")
 
 
 @app.command()

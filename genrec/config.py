@@ -100,7 +100,11 @@ class EvalConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     epochs: int = Field(30, ge=0)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(
+        256,
+        ge=1,
+        description="the global batch: with --nproc N (torchrun) each process trains batch_size / N rows",
+    )
     lr: float = Field(1e-3, gt=0)
     adam_beta2: float = Field(
         0.999, gt=0, lt=1, description="AdamW's second-moment decay (0.98 adapts faster, as in SASRec's code)"

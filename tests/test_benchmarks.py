@@ -94,3 +94,25 @@ def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero
     bench.main()
     diffs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| all |")]
     assert diffs and diffs[0].count("+0.0000 [+0.0000, +0.0000]") == 3
+
+
+def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
+    """The 2026-11-30 AMD report printed a bfloat16 share of 16342% against a bfloat16 peak of ~0."""
+    speed = load_script("speed")
+    row = {"model": "genrec sasrec", "s_per_epoch": 10.0, "sequences_per_s": 2236.0, "peak_rss_mb": 900.0,
+           "achieved_flops": 48e9, "flops_per_epoch": 480e9, "flops_by_dtype": {"float32": 480e9},
+           "softmax_dtype": "float32", "adam": "loop"}  # fmt: skip
+    amd = {"cpu": "AMD EPYC", "cores": 2, "torch_capability": "AVX2", "flags": ["avx2"], "native_bf16": False,
+           "mkldnn": True}  # fmt: skip
+    lines = speed.report([row], {"float32": 144e9, "bfloat16": 0.3e9}, amd, 2)
+    text = "\n".join(lines)
+    assert "AMD EPYC" in text and "AVX2" in text and "no bfloat16 share" in text
+    table = next(line for line in lines if line.startswith("| genrec sasrec"))
+    assert "| 33% | (all fp32) |" in table and "16000%" not in text
+    # Emulated bfloat16 FLOPs get no share either; on a native-bf16 CPU the mixed peak is used.
+    mixed = {**row, "flops_by_dtype": {"float32": 80e9, "bfloat16": 400e9}, "softmax_dtype": "bfloat16"}
+    assert "| 33% | - |" in speed.report([mixed], {"float32": 144e9, "bfloat16": 0.3e9}, amd, 2)[-2]
+    intel = {**amd, "cpu": "Intel Xeon", "native_bf16": True, "flags": ["avx512_bf16"]}
+    line = speed.report([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel, 2)[-2]
+    # Bound: 80e9 / 100e9 + 400e9 / 400e9 = 1.8 s, so the mixed peak is 480e9 / 1.8 = 267 GFLOP/s: 18%.
+    assert "| 48% | 18% |" in line, line

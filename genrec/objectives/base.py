@@ -29,11 +29,23 @@ class Objective:
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         raise NotImplementedError
 
+    def units(self, batch) -> float:
+        """How many terms the loss averages over in `batch` (rows by default). Distributed training weights each
+        process's loss by its share of the global batch's units, so that the sum equals one process's mean."""
+        first = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return float(len(first))
+
+
+def next_item_units(batch) -> float:
+    """Real input positions of a next-item batch ([B, L + 1] items, ...): the terms its losses average."""
+    return float((batch[0][:, :-1] > 0).sum())
+
 
 class FullSoftmax(Objective):
     """Cross-entropy over every item (chunked; see `losses.full_softmax`). Needs `next_item_outputs`."""
 
     name = "full_softmax"
+    units = staticmethod(next_item_units)
 
     def __init__(self, chunk: int = 256, dtype: torch.dtype = torch.float32) -> None:
         self.chunk, self.dtype = chunk, dtype
@@ -52,6 +64,7 @@ class SampledSoftmax(Objective):
     `item_log_prob` [n_items + 1]: log of each item's share of training interactions (add-one smoothed)."""
 
     name = "sampled_softmax"
+    units = staticmethod(next_item_units)
 
     def __init__(self, negatives: int, item_log_prob: torch.Tensor) -> None:
         self.negatives, self.item_log_prob = negatives, item_log_prob
@@ -65,6 +78,7 @@ class BCEOneNegative(Objective):
     """SASRec's original loss: one positive and one uniform negative per position, binary cross-entropy."""
 
     name = "bce"
+    units = staticmethod(next_item_units)
 
     def __call__(self, model, batch, reference=None, outputs=None) -> torch.Tensor:
         o = outputs if outputs is not None else model.next_item_outputs(batch)
@@ -78,6 +92,7 @@ class WithContrastive(Objective):
     def __init__(self, base: Objective, weight: float, temperature: float) -> None:
         self.base, self.weight, self.temperature = base, weight, temperature
         self.name = f"{base.name}+contrastive"
+        self.units = base.units  # of the next-item term; the contrastive term's negatives are per process
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         outputs = model.next_item_outputs(batch)
@@ -104,6 +119,9 @@ class WeightedBCE(Objective):
     over the cells where `batch.weights` is 1 (rankers)."""
 
     name = "bce_logits"
+
+    def units(self, batch) -> float:
+        return float(batch.weights.sum())
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         z = model.logits(batch)

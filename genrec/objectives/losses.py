@@ -11,8 +11,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
+
+# (generator, offset, total): where a training step's random negatives come from (`negative_stream`).
+_STREAM: contextvars.ContextVar = contextvars.ContextVar("negative_stream", default=None)
+
+
+@contextlib.contextmanager
+def negative_stream(generator: torch.Generator, offset: int, total: int):
+    """Inside this block, per-position negatives are drawn for `total` positions from `generator` and the
+    `offset`-th onwards are used, and shared negatives (one set per batch) come from the same generator: a
+    process that holds rows of a larger batch draws exactly the negatives one process would give them
+    (`genrec.training.distributed`). Outside it, the global torch generator is used."""
+    token = _STREAM.set((generator, int(offset), int(total)))
+    try:
+        yield
+    finally:
+        _STREAM.reset(token)
+
+
+def draw_items(n_items: int, n: int, shared: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[n] uniform item ids in 1..n_items: per-position (`shared=False`: this process's slice of the step's
+    draw) or one set for the whole batch (`shared=True`). An explicit `generator` wins over the stream."""
+    stream = _STREAM.get()
+    if generator is not None or stream is None:
+        return torch.randint(1, n_items + 1, (n,), generator=generator)
+    gen, offset, total = stream
+    if shared:
+        return torch.randint(1, n_items + 1, (n,), generator=gen)
+    return torch.randint(1, n_items + 1, (max(total, offset + n),), generator=gen)[offset : offset + n]
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
@@ -106,7 +137,7 @@ def sampled_softmax(
     probability 1/I. A candidate equal to a row's own target (other than in its own column) is masked.
     """
     n_items = weight.shape[0] - 1
-    uniform = torch.randint(1, n_items + 1, (n_negatives,), generator=generator, device=hidden.device)
+    uniform = draw_items(n_items, n_negatives, True, generator).to(hidden.device)
     cands = torch.cat([targets, uniform])
     logits = hidden @ weight[cands].t()
     log_q = torch.cat(
@@ -130,7 +161,7 @@ def twin_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch
 
 def bce_one_negative(hidden, weight, targets, generator: torch.Generator | None = None):
     n_items = weight.shape[0] - 1
-    negatives = torch.randint(1, n_items + 1, targets.shape, generator=generator, device=hidden.device)
+    negatives = draw_items(n_items, targets.numel(), False, generator).view(targets.shape).to(hidden.device)
     pos = (hidden * weight[targets]).sum(-1)
     neg = (hidden * weight[negatives]).sum(-1)
     return F.softplus(-pos).mean() + F.softplus(neg).mean()

@@ -22,6 +22,7 @@ from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
+from genrec.training import distributed
 from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, stop_note
 
@@ -79,6 +80,7 @@ def protocol(
         + stop_note(summary),
         **({"training_stop": summary["stop"]} if "stop" in summary else {}),
         "seed": cfg.train.seed,
+        "data_parallel": summary.get("data_parallel") or distributed.protocol(cfg.train.batch_size),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "code_version": code_version(),
     }
@@ -127,6 +129,8 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
             return float(evaluate_ranker(m, data, data.valid)[cfg.eval.select_metric])
 
         summary = fit(model, data, ctx, validate)
+        if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
+            return {"training": summary}
         save_weights(out / MODEL_FILE, model.state_dict())
         t1 = time.perf_counter()
         metrics = {

@@ -25,6 +25,7 @@ from genrec.io import write_json, write_parquet
 from genrec.models import build_model
 from genrec.progress import make_progress
 from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
+from genrec.training import distributed
 from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, stop_note
 
@@ -115,6 +116,8 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
         resources = {"items": items, "collab_embeddings": collab_embeddings}
         ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
         summary = fit_retrieval(model, split, ctx)
+        if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
+            return {"training": summary}
         save_weights(out / MODEL_FILE, model.state_dict())
         with make_progress(progress) as bar:
             t1 = time.perf_counter()
@@ -157,6 +160,7 @@ def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, 
         "task": "retrieval",
         **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
         "list_metrics": LIST_PROTOCOL,
+        "data_parallel": summary.get("data_parallel") or distributed.protocol(cfg.train.batch_size),
     }
 
 

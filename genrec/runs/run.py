@@ -8,6 +8,7 @@ source gave them) go in and come out; internal indices stay inside.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +23,7 @@ from genrec.data.ids import IdMap
 from genrec.errors import ConfigError, DataError
 from genrec.runs import ranking, retrieval
 from genrec.runs.store import MODEL_FILE
+from genrec.training import distributed
 from genrec.training.checkpoint import load_model_weights
 
 TRAIN = {"retrieval": retrieval.train_retrieval, "ranking": ranking.train_ranking}
@@ -49,7 +51,15 @@ def stored_config(run_dir: Path) -> RunConfig:
 
 
 def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train, select, evaluate and write a complete run directory of the config's task; metrics.json's content."""
+    """Train, select, evaluate and write a complete run directory of the config's task; metrics.json's content.
+
+    Under `torchrun` (WORLD_SIZE > 1) every process trains its share of each global batch
+    (`genrec.training.distributed`); rank 0 writes `out` and returns the metrics, the other ranks work in a
+    scratch directory that is removed (a resumed run's state reaches them from rank 0) and return only their
+    training summary."""
+    if not distributed.init_from_env().is_main:
+        with tempfile.TemporaryDirectory(prefix="genrec-rank") as scratch:
+            return TRAIN[cfg.task](cfg, Path(scratch) / "run", resume=False, progress=False)
     return TRAIN[cfg.task](cfg, out, resume=resume, progress=progress)
 
 

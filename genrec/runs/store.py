@@ -31,6 +31,7 @@ from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
 from genrec.io import write_bytes, write_json, write_text
 from genrec.objectives import build_objective
+from genrec.training import distributed
 from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
 
 MODEL_FILE = "model.safetensors"
@@ -110,6 +111,7 @@ def fit(
         if objective is None:
             objective = build_objective(model.objective_name(), model, train_items)
         summary.update(Trainer(model, objective, data, validate, ctx, reference).fit())
+        summary["data_parallel"] = distributed.protocol(ctx.train.batch_size)
     summary["fit_seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 

@@ -41,6 +41,7 @@ from genrec import registry
 from genrec.config import TrainConfig
 from genrec.errors import GenrecError
 from genrec.progress import make_progress
+from genrec.training import distributed
 from genrec.training.checkpoint import load_state, load_weights, save_state, save_weights
 
 CHECKPOINT = "checkpoint.pt"
@@ -160,6 +161,8 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         self.optimizer = build_optimizer(model, self.cfg)
         self.batches = batches or model.training_batches
+        # One process, or this rank of a torchrun group: steps, validation and stop decisions go through it.
+        self.dist = distributed.current()
         probe = self.batches(data, np.random.default_rng(0), self.cfg.batch_size)
         steps_per_epoch = max(1, sum(1 for _ in probe))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -177,11 +180,11 @@ class Trainer:
         }
 
     def _validate(self, progress) -> float:
-        return float(self.validate(self.model, progress))
+        return float(self.dist.validate(lambda: self.validate(self.model, progress)))
 
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
-        if run is None:
+        if run is None or not self.dist.is_main:
             return
         if best_state is not None:
             save_weights(run / BEST_WEIGHTS, best_state)
@@ -216,7 +219,7 @@ class Trainer:
         return load_weights(run / BEST_WEIGHTS) if (run / BEST_WEIGHTS).exists() else None
 
     def fit(self) -> dict:
-        best_state = self._try_resume()
+        best_state = self.dist.sync_start(self, self._try_resume())
         model, cfg = self.model, self.cfg
         metric = self.ctx.eval.select_metric
         deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -232,7 +235,7 @@ class Trainer:
                     stopped = "early stopping"
                     stop_note = f"early stopping after epoch {self.state['epoch']} (patience {cfg.patience})"
                     break
-                if deadline and time.monotonic() > deadline:
+                if deadline and self.dist.agree(time.monotonic() > deadline):
                     stopped = "time budget"
                     stop_note = (
                         f"time budget: train.max_minutes={cfg.max_minutes:g} reached after epoch "
@@ -250,9 +253,10 @@ class Trainer:
                 total_loss, seen, steps = 0.0, 0, 0
                 for i, batch in enumerate(batches):
                     try:
-                        loss = training_step(
-                            model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference
-                        )
+                        loss = self.dist.step(
+                            model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference,
+                            (cfg.seed, epoch, i),
+                        )  # fmt: skip
                     except NonFiniteLoss as err:
                         raise TrainingDiverged(
                             self._diverged(f"{err} at epoch {epoch}, step {i + 1} of {len(batches)}")
@@ -267,7 +271,8 @@ class Trainer:
                         progress.update(
                             task, completed=i + 1, info=f"loss {total_loss / (i + 1):.4f} {rate:,.0f}/s"
                         )
-                    if self._signal is not None:
+                    if self.dist.agree(self._signal is not None):  # every rank stops after the same step
+                        self._signal = self._signal or "a signal to another process"
                         break
                 progress.remove_task(task)
                 if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
