@@ -21,6 +21,7 @@ TINY = {
     "sasrec": ["model.dim=16", "model.max_len=8"],
     "hstu": ["model.dim=16", "model.max_len=8"],
     "textrec": ["model.dim=16", "model.max_len=8"],
+    "kuaiformer": ["model.dim=16", "model.max_len=8", "model.recent=2", "model.tier_groups=1"],
     "mf": ["model.dim=8"],
     "tiger": [
         "model.dim=16",
