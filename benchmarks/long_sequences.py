@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/long_sequences.py timing                      # synthetic, lengths 50 ... 4096
     .venv/bin/python benchmarks/long_sequences.py timing --lengths 50,4096 --models sasrec
     .venv/bin/python benchmarks/long_sequences.py quality --epochs 8         # ML-1M N@10 (bounded training)
+    .venv/bin/python benchmarks/long_sequences.py rankers --epochs 3         # HSTU ranker compression, ML-1M
 
-timing: synthetic sequences (every position a real item, 3,000 items, d = 64, 2 blocks, 1 head, batch 4,
-sampled softmax with 256 negatives so that the catalogue does not hide the encoder's cost). Each (model,
+timing: synthetic sequences (every position a real item, 3,000 items, d = 64, 2 blocks, 1 head, batch 4, the
+BCE loss with one negative per position, so that neither the catalogue nor in-batch negatives (whose logits grow
+as (B L)^2) hide the encoder's cost). Each (model,
 attention, length) runs in its own process: step time is the median of `--steps` training steps after one
 warm-up, inference the median forward pass (score of the batch) under no_grad, peak memory the process's peak
 RSS above what it held before the first step (so the item table and the interpreter are not counted).
@@ -14,6 +16,10 @@ quality: ML-1M (users 1-2999, leave-one-out, full-catalogue N@10, history exclud
 `--max-len`: SASRec and HSTU with softmax and with linear attention, and KuaiFormer with and without its
 compression, each trained `--epochs` epochs (best validation epoch, evaluated once on test); KuaiFormer's
 inference time is the test evaluation's seconds. The printed table gives the ratios the targets name.
+
+rankers: the HSTU ranker at 100 events (`hstu_ranker-ml-1m`) against the same with `model.compress_history`
+(older 50 events fused and pooled by 5: 110 tokens instead of 200) and GenRank at 100 events, each trained
+`--epochs` epochs without early stopping; step speed = seconds per training epoch (same windows, same batches).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ def timing_worker(model: str, attention: str, length: int, steps: int, batch: in
     torch.set_num_threads(2)
     torch.manual_seed(0)
     over = ["model.dim=64", "model.layers=2", "model.heads=1", f"model.max_len={length}", "model.dropout=0.1",
-            f"model.attention={attention}", "model.loss=sampled_softmax", "model.negatives=256"]  # fmt: skip
+            f"model.attention={attention}", "model.loss=bce"]  # fmt: skip
     cfg = load_config(model, over)
     n_items = 3000
     net = build_model(cfg.model, n_items, 10)
@@ -169,9 +175,39 @@ def quality(args) -> list[dict]:
     return rows
 
 
+def rankers(args) -> list[dict]:
+    """HSTU ranker at 100 events, plain against `compress_history`, and GenRank (fused tokens) on ML-1M."""
+    from genrec.config import load_config
+    from genrec.runs import train_run
+
+    variants = {
+        "hstu_ranker": ("hstu_ranker-ml-1m", []),
+        "hstu_ranker compressed": ("hstu_ranker-ml-1m", ["model.compress_history=true"]),
+        "genrank (fused, 100 events)": ("genrank-ml-1m", ["model.max_len=100", "train.batch_size=64"]),
+    }
+    chosen = args.variants.split(",") if args.variants else list(variants)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, name in enumerate(chosen):
+            recipe, over = variants[name]
+            cfg = load_config(recipe, over + [f"train.epochs={args.epochs}", "train.patience=100"])
+            m = train_run(cfg, Path(tmp) / str(i), progress=False)
+            tr = m["training"]
+            r = {"variant": name, "epochs": tr.get("epochs_run"), "train_s": tr.get("train_seconds"),
+                 "s_per_epoch": tr.get("train_seconds") / max(tr.get("epochs_run") or 1, 1),
+                 "valid_gauc": m["valid"]["gauc"], "test_gauc": m["test"]["gauc"], "test_auc": m["test"]["auc"]}  # fmt: skip
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    base = rows[0]
+    for r in rows[1:]:
+        print(f"{r['variant']}: {base['s_per_epoch'] / r['s_per_epoch']:.2f}x step speed of {base['variant']}, "
+              f"test GAUC {r['test_gauc'] - base['test_gauc']:+.4f}")  # fmt: skip
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=["timing", "quality"])
+    p.add_argument("part", choices=["timing", "quality", "rankers"])
     p.add_argument("--models", default="sasrec,hstu")
     p.add_argument("--lengths", default="50,200,512,1024,2048,4096")
     p.add_argument("--steps", type=int, default=3)
@@ -182,7 +218,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     sys.path.insert(0, str(ROOT))
-    rows = timing(args) if args.part == "timing" else quality(args)
+    rows = {"timing": timing, "quality": quality, "rankers": rankers}[args.part](args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -116,3 +116,57 @@ def test_kuaiformer_uncompressed_has_one_token_per_event():
     model = kuaiformer(compress="false")
     tokens, _ = model.tokens(torch.randint(1, 31, (1, 40)))
     assert tokens.shape[1] == 40
+
+
+@pytest.fixture(scope="module")
+def feedback():
+    from genrec.config import RankDataConfig
+    from genrec.runs.ranking import prepare_feedback
+
+    return prepare_feedback(RankDataConfig(dataset="ml-100k"))[0]
+
+
+def compressed_ranker(data, **kw):
+    from genrec.runs.ranking import build_ranker
+    from genrec.models.ranking.hstu_ranker import HSTURankerConfig
+
+    torch.manual_seed(0)
+    cfg = HSTURankerConfig(dim=16, max_len=20, layers=2, heads=2, dropout=0.0, compress_history=True, **kw)
+    model = build_ranker(cfg, data)
+    torch.nn.init.normal_(model.bias.pos, std=0.3)
+    return model.eval()
+
+
+def test_compressed_ranker_pools_old_events_and_mfalcon_still_matches(feedback):
+    from genrec.models.ranking.mfalcon import score_batch, score_one_at_a_time
+
+    model = compressed_ranker(feedback, compress_group=4, micro_batch=3)
+    _, batch = next(model.eval_batches(feedback, feedback.test, 3))
+    tok, event_pos = model.prefix_tokens(batch)
+    assert tok.x.shape[1] == 3 + 2 * 10  # 10 old events -> 3 groups of <= 4, then 10 raw item/action pairs
+    assert (event_pos[:, :10] == -1).all() and (event_pos[:, 10:] >= 3).all()
+    with torch.no_grad():
+        fast = score_batch(model, batch, micro_batch=3)
+        torch.testing.assert_close(fast, score_one_at_a_time(model, batch), atol=1e-5, rtol=1e-5)
+        # Events inside one pooled group are a bag: swapping two of them changes nothing (same times).
+        from genrec.models.ranking import RankBatch
+
+        swapped = batch.hist_items.clone()
+        swapped[:, [6, 7]] = batch.hist_items[:, [7, 6]]
+        acts = batch.hist_actions.clone()
+        acts[:, [6, 7]] = batch.hist_actions[:, [7, 6]]
+        times = batch.hist_times.clone()
+        times[:, [6, 7]] = batch.hist_times[:, [7, 6]]
+        other = RankBatch(
+            **{**batch.__dict__, "hist_items": swapped, "hist_actions": acts, "hist_times": times}
+        )
+        torch.testing.assert_close(score_batch(model, other, micro_batch=3), fast, atol=1e-5, rtol=1e-5)
+
+
+def test_compressed_ranker_training_logits_skip_pooled_events(feedback):
+    model = compressed_ranker(feedback).train()
+    batch = next(model.training_batches(feedback, np.random.default_rng(0), 4))
+    logits = model.logits(batch)
+    assert logits.shape == batch.items.shape
+    assert (logits[:, :10] == 0).all() and (logits[:, 10:] != 0).any()
+    assert (batch.weights[:, 10:] > 0).any()

@@ -125,7 +125,8 @@ def profile_affinity(user: np.ndarray, item: np.ndarray, counts: np.ndarray, ran
     pairs = np.unique(user * n_items + item)
     u, i = pairs // n_items, pairs % n_items
     values = torch.from_numpy(1.0 / np.sqrt(counts[i])).float()
-    matrix = torch.sparse_coo_tensor(torch.from_numpy(np.stack([u, i])), values, (n_users, n_items))
+    index = torch.from_numpy(np.stack([u, i]))
+    matrix = torch.sparse_coo_tensor(index, values, (n_users, n_items), check_invariants=True)
     q = max(1, min(rank, n_users - 1, n_items - 1))
     gen = torch.random.fork_rng()  # a fixed random start without touching the caller's generator
     with gen:
