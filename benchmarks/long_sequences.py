@@ -195,7 +195,8 @@ def rankers(args) -> list[dict]:
             tr = m["training"]
             r = {"variant": name, "epochs": tr.get("epochs_run"), "train_s": tr.get("train_seconds"),
                  "s_per_epoch": tr.get("train_seconds") / max(tr.get("epochs_run") or 1, 1),
-                 "valid_gauc": m["valid"]["gauc"], "test_gauc": m["test"]["gauc"], "test_auc": m["test"]["auc"]}  # fmt: skip
+                 "valid_gauc": m["valid"]["gauc"], "test_gauc": m["test"]["gauc"],
+                 "test_auc": m["test"]["auc"]}  # fmt: skip
             rows.append(r)
             print(json.dumps(r), flush=True)
     base = rows[0]

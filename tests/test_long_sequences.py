@@ -127,8 +127,8 @@ def feedback():
 
 
 def compressed_ranker(data, **kw):
-    from genrec.runs.ranking import build_ranker
     from genrec.models.ranking.hstu_ranker import HSTURankerConfig
+    from genrec.runs.ranking import build_ranker
 
     torch.manual_seed(0)
     cfg = HSTURankerConfig(dim=16, max_len=20, layers=2, heads=2, dropout=0.0, compress_history=True, **kw)
