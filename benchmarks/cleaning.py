@@ -10,8 +10,8 @@ are added, half crawling uniformly random items, half repeating the 50 most popu
 Detection: AUC of `data.quality`'s event noise score against "injected event" (model-free, then with a SASRec
 trained on the noisy data scoring each event's log-likelihood), and of the user bot score against "bot user".
 Recovery: SASRec trained on the clean data, on the noisy data, and on the noisy data filtered with
-`data.clean.drop_users` = the bots' share and `data.clean.drop_events` = the injected share (the rates are
-assumed known; the filter does not see the labels), with the model-based score; all three evaluated on the same
+`data.clean.drop_users` = the bots' share of users and `data.clean.drop_events` = the inserted items' share of the
+real users' events (the rates assumed known; the filter does not see the labels), with the model-based score; all three evaluated on the same
 clean leave-one-out test examples of the real users (full catalogue, history excluded). recovered = (filtered -
 noisy) / (clean - noisy).
 """
@@ -165,7 +165,9 @@ def bench(dataset: str, args, tmp: Path) -> dict:
     r["inserted_auc_with_model"] = auc(with_model["noise"].to_numpy()[real], truth[real])
     r["event_auc_model_only"] = auc(np.nan_to_num(imp, nan=np.nanmean(imp)), truth)
     share_bots = r["bots"] / (r["users"] + r["bots"])
-    share_events = r["injected_events"] / noisy.height
+    # The event filter runs after the user filter: its share is the inserted items' among the real users' events.
+    inserted = int(noisy.filter((pl.col("bot") == 0) & (pl.col("label") == 1)).height)
+    share_events = inserted / noisy.filter(pl.col("bot") == 0).height
     filt = over + [f"data.clean.drop_users={share_bots:.4f}", f"data.clean.drop_events={share_events:.4f}",
                    f"data.clean.model_run={runs['noisy']}"]  # fmt: skip
     runs["filtered"] = train(noisy_file, tmp / f"{dataset}-filtered", filt)
