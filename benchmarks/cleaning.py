@@ -11,9 +11,9 @@ Detection: AUC of `data.quality`'s event noise score against "injected event" (m
 trained on the noisy data scoring each event's log-likelihood), and of the user bot score against "bot user".
 Recovery: SASRec trained on the clean data, on the noisy data, and on the noisy data filtered with
 `data.clean.drop_users` = the bots' share of users and `data.clean.drop_events` = the inserted items' share of the
-real users' events (the rates assumed known; the filter does not see the labels), with the model-based score; all three evaluated on the same
-clean leave-one-out test examples of the real users (full catalogue, history excluded). recovered = (filtered -
-noisy) / (clean - noisy).
+real users' events (the rates assumed known; the filter does not see the labels), with the model-based score;
+all three evaluated on the same clean leave-one-out test examples of the real users (full catalogue, history
+excluded). recovered = (filtered - noisy) / (clean - noisy).
 """
 
 from __future__ import annotations
