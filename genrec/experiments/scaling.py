@@ -184,7 +184,9 @@ def fit_power_law(x, y, bootstrap: int = 200, seed: int = 0) -> dict:
 
         from scipy.optimize import OptimizeWarning, curve_fit
 
-        warnings.simplefilter("ignore", OptimizeWarning)  # a CI is reported by the bootstrap, not the covariance
+        warnings.simplefilter(
+            "ignore", OptimizeWarning
+        )  # a CI is reported by the bootstrap, not the covariance
 
         xn = xs / scale
         floor0 = max(ys.min() - 0.1 * (np.ptp(ys) + 1e-9), 0.0)
