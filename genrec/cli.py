@@ -1,10 +1,11 @@
-"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve | expand`.
+"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve | expand | sweep`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -468,6 +469,52 @@ def serve(
     application = create_app(run_dir, backend)
     out.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def sweep(
+    recipe: str = typer.Argument(..., help="built-in recipe name or a YAML file"),
+    grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeat: the grid is their product)"),
+    out_dir: Path = typer.Option(..., "--out", help="sweep directory: one run directory per point"),
+    dataset: str | None = typer.Option(None, "--dataset"),
+    set_: list[str] = typer.Option([], "--set", help="override for every point"),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="total training time"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples of each fit"),
+    fit_only: bool = typer.Option(False, "--fit-only", help="only fit and plot the finished points in --out"),
+) -> None:
+    """Scaling-law sweep: train a grid of runs (width, depth, history length, data size), then fit validation
+    loss and N@10 against parameters and compute (a x^-b + c, bootstrap CIs) and plot them (docs/scaling.md)."""
+    from genrec.experiments import scaling
+
+    if not fit_only:
+        if not grid:
+            raise GenrecError("give at least one --grid key=v1,v2,...")
+        scaling.sweep(recipe, scaling.parse_grid(grid), out_dir, dataset, set_, budget_minutes, log=out.print)
+    result = scaling.analyse(out_dir, bootstrap)
+    rows = json.loads((out_dir / "summary.json").read_text())
+    table = Table(title=f"sweep {out_dir}", title_justify="left")
+    cols = ["name", "params", "flops", "epochs", "valid_loss", "valid_ndcg@10", "test_ndcg@10"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "name" else "right")
+    for r in rows:
+        table.add_row(*(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    out.print(table)
+    for key, fit in result["fits"].items():
+        if "a" in fit:
+            ci = fit["ci95"]["b"]
+            band = f" (b 95% CI {ci[0]:.3f}..{ci[1]:.3f})" if ci else ""
+            out.print(f"{key}: {fit['a']:.4g} x^-{fit['b']:.4f} + {fit['c']:.4f}{band}")
+        else:
+            out.print(f"{key}: {fit['error']}")
+    for axis, check in result["holdout"].items():
+        if "max_rel_error" in check:
+            out.print(
+                f"holdout ({axis}): fit on the smaller {len(check['fitted_on'])} points predicts the larger "
+                f"{len(check['predicted'])} points' validation loss within {100 * check['max_rel_error']:.2f}%"
+            )
+    out.print(
+        f"written: {out_dir}/summary.csv, summary.json, fits.json" + ", plots" * bool(result.get("plots"))
+    )
 
 
 def main() -> None:

@@ -50,6 +50,27 @@ def selectable(section, task: str):
     return section
 
 
+class CleanConfig(StrictModel):
+    """Quality filtering of the interactions (genrec.data.quality), after the other filters; all off by default."""
+
+    exact_duplicates: bool = Field(False, description="drop repeats of the same (user, item, timestamp)")
+    drop_users: float = Field(
+        0.0, ge=0, lt=1, description="share of users with the highest bot score dropped (0 = none)"
+    )
+    drop_events: float = Field(
+        0.0, ge=0, lt=1, description="share of events with the highest noise score dropped (0 = none)"
+    )
+    burst_seconds: int = Field(60, ge=1, description="events of a user closer than this count as a burst")
+    context: int = Field(3, ge=1, description="neighbours each side an event's co-occurrence score reads")
+    keep_last: int = Field(
+        2, ge=0, description="each user's newest events never dropped (leave-one-out's valid / test targets)"
+    )
+    model_run: str | None = Field(
+        None,
+        description="a trained retrieval run whose model's log-likelihood of each event joins the event score",
+    )
+
+
 class DataConfig(StrictModel):
     dataset: str = "ml-100k"
     data_dir: str | None = None
@@ -62,6 +83,12 @@ class DataConfig(StrictModel):
     dedup: Literal["none", "first", "last"] = "none"
     kcore: int = Field(0, ge=0)
     min_seq_len: int = Field(0, ge=0)
+    sample_users: float = Field(
+        1.0, gt=0, le=1, description="share of users kept (seeded random sample; scaling sweeps' data size)"
+    )
+    clean: CleanConfig = Field(
+        default_factory=CleanConfig, description="quality filtering (docs/cleaning.md)"
+    )
     split: Literal["leave_one_out", "temporal"] = "leave_one_out"
     valid_quantile: float = 0.8
     test_quantile: float = 0.9

@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "mf": "genrec.models.mf:MF",
     "sasrec": "genrec.models.sasrec:SASRec",
     "hstu": "genrec.models.hstu:HSTU",
+    "kuaiformer": "genrec.models.kuaiformer:KuaiFormer",
     "textrec": "genrec.models.textrec:TextRec",
     "unified": "genrec.models.unified:Unified",
     "tiger": "genrec.models.tiger:Tiger",

@@ -23,6 +23,7 @@ TINY = {
     "hstu": ["model.dim=16", "model.max_len=8"],
     "textrec": ["model.dim=16", "model.max_len=8"],
     "unified": ["model.dim=16", "model.max_len=8"],
+    "kuaiformer": ["model.dim=16", "model.max_len=8", "model.recent=2", "model.tier_groups=1"],
     "mf": ["model.dim=8"],
     "tiger": [
         "model.dim=16",
@@ -180,7 +181,10 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data
     if raw["model"]["name"] in ("tiger", "onerec", "sid_llm"):
         overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=2"]
     if task == "retrieval" and raw.get("data", {}).get("split") == "temporal":
-        overrides += ["data.split=leave_one_out", "eval.session_len=0"]  # the tiny data has an order but no timestamps
+        overrides += [
+            "data.split=leave_one_out",
+            "eval.session_len=0",
+        ]  # the tiny data has an order but no timestamps
     overrides += lm_overrides(raw["model"]["name"], tiny_lm)
     dataset = "ml-100k" if task == "ranking" else str(tiny_data)
     if task == "ranking":

@@ -33,6 +33,11 @@ class HSTUConfig(NextItemConfig):
     position_bias: bool = Field(
         True, description="learned relative position bias; false = order only through the causal mask"
     )
+    attention: Literal["softmax", "linear"] = Field(
+        "softmax",
+        description="HSTU's pointwise attention (O(L^2)) or its causal linear form (O(L d^2), no relative "
+        "position/time bias, no KV-cache state; docs/long-sequences.md)",
+    )
 
 
 @register
@@ -42,21 +47,27 @@ class HSTU(NextItemModel):
 
     def __init__(self, cfg: HSTUConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users)
-        if not cfg.abs_positions:
+        linear = cfg.attention == "linear"
+        if not cfg.abs_positions and not linear:
             self.capabilities = type(self).capabilities | {"incremental_state"}
         make_item_tables(self, n_items, cfg.dim)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.abs_positions else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.bias = RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets, cfg.position_bias)
+        self.bias = (
+            None if linear else RelativeBias(cfg.max_len, cfg.heads, cfg.time_buckets, cfg.position_bias)
+        )
         self.blocks = nn.ModuleList(
-            HSTUBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.max_len, cfg.attn_dim) for _ in range(cfg.layers)
+            HSTUBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.max_len, cfg.attn_dim, cfg.attention)
+            for _ in range(cfg.layers)
         )
         self.final_norm = nn.LayerNorm(cfg.dim)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed_inputs(items)
-        mask = causal_padding_mask(items)
-        bias = self.bias(items.shape[1], timestamps)
+        if self.bias is None:  # linear attention: the [B, L] real-item mask, no L x L bias
+            mask, bias = items > 0, None
+        else:
+            mask, bias = causal_padding_mask(items), self.bias(items.shape[1], timestamps)
         for block in self.blocks:
             x = block(x, mask, bias)
         return self.final_norm(x)

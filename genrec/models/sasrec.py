@@ -2,8 +2,8 @@
 
 Item embeddings are shared between input and output (unless `tie_output: false`); learned absolute
 positions count back from the newest item (`positions: none` drops them: a causal stack can infer order on its
-own); pre-norm blocks; full-softmax cross-entropy by default (the original
-BCE with one negative is `loss: bce`).
+own); pre-norm blocks (softmax attention, or causal linear attention with `attention: linear`); full-softmax
+cross-entropy by default (the original BCE with one negative is `loss: bce`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ class SASRecConfig(NextItemConfig):
         "learned",
         description="learned absolute positions (SASRec's) or none: causal attention still sees the order",
     )
+    attention: Literal["softmax", "linear"] = Field(
+        "softmax",
+        description="softmax (O(L^2)) or causal linear attention (O(L d^2), LinRec-style; docs/long-sequences.md)",
+    )
 
 
 @register
@@ -40,7 +44,8 @@ class SASRec(NextItemModel):
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embed_inputs(items)
-        mask = causal_padding_mask(items)
+        linear = getattr(self.cfg, "attention", "softmax") == "linear"
+        mask = items > 0 if linear else causal_padding_mask(items)  # linear attention never builds L x L
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
@@ -52,7 +57,7 @@ def add_sasrec_tower(model: NextItemModel, cfg: SASRecConfig) -> None:
     model.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.positions == "learned" else None
     model.dropout = nn.Dropout(cfg.dropout)
     model.blocks = nn.ModuleList(
-        TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation)
+        TransformerBlock(cfg.dim, cfg.heads, cfg.dropout, cfg.ffn_mult, cfg.activation, cfg.attention)
         for _ in range(cfg.layers)
     )
     model.final_norm = nn.LayerNorm(cfg.dim)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.nn.linear_attention import causal_linear_attention
+
 
 class RelativeBias(nn.Module):
     """Learned attention bias from relative position (i - j) and, optionally, bucketed log time gap."""
@@ -57,9 +59,18 @@ class RelativeBias(nn.Module):
 
 class HSTUBlock(nn.Module):
     def __init__(
-        self, dim: int, heads: int, dropout: float, max_len: int, attn_dim: int | None = None
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        max_len: int,
+        attn_dim: int | None = None,
+        attention: str = "softmax",
     ) -> None:
         super().__init__()
+        # "softmax" names the quadratic pointwise-SiLU attention (HSTU's own); "linear" its O(L) kernelised form,
+        # whose `mask` is the [B, L] real-item mask and which takes no bias (genrec.nn.linear_attention).
+        self.linear = attention == "linear"
         self.heads = heads
         self.max_len = max_len
         self.attn_dim = attn_dim or dim
@@ -103,12 +114,18 @@ class HSTUBlock(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         """[B, Q, d]: queries q aggregate values v of the keys k they may see."""
+        b, _, n, _ = q.shape
+        if self.linear:
+            # The same unnormalised sum divided by max_len, with phi(q) . phi(k) in place of SiLU(q . k + bias).
+            y = causal_linear_attention(q, k, v, mask, normalize=False, scale=1.0 / self.max_len)
+            if self.training and self.attn_dropout:
+                y = F.dropout(y, self.attn_dropout)
+            return y.transpose(1, 2).reshape(b, n, -1)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
         # Pointwise SiLU divided by the (maximum) sequence length, as in the paper: no softmax normalisation.
         attn = F.silu(scores) * mask / self.max_len
         if self.training and self.attn_dropout:
             attn = F.dropout(attn, self.attn_dropout)
-        b, _, n, _ = q.shape
         return (attn @ v).transpose(1, 2).reshape(b, n, -1)
 
     def finish(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.nn.linear_attention import LinearCausalAttention
+
 
 def causal_padding_mask(items: torch.Tensor) -> torch.Tensor:
     """[B, 1, L, L] boolean mask: query i sees key j <= i when j is a real item.
@@ -54,11 +56,22 @@ class TransformerBlock(nn.Module):
     """Pre-norm: x + Attn(LN(x)), then x + FFN(LN(x)), dropout on both residual branches."""
 
     def __init__(
-        self, dim: int, heads: int, dropout: float, ffn_mult: int = 1, activation: str = "gelu"
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        ffn_mult: int = 1,
+        activation: str = "gelu",
+        attention: str = "softmax",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, dropout)
+        # linear: `forward`'s mask is the [B, L] real-item mask (see genrec.nn.linear_attention)
+        self.attn = (
+            LinearCausalAttention(dim, heads, dropout)
+            if attention == "linear"
+            else CausalSelfAttention(dim, heads, dropout)
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, dim * ffn_mult, dropout, activation)
         self.dropout = nn.Dropout(dropout)

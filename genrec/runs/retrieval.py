@@ -12,13 +12,14 @@ import numpy as np
 import polars as pl
 
 from genrec.config import DataConfig, RunConfig
-from genrec.data import filters
+from genrec.data import filters, quality
 from genrec.data.batching import history_batch
 from genrec.data.registry import load_dataset
 from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
 from genrec.errors import ConfigError, DataError
 from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.eval.likelihood import prefix_log_likelihood
 from genrec.eval.lists import PROTOCOL as LIST_PROTOCOL
 from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.io import write_json, write_parquet
@@ -40,9 +41,29 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         ds = filters.k_core(ds, cfg.kcore)
     if cfg.min_seq_len:
         ds = filters.min_sequence_length(ds, cfg.min_seq_len)
+    if cfg.sample_users < 1:
+        ds = quality.sample_users(ds, cfg.sample_users)
+    if cfg.clean.exact_duplicates or cfg.clean.drop_users or cfg.clean.drop_events:
+        scores = implausibility(ds, cfg.clean.model_run) if cfg.clean.model_run else None
+        ds = quality.clean(ds, cfg.clean, scores)
     if ds.interactions.height == 0:
         raise DataError(f"{cfg.dataset}: no interactions left after filtering")
     return ds
+
+
+def implausibility(ds: Dataset, run_dir: str) -> np.ndarray:
+    """-log p(item | the events before it) of every event of `ds` under a trained retrieval run's model, aligned to
+    `quality.event_table(ds)`'s rows; NaN for a user's first event and for items outside the run's catalogue.
+    Raises ConfigError when the model has no log-likelihood."""
+    from genrec.runs.run import load_run
+
+    run = load_run(Path(run_dir))
+    events = quality.event_table(ds)
+    index = {raw: i for i, raw in enumerate(run.items["item_id"].to_list(), start=1)}
+    items = np.array([index.get(raw, 0) for raw in events["item_id"].to_list()], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(events["user"].to_numpy()))])
+    ll = prefix_log_likelihood(run.model, offsets, items)
+    return np.where(items > 0, -ll, np.nan)
 
 
 def make_split(ds: Dataset, cfg: DataConfig, item_ids=None, user_ids=None) -> Split:
