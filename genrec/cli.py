@@ -1,4 +1,4 @@
-"""Command line: `genrec datasets | recipes | train (rank-train) | evaluate | align | recommend | serve | expand | sweep`.
+"""Command line: `genrec datasets | recipes | train | evaluate | align | recommend | serve | expand | sweep`.
 
 Input errors print one line (`error: ...`) and exit with status 2; nothing is half-written.
 """
