@@ -163,7 +163,7 @@ def test_ranker_contract(name, feedback, tmp_path):
 
 def test_every_model_declares_a_task_and_known_capabilities():
     known = {"score", "generate", "item_vectors", "incremental_state", "score_candidates", "log_likelihood"}
-    known |= {"generate_sessions", "session_log_likelihood"}
+    known |= {"generate_sessions", "session_log_likelihood", "search"}
     for name in registry.names():
         cls = registry.get(name)
         assert cls.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name

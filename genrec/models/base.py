@@ -17,7 +17,9 @@ can do, so that nothing above the models asks `isinstance`:
 - `generate_sessions`: `generate_sessions(batch, n_beams, N, exclude=None) -> (items [B, n_beams, N], scores
   [B, n_beams])`: whole next sessions of N distinct real items, best first, scores = their log-likelihoods;
 - `session_log_likelihood`: `session_log_likelihood(batch, sessions [B, n, N]) -> [B, n]` log p(session |
-  history), the sum of the session's token log-probabilities (equal to `generate_sessions`' scores).
+  history), the sum of the session's token log-probabilities (equal to `generate_sessions`' scores);
+- `search`: `search_scores(batch, query_emb [B, d_text]) -> [B, n_items + 1]`, items scored for a typed query
+  plus the history (unified search and recommendation).
 """
 
 from __future__ import annotations
