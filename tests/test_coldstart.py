@@ -42,7 +42,9 @@ def test_cold_items_are_the_ones_first_seen_last_and_leave_training(tmp_path):
 def test_textrec_learns_and_faiss_agrees_with_exact_search(tiny, monkeypatch):
     split, items = tiny
     monkeypatch.setattr(
-        text, "item_text_embeddings", lambda it, enc=None, profiles=None: np.eye(len(it), 16, dtype=np.float32)
+        text,
+        "item_text_embeddings",
+        lambda it, enc=None, profiles=None: np.eye(len(it), 16, dtype=np.float32),
     )
     cfg = load_config("textrec", ["model.text_dim=16", "model.dim=16", "model.dropout=0"]).model
     torch.manual_seed(0)
