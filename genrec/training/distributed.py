@@ -87,7 +87,7 @@ class Distributed(Local):
     def step(self, model, objective, optimizer, batch, grad_clip, reference, key) -> torch.Tensor:
         """One global step: local forward / backward on this rank's rows, weighted by its share of the global
         batch's units, one all-reduce of [gradients, loss], clipping on the summed gradients, AdamW."""
-        from genrec.training.trainer import NonFiniteLoss
+        from genrec.training.trainer import NonFiniteLoss, clip_and_step
 
         lo, hi = shard_bounds(rows(batch), self.world, self.rank)
         local = take_rows(batch, lo, hi)
@@ -123,11 +123,7 @@ class Distributed(Local):
             n = p.numel()
             p.grad = buf[at : at + n].view(p.shape).to(p.dtype).clone() if has else None
             at += n
-        if grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            if not torch.isfinite(norm):
-                raise NonFiniteLoss(f"gradient norm {float(norm):g}")
-        optimizer.step()
+        clip_and_step(model, optimizer, grad_clip)
         return loss_value
 
     def validate(self, fn) -> float:

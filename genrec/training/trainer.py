@@ -130,12 +130,18 @@ def training_step(
         raise NonFiniteLoss(f"loss {float(loss.detach()):g}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clip_and_step(model, optimizer, grad_clip)
+    return loss
+
+
+def clip_and_step(model, optimizer, grad_clip: float | None) -> None:
+    """Clip the gradients' global norm to `grad_clip` (when set), then step. Raises NonFiniteLoss on a
+    non-finite norm, before the weights change."""
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if not torch.isfinite(norm):
             raise NonFiniteLoss(f"gradient norm {float(norm):g}")
     optimizer.step()
-    return loss
 
 
 class Trainer:
