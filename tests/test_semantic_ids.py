@@ -9,10 +9,10 @@ from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
 from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.eval.evaluator import evaluate
+from genrec.items import semantic_ids as semantic_ids_module
 from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, separation_codes, tokenize
 from genrec.items.text import item_texts
 from genrec.models import build_model
-from genrec.models import tiger as tiger_module
 from genrec.runs.retrieval import fit_retrieval
 from genrec.training.trainer import FitContext
 
@@ -176,7 +176,9 @@ def test_tiger_trains_on_tiny_data_and_beats_popularity(history_tokens, tiny_p5,
     )
     # one-hot item embeddings stand in for text here (the real encoder is exercised by the slow text test)
     monkeypatch.setattr(
-        tiger_module, "item_embeddings", lambda cfg, it, ids, collab=None: np.eye(len(ids), dtype=np.float32)
+        semantic_ids_module,
+        "item_embeddings",
+        lambda cfg, it, ids, collab=None: np.eye(len(ids), dtype=np.float32),
     )
     cfg = load_config(
         "tiger",

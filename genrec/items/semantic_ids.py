@@ -371,3 +371,24 @@ def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_em
         parts.append(collab_embeddings(cfg.collab_run, item_ids))
     parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(min=1e-8) for p in parts]
     return np.concatenate(parts, 1)
+
+
+def run_semantic_ids(
+    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None
+) -> SemanticIds:
+    """A run's semantic IDs: loaded from `cfg.codes` when set, else built from `item_embeddings`.
+
+    Returns SemanticIds over the run's items (internal order); raises ConfigError / DataError as those do."""
+    if cfg.codes:
+        return SemanticIds.load(Path(cfg.codes))
+    return tokenize(item_embeddings(cfg, items, item_ids, collab_embeddings), cfg)
+
+
+def prepared_outputs(sid: SemanticIds) -> dict:
+    """What a semantic-ID model's `prepare` returns about its codes: the report (without the tokenizer), its
+    printable form, and the files the run directory keeps (codes and report)."""
+    return {
+        "semantic_ids": {k: v for k, v in sid.report.items() if k != "tokenizer"},
+        "report": format_report(sid.report),
+        "files": {**sid.to_files(), "semantic_ids_report.json": json_text(sid.report, indent=1).encode()},
+    }

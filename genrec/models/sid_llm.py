@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,8 +46,7 @@ from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie
 from genrec.errors import ConfigError, DataError
-from genrec.io import json_text
-from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, format_report, item_embeddings, tokenize
+from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
 
@@ -201,22 +199,15 @@ class SidLlm(Recommender):
         if items is None:
             raise ConfigError("sid_llm needs the run's item table to build semantic IDs")
         tk = self.cfg.tokenizer
-        if tk.codes:
-            sid = SemanticIds.load(Path(tk.codes))
-        else:
-            x = item_embeddings(tk, items, split.sequences.item_ids, resources.get("collab_embeddings"))
-            sid = tokenize(x, tk)
+        sid = run_semantic_ids(tk, items, split.sequences.item_ids, resources.get("collab_embeddings"))
         self.set_semantic_ids(sid)
         titles = items["title"].to_list() if "title" in items.columns else [None] * self.n_items
         self.set_titles(titles)
         self.popularity.copy_(torch.from_numpy(np.bincount(split.train.items, minlength=self.n_items + 1)))
         self.init_code_embeddings(np.random.default_rng(tk.seed))
-        files = {**sid.to_files(), "semantic_ids_report.json": json_text(sid.report, indent=1).encode()}
         return {
-            "semantic_ids": {k: v for k, v in sid.report.items() if k != "tokenizer"},
+            **prepared_outputs(sid),
             "new_tokens": int(sum(self.sizes)),
-            "report": format_report(sid.report),
-            "files": files,
         }
 
     @torch.no_grad()

@@ -25,7 +25,6 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,14 +38,7 @@ from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.errors import ConfigError, DataError
-from genrec.io import json_text
-from genrec.items.semantic_ids import (
-    SemanticIds,
-    TokenizerConfig,
-    format_report,
-    item_embeddings,
-    tokenize,
-)
+from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.transformer import FeedForward
@@ -234,20 +226,12 @@ class Tiger(Recommender):
         items = resources.get("items")
         if items is None:
             raise ConfigError("tiger needs the run's item table to build semantic IDs")
-        tk = self.cfg.tokenizer
-        if tk.codes:
-            sid = SemanticIds.load(Path(tk.codes))
-        else:
-            x = item_embeddings(tk, items, split.sequences.item_ids, resources.get("collab_embeddings"))
-            sid = tokenize(x, tk)
+        sid = run_semantic_ids(
+            self.cfg.tokenizer, items, split.sequences.item_ids, resources.get("collab_embeddings")
+        )
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)
-        files = {**sid.to_files(), "semantic_ids_report.json": json_text(sid.report, indent=1).encode()}
-        return {
-            "semantic_ids": {k: v for k, v in sid.report.items() if k != "tokenizer"},
-            "report": format_report(sid.report),
-            "files": files,
-        }
+        return prepared_outputs(sid)
 
     def objective_name(self) -> str:
         return "code_cross_entropy"
