@@ -352,11 +352,13 @@ def test_browser_demo_page_end_to_end_in_headless_chromium(runs):
 
 
 def test_semantic_id_model_is_served_by_constrained_beam_search(tiny_p5, monkeypatch, tmp_path):
-    from genrec.models import tiger as tiger_module
+    from genrec.items import semantic_ids as semantic_ids_module
 
     # One-hot item vectors stand in for text embeddings (as in test_semantic_ids.py).
     monkeypatch.setattr(
-        tiger_module, "item_embeddings", lambda cfg, it, ids, collab=None: np.eye(len(ids), dtype=np.float32)
+        semantic_ids_module,
+        "item_embeddings",
+        lambda cfg, it, ids, collab=None: np.eye(len(ids), dtype=np.float32),
     )
     sets = ["model.dim=16", "model.heads=2", "model.tokenizer.codebook_size=3", "train.epochs=2"]
     train_run(load_config("tiger", sets, dataset=str(tiny_p5)), tmp_path / "tiger", progress=False)
