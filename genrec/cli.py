@@ -240,7 +240,7 @@ def train(
         1,
         "--nproc",
         min=1,
-        help="data-parallel processes on this machine (started with torchrun; train.batch_size is the global "
+        help="data-parallel processes on one node (started with torchrun; train.batch_size is the global "
         "batch); several machines: docs/distributed.md",
     ),
 ) -> None:
