@@ -85,6 +85,59 @@ def histories(users: EvalSet, n_read: int) -> list[list[int]]:
     return [h.items[h.offsets[r] : h.offsets[r + 1]].tolist()[-n_read:] for r in range(len(users))]
 
 
+def walk_and_evaluate(args, tree: LLMTree, split, items, users: EvalSet) -> None:
+    """The LLM walks under the time budget, then every model evaluated on the users walked; prints the table."""
+    cfg = tree.cfg
+    # The LLM walks first, under a time budget (their answers land in the response cache); the evaluator
+    # then ranks the users walked, and every model is measured on exactly those users.
+    start, done = time.perf_counter(), 0
+    for hist in histories(users, cfg.history_items):
+        if time.perf_counter() - start > args.budget_seconds:
+            break
+        tree.leaves_for(hist)
+        done += 1
+    walk_seconds = time.perf_counter() - start
+    walked = take(users, np.arange(done))
+    print(f"walked {done} users in {walk_seconds:.0f} s", flush=True)
+    ev = EvalConfig(ks=[10, 20])
+    lines = []
+
+    def run(name, model, tokens=None, seconds=None):
+        t = time.perf_counter()
+        metrics = evaluate(model, walked, split.n_items, ev)
+        seconds = seconds if seconds is not None else time.perf_counter() - t
+        lines.append(row(name, metrics, seconds, len(walked), tokens))
+        print(lines[-1], flush=True)
+
+    pop = build_model(PopularityConfig(), split.n_items, split.n_users)
+    pop.prepare(split, {})
+    run("popularity", pop.eval())
+    run("text similarity (no tree, no LLM)", fitted(TextSimilarity, cfg, split, items))
+    run("tree, history counts (no LLM)", fitted(CountTree, cfg, split, items))
+    tree.llm.usage = Usage()  # count each user's walk once (the evaluator walks twice, from the cache)
+    for hist in histories(walked, cfg.history_items):
+        tree.leaves_for(hist)
+    tokens = tree.llm.usage.total_tokens
+    name = f"llm_tree, {args.model} via {args.walk_backend} (beam {args.beam}, {args.scoring})"
+    run(name, tree, tokens, walk_seconds * len(walked) / max(done, 1))
+    print(f"usage of the walks: {tree.llm.usage.as_dict()}", flush=True)
+    print("\n| model | R@20 | N@10 | LLM tokens / user | s / user |\n|---|---|---|---|---|")
+    print("\n".join(lines))
+    print(
+        f"\n{args.dataset}, {len(walked)} sampled test users (seed {args.seed}; {args.users} asked, "
+        f"{args.budget_seconds:.0f} s budget), full catalogue, history excluded; s / user of llm_tree = "
+        "its LLM walk (uncached), others = evaluation"
+    )
+
+
+def served(cfg: LLMTreeConfig, server, args) -> LLMTreeConfig:
+    """`cfg` with its LLM behind the running llama.cpp server."""
+    llm = LLMConfig(
+        backend="openai", base_url=server.base_url, model=server.model_name, prompt_prefix=args.prompt_prefix
+    )
+    return cfg.model_copy(update={"llm": llm})
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--dataset", default="amazon-beauty")
@@ -103,7 +156,18 @@ def main() -> None:
         help="SmolLM2's BOS token before every prompt, on both backends (llama.cpp's echo needs it)",
     )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", choices=["transformers", "server", "both"], default="both")
+    p.add_argument(
+        "--only",
+        choices=["transformers", "server", "both"],
+        default="both",
+        help="transformers: the budgeted walks and the table; server: the two backends' agreement; both",
+    )
+    p.add_argument(
+        "--walk-backend",
+        choices=["transformers", "server"],
+        default="transformers",
+        help="backend of the budgeted walks (server: llama.cpp's OpenAI-compatible server, started here)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,46 +187,16 @@ def main() -> None:
     print(f"tree: {len(tree.nodes)} nodes, depth {tree._depth()}", flush=True)
 
     if args.only in ("transformers", "both"):
-        # The LLM walks first, under a time budget (their answers land in the response cache); the evaluator
-        # then ranks the users walked, and every model is measured on exactly those users.
-        start, done = time.perf_counter(), 0
-        for hist in histories(users, cfg.history_items):
-            if time.perf_counter() - start > args.budget_seconds:
-                break
-            tree.leaves_for(hist)
-            done += 1
-        walk_seconds = time.perf_counter() - start
-        walked = take(users, np.arange(done))
-        print(f"walked {done} users in {walk_seconds:.0f} s", flush=True)
-        ev = EvalConfig(ks=[10, 20])
-        lines = []
+        if args.walk_backend == "server":
+            from genrec.llm.local import smollm2_path
+            from genrec.llm.server import LlamaCppServer
 
-        def run(name, model, tokens=None, seconds=None):
-            t = time.perf_counter()
-            metrics = evaluate(model, walked, split.n_items, ev)
-            seconds = seconds if seconds is not None else time.perf_counter() - t
-            lines.append(row(name, metrics, seconds, len(walked), tokens))
-            print(lines[-1], flush=True)
-
-        pop = build_model(PopularityConfig(), split.n_items, split.n_users)
-        pop.prepare(split, {})
-        run("popularity", pop.eval())
-        run("text similarity (no tree, no LLM)", fitted(TextSimilarity, cfg, split, items))
-        run("tree, history counts (no LLM)", fitted(CountTree, cfg, split, items))
-        tree.llm.usage = Usage()  # count each user's walk once (the evaluator walks twice, from the cache)
-        for hist in histories(walked, cfg.history_items):
-            tree.leaves_for(hist)
-        tokens = tree.llm.usage.total_tokens
-        name = f"llm_tree, {args.model} via transformers (beam {args.beam}, {args.scoring})"
-        run(name, tree, tokens, walk_seconds * len(walked) / max(done, 1))
-        print(f"usage of the walks: {tree.llm.usage.as_dict()}", flush=True)
-        print("\n| model | R@20 | N@10 | LLM tokens / user | s / user |\n|---|---|---|---|---|")
-        print("\n".join(lines))
-        print(
-            f"\n{args.dataset}, {len(walked)} sampled test users (seed {args.seed}; {args.users} asked, "
-            f"{args.budget_seconds:.0f} s budget), full catalogue, history excluded; s / user of llm_tree = "
-            "its LLM walk (uncached), others = evaluation"
-        )
+            with LlamaCppServer(smollm2_path(), threads=args.threads) as server:
+                walk_and_evaluate(
+                    args, fitted(LLMTree, served(cfg, server, args), split, items), split, items, users
+                )
+        else:
+            walk_and_evaluate(args, tree, split, items, users)
 
     if args.only in ("server", "both"):
         from genrec.data.batching import HistoryBatch
@@ -170,33 +204,26 @@ def main() -> None:
         from genrec.llm.server import LlamaCppServer
 
         with LlamaCppServer(smollm2_path(), threads=args.threads) as server:
-            served_cfg = cfg.model_copy(
-                update={
-                    "llm": LLMConfig(
-                        backend="openai",
-                        base_url=server.base_url,
-                        model=server.model_name,
-                        prompt_prefix=args.prompt_prefix,
-                    )
-                }
-            )
-            served = fitted(LLMTree, served_cfg, split, items)
+            served_tree = fitted(LLMTree, served(cfg, server, args), split, items)
             same_leaves = same_lists = n = 0
             t = time.perf_counter()
             for hist in histories(users, cfg.history_items)[: args.agree_users]:
                 if time.perf_counter() - t > args.agree_seconds:
                     break
                 batch = HistoryBatch(torch.tensor([hist]))
-                la, lb = tree.recommend(batch, 20)[0][0].tolist(), served.recommend(batch, 20)[0][0].tolist()
+                la, lb = (
+                    tree.recommend(batch, 20)[0][0].tolist(),
+                    served_tree.recommend(batch, 20)[0][0].tolist(),
+                )
                 same_leaves += [x for _, x in tree.leaves_for(hist)] == [
-                    x for _, x in served.leaves_for(hist)
+                    x for _, x in served_tree.leaves_for(hist)
                 ]
                 same_lists += la == lb
                 n += 1
             seconds = time.perf_counter() - t
         print(
             f"backends agree (first {n} sampled users): same chosen leaves {same_leaves}/{n}, same top-20 "
-            f"{same_lists}/{n}; llama.cpp server {served.llm.usage.total_tokens / max(n, 1):,.0f} tokens/user, "
+            f"{same_lists}/{n}; llama.cpp server {served_tree.llm.usage.total_tokens / max(n, 1):,.0f} tokens/user, "
             f"{seconds / max(n, 1):.2f} s/user (transformers walks partly cached)",
             flush=True,
         )

@@ -74,6 +74,14 @@ def print_list_metrics(m: dict) -> None:
         out.print("test list metrics: " + ", ".join(shown))
 
 
+def print_session_metrics(metrics: dict) -> None:
+    """The test sessions' metrics (genrec.eval.sessions), one line; nothing without them."""
+    m = metrics.get("test_sessions")
+    if m:
+        shown = [f"{k} {v:.4f}" for k, v in m.items() if k.startswith("session_")]
+        out.print(f"test sessions ({m['source']}, {m['users']} users): " + ", ".join(shown))
+
+
 def print_protocol(p: dict) -> None:
     out.print(
         f"[dim]protocol: {p['dataset']} | {p['split']['split']} | {p['candidates']} | "
@@ -322,6 +330,7 @@ def evaluate(
     print_metrics(run.cfg, metrics)
     if run.task == "retrieval":
         print_list_metrics(metrics["test"])
+        print_session_metrics(metrics)
 
 
 @app.command()
@@ -363,6 +372,7 @@ def align(
     metrics = align_run(run_dir, cfg, out_dir, log=lambda line: out.print(f"[dim]{line}[/dim]"))
     out.print(metrics_table(metrics, "aligned"))
     print_list_metrics(metrics["test"])
+    print_session_metrics(metrics)
     out.print(f"aligned in {time.perf_counter() - t0:.1f}s; run directory: {out_dir}")
 
 

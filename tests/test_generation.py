@@ -280,6 +280,20 @@ def test_session_recall_counts_the_true_next_items_found(ml100k_temporal):
         np.mean(expected), abs=1e-6
     )
     assert got["session_recall@3"] > 0
+    # With a reward model: the mean reward of the evaluated lists, over the same users (here: items listed).
+    calls = []
+
+    def reward(users, hist_len, lists):
+        calls.append((len(users), tuple(lists.shape)))
+        return (lists > 0).float().sum(-1)
+
+    rewarded = evaluate_sessions(model, split, "test", cfg, reward)
+    assert rewarded["session_recall@3"] == got["session_recall@3"] and calls[0][1][1:] == (1, 3)
+    listed_counts = [
+        len(set(truth[0].tolist()) - {0} - set(hist.items[hist.offsets[r] : hist.offsets[r + 1]].tolist()))
+        for r in range(len(split.test))
+    ]
+    assert rewarded["session_reward@3"] == pytest.approx(np.mean(listed_counts), abs=1e-6)
     with pytest.raises(ConfigError):
         evaluate_sessions(model, leave_one_out(load_dataset("ml-100k").encode()), "test", cfg)
 

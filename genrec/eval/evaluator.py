@@ -218,7 +218,8 @@ def evaluate_split(
         if "sampled" in res:
             out[f"{name}_sampled{cfg.sampled_negatives}"] = res["sampled"]
         if cfg.session_len and name == "test":
-            out[f"{name}_sessions"] = evaluate_sessions(model, split, name, cfg)
+            reward = context.reward if context is not None else None
+            out[f"{name}_sessions"] = evaluate_sessions(model, split, name, cfg, reward)
     return out
 
 

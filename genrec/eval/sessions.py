@@ -42,9 +42,10 @@ def session_users(examples: EvalSet, cfg: EvalConfig) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig) -> dict:
-    """{session_recall@N, users, source} on the `which` ("valid" / "test") users of a temporal split.
-    Raises ConfigError on another split."""
+def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig, reward=None) -> dict:
+    """{session_recall@N, users, source} on the `which` ("valid" / "test") users of a temporal split, and
+    session_reward@N, the mean reward of the evaluated lists, when `reward` (a bound reward model, the
+    `ListContext.reward` callable) is given. Raises ConfigError on another split."""
     if split.kind != "temporal":
         raise ConfigError("session metrics need a temporal split (data.split=temporal)")
     length = cfg.session_len
@@ -55,7 +56,7 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig) -> dict:
     generates = model.can("generate_sessions")
     was_training = model.training
     model.eval()
-    total, users = 0.0, 0
+    total, users, reward_sum = 0.0, 0, 0.0
     for start in range(0, len(rows), cfg.batch_size):
         part = rows[start : start + cfg.batch_size]
         batch = history_batch(
@@ -76,9 +77,15 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig) -> dict:
         keep = size > 0
         total += float((hits.sum(1)[keep] / size[keep]).sum())
         users += int(keep.sum())
+        if reward is not None:
+            hist_len = hist.offsets[part + 1] - hist.offsets[part]
+            reward_sum += float(reward(examples.users[part], hist_len, listed[:, None, :]).sum())
     model.train(was_training)
     source = f"best of {cfg.session_beam} generated sessions" if generates else f"top-{length} list"
-    return {f"session_recall@{length}": round(total / max(users, 1), 6), "users": users, "source": source}
+    out = {f"session_recall@{length}": round(total / max(users, 1), 6), "users": users, "source": source}
+    if reward is not None:
+        out[f"session_reward@{length}"] = round(reward_sum / max(len(rows), 1), 6)
+    return out
 
 
 def session_protocol(cfg: EvalConfig) -> str:
@@ -88,5 +95,6 @@ def session_protocol(cfg: EvalConfig) -> str:
         f"*_sessions: session recall@{n} = |list ∩ true session| / |true session| averaged over {sample}; true "
         f"session = the user's first {n} interactions at or after the cut-off (history = all before it); list = "
         f"the best of {cfg.session_beam} generated sessions for models that generate sessions, else the top-{n} "
-        "list; history items excluded"
+        f"list; history items excluded; session_reward@{n} (with a reward model) = the mean reward of that list "
+        "over the same users"
     )
