@@ -79,12 +79,13 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig, reward=N
         users += int(keep.sum())
         if reward is not None:
             hist_len = hist.offsets[part + 1] - hist.offsets[part]
-            reward_sum += float(reward(examples.users[part], hist_len, listed[:, None, :]).sum())
+            r = reward(examples.users[part], hist_len, listed[:, None, :])[:, 0]
+            reward_sum += float(r[keep].sum())
     model.train(was_training)
     source = f"best of {cfg.session_beam} generated sessions" if generates else f"top-{length} list"
     out = {f"session_recall@{length}": round(total / max(users, 1), 6), "users": users, "source": source}
     if reward is not None:
-        out[f"session_reward@{length}"] = round(reward_sum / max(len(rows), 1), 6)
+        out[f"session_reward@{length}"] = round(reward_sum / max(users, 1), 6)
     return out
 
 
@@ -96,5 +97,5 @@ def session_protocol(cfg: EvalConfig) -> str:
         f"session = the user's first {n} interactions at or after the cut-off (history = all before it); list = "
         f"the best of {cfg.session_beam} generated sessions for models that generate sessions, else the top-{n} "
         f"list; history items excluded; session_reward@{n} (with a reward model) = the mean reward of that list "
-        "over the same users"
+        "over the same users (those with a true session)"
     )
