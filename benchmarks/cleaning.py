@@ -164,7 +164,8 @@ def bench(dataset: str, args, tmp: Path) -> dict:
     r["event_auc_with_model"] = auc(with_model["noise"].to_numpy(), truth)
     r["inserted_auc_with_model"] = auc(with_model["noise"].to_numpy()[real], truth[real])
     r["event_auc_model_only"] = auc(np.nan_to_num(imp, nan=np.nanmean(imp)), truth)
-    share_bots = r["bots"] / (r["users"] + r["bots"])
+    share_bots = r["bots"] / (r["users"] + r["bots"]) if args.drop_users is None else args.drop_users
+    r["drop_users"] = round(share_bots, 4)
     # The event filter runs after the user filter: its share is the inserted items' among the real users' events.
     inserted = int(noisy.filter((pl.col("bot") == 0) & (pl.col("label") == 1)).height)
     share_events = inserted / noisy.filter(pl.col("bot") == 0).height
@@ -188,6 +189,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--drop-users",
+        type=float,
+        default=None,
+        help="share of users the filter drops (default: the injected bots' share; 0 = events only)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     rows = []
