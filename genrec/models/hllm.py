@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
-from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import register
 from genrec.models.textrec import TextRec, TextRecConfig
@@ -73,20 +73,17 @@ class HLLM(TextRec):
             cfg = cfg.model_copy(update={"text_dim": lm_hidden_size(cfg.item_lm)})
         super().__init__(cfg, n_items, n_users)
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def encode_items(self, items) -> tuple[np.ndarray, dict]:
+        """The item LLM's pooled states of title + categories; checked for text before the LLM runs."""
         from genrec.items.text import encode_texts, item_texts
 
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("hllm needs the run's item table (titles, categories)")
         texts = item_texts(items)
         if not any(texts):
             raise DataError("hllm needs item text (titles / categories); this dataset has none")
         emb = encode_texts(texts, self.cfg.item_lm, self.cfg.encode_batch, pooling=self.cfg.pooling)
-        self.set_text_embeddings(emb)
-        self._index = None
-        return {
+        notes = {
             "item_lm": self.cfg.item_lm,
             "pooling": self.cfg.pooling,
             "item_vector_dim": int(emb.shape[1]),
         }
+        return emb, notes

@@ -69,17 +69,23 @@ class TextRec(NextItemModel):
         self.text_emb[1:] = torch.from_numpy(emb)
 
     def prepare(self, split: Split, resources: dict) -> dict:
-        from genrec.items.text import item_text_embeddings
-
         items = resources.get("items")
         if items is None:
-            raise ConfigError("textrec needs the run's item table (titles, categories)")
+            raise ConfigError(f"{self.cfg.name} needs the run's item table (titles, categories)")
+        emb, notes = self.encode_items(items)
+        self.set_text_embeddings(emb)
+        self._index = None
+        return notes
+
+    def encode_items(self, items) -> tuple[np.ndarray, dict]:
+        """[n_items, text_dim] text vectors of the run's items (polars table in internal order) and notes for the
+        run's meta; subclasses change the encoder here. Raises DataError when the items have no text."""
+        from genrec.items.text import item_text_embeddings
+
         emb = item_text_embeddings(items, self.cfg.encoder, self.cfg.profiles)
         if not np.abs(emb).sum(1).any():
             raise DataError("textrec needs item text (titles / categories); this dataset has none")
-        self.set_text_embeddings(emb)
-        self._index = None
-        return {}
+        return emb, {}
 
     def item_table(self) -> torch.Tensor:
         """[n_items + 1, dim] item vectors; row 0 (padding) is zero."""
