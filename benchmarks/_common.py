@@ -213,23 +213,21 @@ def fresh_process(
     is that call's alone. With `max_rss_gb` the child is killed once its RSS passes it (result `{"stopped": ...}`);
     with `check=False` a failed child gives `{"error": "exit N"}` instead of an exception."""
     with tempfile.TemporaryDirectory(prefix="genrec-bench-") as tmp:
-        out = Path(tmp) / "result.json"
+        out, log = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
         call = [function.__module__, function.__qualname__, json.dumps(list(args)), str(out)]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, *call], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-        )
-        peak = 0.0
-        while max_rss_gb is not None and proc.poll() is None:
-            peak = max(peak, _rss_gb(proc.pid))
-            if peak > max_rss_gb:
-                proc.kill()
-                proc.communicate()
-                return {"stopped": f"RSS {peak:.1f} GB > {max_rss_gb} GB"}
-            time.sleep(0.5)
-        _, err = proc.communicate()
+        with open(log, "w") as err:  # a file, not a pipe: a chatty child never blocks on a full pipe
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD, *call], cwd=ROOT, env=env, stderr=err)
+            while max_rss_gb is not None and proc.poll() is None:
+                if (rss := _rss_gb(proc.pid)) > max_rss_gb:
+                    proc.kill()
+                    proc.wait()
+                    return {"stopped": f"RSS {rss:.1f} GB > {max_rss_gb} GB"}
+                time.sleep(0.5)
+            proc.wait()
         if proc.returncode != 0 or not out.exists():
             if check:
-                raise RuntimeError(f"{function.__qualname__} failed (exit {proc.returncode}):\n{err[-3000:]}")
+                tail = log.read_text()[-3000:]
+                raise RuntimeError(f"{function.__qualname__} failed (exit {proc.returncode}):\n{tail}")
             return {"error": f"exit {proc.returncode}"}
         return json.loads(out.read_text())
 
