@@ -266,11 +266,13 @@ def table(report: Report, what: str, result: dict) -> None:
             ],
         )
     else:
-        keys = [k for k in result["results"][0] if k not in ("model", "recipe", "stopped_by")]
-        report.table(
-            ["model", *keys, "recipe"],
-            [[r["model"], *(r[k] for k in keys), r["recipe"]] for r in result["results"]],
-        )
+        keys = [k for k in result["results"][0] if k not in ("model", "recipe")]
+
+        def cell(v):  # metrics to 4 decimals, seconds and counts as they are
+            return f"{v:.4f}" if isinstance(v, float) and v < 1 else v
+
+        rows = [[r["model"], *(cell(r[k]) for k in keys), r["recipe"]] for r in result["results"]]
+        report.table(["model", *keys, "recipe"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
