@@ -170,20 +170,23 @@ def test_decode_benchmark_decodes_every_synthetic_user(tmp_path):
     assert data["tables"][0]["rows"][0][:3] == ["6", "3", "4"]
 
 
-def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(tmp_path):
+def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(tmp_path, tiny_ratings):
     from genrec.runs import train_run
 
-    cfg = load_config("din", ["model.dim=8", "model.max_len=10", "train.epochs=1", "train.batch_size=256"])
-    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    over = ["model.dim=8", "model.max_len=10", "train.epochs=1", f"data.data_dir={tiny_ratings}"]
+    metrics = train_run(load_config("din", over), tmp_path / "run", progress=False)
     run = str(tmp_path / "run")
-    rank_by_item_support.main([run, "--json", str(tmp_path / "runs.json")])
+    rank_by_item_support.main([run, "--bins", "2", "5", "--json", str(tmp_path / "runs.json")])
     (table,) = read_report(tmp_path / "runs.json")["tables"]
     rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
-    assert [r["items with"] for r in rows] == ["0-19", "20-99", ">= 100", "all"]
+    assert [r["items with"] for r in rows] == ["0-1", "2-4", ">= 5", "all"]
+    assert all(int(r["impressions"]) > 0 for r in rows)
     assert sum(int(r["impressions"]) for r in rows[:3]) == int(rows[3]["impressions"])
     assert int(rows[3]["impressions"]) == metrics["test"]["impressions"]
     assert float(rows[3]["AUC"]) == round(metrics["test"]["auc"], 4)
-    rank_by_item_support.main(["--pairs", run, run, "--json", str(tmp_path / "pairs.json")])
+    rank_by_item_support.main(
+        ["--pairs", run, run, "--bins", "2", "5", "--json", str(tmp_path / "pairs.json")]
+    )
     (table,) = read_report(tmp_path / "pairs.json")["tables"]
     assert table["rows"][-1][0] == "all" and table["rows"][-1][3:] == ["+0.0000 [+0.0000, +0.0000]"] * 3
 
