@@ -6,7 +6,7 @@ one part of the package (say `genrec.data`) does not import all of it.
 
 from genrec.version import __version__
 
-_API = {"train": "genrec.api", "load_run": "genrec.api", "load_config": "genrec.api", "Run": "genrec.api",
+_API = {"train": "genrec.api", "load_run": "genrec.api", "load_config": "genrec.config", "Run": "genrec.api",
         "register": "genrec.registry"}  # fmt: skip
 
 __all__ = ["__version__", *_API]

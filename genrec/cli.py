@@ -218,14 +218,14 @@ def config_reference(
     for name in names:
         rows = reference(name)
         if markdown:
-            print(f"## {name} ({registry.get(name).task})\n")
+            print(f"## {name} ({registry.config_class(name).task})\n")
             print("| key | type | default | description |\n|---|---|---|---|")
             for key, kind, default, text in rows:
                 cells = [f"`{key}`", kind.replace("|", "\\|"), f"`{default}`", text.replace("|", "\\|")]
                 print("| " + " | ".join(cells) + " |")
             print()
             continue
-        table = Table(title=f"{name} ({registry.get(name).task})", title_justify="left")
+        table = Table(title=f"{name} ({registry.config_class(name).task})", title_justify="left")
         for col in ("key", "type", "default", "description"):
             table.add_column(col)
         for row in rows:

@@ -166,7 +166,7 @@ def test_every_model_declares_a_task_and_known_capabilities():
     known |= {"generate_sessions", "session_log_likelihood", "search"}
     for name in registry.names():
         cls = registry.get(name)
-        assert cls.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
+        assert cls.config_class.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
         assert cls.config_class.model_fields["name"].default == name
 
 
@@ -174,7 +174,7 @@ def test_every_model_declares_a_task_and_known_capabilities():
 def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data, tiny_lm, tmp_path):
     """The recipe's own model and training settings, on small data for one epoch (ranking: ML-100K)."""
     raw = recipe_dict(recipe)
-    task = registry.get(raw["model"]["name"]).task
+    task = registry.config_class(raw["model"]["name"]).task
     overrides = ["train.epochs=1"]
     if raw.get("model", {}).get("tokenizer", {}).get("collab_run"):
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genrec.config import ModelConfig
+from genrec.config.base import ModelConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.registry import get as registered_class
@@ -41,7 +41,6 @@ from genrec.registry import register
 class Recommender(nn.Module):
     """Base of retrieval models. `n_items` items have internal ids 1..n_items (0 = padding)."""
 
-    task: ClassVar[str] = "retrieval"
     config_class: ClassVar[type[ModelConfig]]
     capabilities: ClassVar[frozenset[str]] = frozenset({"score"})
     # Neural models train with the shared Trainer and pick the best validation epoch; baselines fit directly.

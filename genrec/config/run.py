@@ -9,13 +9,13 @@ classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEval
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -25,20 +25,10 @@ from pydantic import (
 )
 
 from genrec import registry
+from genrec.config.base import ModelConfig, StrictModel
 from genrec.errors import ConfigError
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelConfig(StrictModel):
-    """Base of every model's config; subclasses add their hyper-parameters and fix `name`."""
-
-    name: str
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+RECIPES_DIR = Path(__file__).parents[1] / "recipes"
 
 
 def selectable(section, task: str):
@@ -213,7 +203,7 @@ class RunConfig(StrictModel):
         if name is None:
             raise ValueError(f"model needs a name, one of {', '.join(registry.names())}")
         try:
-            task = registry.get(name).task
+            task = registry.config_class(name).task
         except ConfigError as e:
             raise ValueError(str(e)) from None
         if value.get("task", task) != task:
@@ -225,12 +215,7 @@ class RunConfig(StrictModel):
     def _model_section(cls, value: Any) -> ModelConfig:
         if isinstance(value, ModelConfig):
             return value
-        model_cls = registry.get(value["name"])
-        cfg = model_cls.config_class.model_validate(value)
-        check = getattr(model_cls, "check_config", None)  # rules that span several keys of the model
-        if check is not None:
-            check(cfg)
-        return cfg
+        return registry.config_class(value["name"]).model_validate(value)
 
     @field_validator("data", "eval", mode="before")
     @classmethod
@@ -361,14 +346,28 @@ def build_config(raw: dict) -> RunConfig:
         raise ConfigError(validation_message(e, keys)) from None
 
 
-def load_config(recipe: str, overrides: list[str] | None = None, dataset: str | None = None) -> RunConfig:
+def load_config(
+    recipe: str, overrides: dict | list[str] | None = None, dataset: str | None = None
+) -> RunConfig:
+    """A resolved, validated config: a built-in recipe name or YAML path, with overrides as a dict
+    ({"train.epochs": 3}) or `key=value` strings, and optionally another dataset. Raises ConfigError (unknown
+    keys name the nearest one). Imports no torch."""
     raw = recipe_dict(recipe)
     if "model" not in raw:
         raise ConfigError(f"recipe {recipe!r} has no model section")
-    raw = deep_merge(raw, parse_overrides(overrides or []))
+    raw = deep_merge(raw, parse_overrides(override_pairs(overrides)))
     if dataset:
         raw = deep_merge(raw, {"data": {"dataset": dataset}})
     return build_config(raw)
+
+
+def override_pairs(overrides: dict | list[str] | None) -> list[str]:
+    """Overrides as `key=value` strings, from a dict ({"train.epochs": 3}, values written as JSON) or a list."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return list(overrides)
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -405,10 +404,10 @@ def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str,
 def reference(model_name: str) -> list[tuple[str, str, str, str]]:
     """Every key a run of `model_name` accepts: its model section, then the task's data and eval sections and
     the train section."""
-    cls = registry.get(model_name)
+    cls = registry.config_class(model_name)
     data_cls, eval_cls = SECTIONS[cls.task]
     return [
-        *describe(cls.config_class, "model"),
+        *describe(cls, "model"),
         *describe(data_cls, "data"),
         *describe(TrainConfig, "train"),
         *describe(eval_cls, "eval"),

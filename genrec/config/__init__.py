@@ -1,0 +1,58 @@
+"""Typed, frozen configs, none of which imports torch: a run's config and its sections (`run`), the base classes
+(`base`), and every model's config (`models`, one file per model), apart from the code they configure.
+
+`load_config(recipe, overrides, dataset)` is the one way a recipe becomes a `RunConfig`.
+"""
+
+from genrec.config.base import ModelConfig, StrictModel
+from genrec.config.run import (
+    RECIPES_DIR,
+    SECTIONS,
+    CleanConfig,
+    DataConfig,
+    EvalConfig,
+    RankDataConfig,
+    RankEvalConfig,
+    RunConfig,
+    TrainConfig,
+    build_config,
+    config_keys,
+    deep_merge,
+    describe,
+    dump_config,
+    list_recipes,
+    load_config,
+    nearest_key,
+    parse_overrides,
+    recipe_dict,
+    reference,
+    selectable,
+    validation_message,
+)
+
+__all__ = [
+    "RECIPES_DIR",
+    "SECTIONS",
+    "CleanConfig",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RankDataConfig",
+    "RankEvalConfig",
+    "RunConfig",
+    "StrictModel",
+    "TrainConfig",
+    "build_config",
+    "config_keys",
+    "deep_merge",
+    "describe",
+    "dump_config",
+    "list_recipes",
+    "load_config",
+    "nearest_key",
+    "parse_overrides",
+    "recipe_dict",
+    "reference",
+    "selectable",
+    "validation_message",
+]
