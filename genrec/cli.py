@@ -207,25 +207,32 @@ def print_metrics(cfg, metrics: dict) -> None:
 
 @app.command("config")
 def config_reference(
-    model: list[str] = typer.Argument(None, help="model names (default: every registered model)"),
+    names: list[str] = typer.Argument(
+        None, help="model or objective names (default: every registered model, then every objective)"
+    ),
     markdown: bool = typer.Option(False, "--markdown", help="print docs/config.md's Markdown"),
 ) -> None:
-    """Every config key a model's runs accept, with type, default and description (set them with --set)."""
+    """Every config key a model's runs accept, and every objective's keys, with type, default and description
+    (set them with --set)."""
     from genrec import registry
-    from genrec.config import reference
+    from genrec.config import objective_reference, reference
 
-    names = model or registry.names()
-    for name in names:
-        rows = reference(name)
+    sections = []
+    for name in names or [*registry.names(), *registry.OBJECTIVES.names()]:
+        if name in registry.OBJECTIVES.names() and name not in registry.names():
+            sections.append((f"{name} (objective: train.objective.name={name})", objective_reference(name)))
+        else:
+            sections.append((f"{name} ({registry.config_class(name).task})", reference(name)))
+    for title, rows in sections:
         if markdown:
-            print(f"## {name} ({registry.config_class(name).task})\n")
+            print(f"## {title}\n")
             print("| key | type | default | description |\n|---|---|---|---|")
             for key, kind, default, text in rows:
                 cells = [f"`{key}`", kind.replace("|", "\\|"), f"`{default}`", text.replace("|", "\\|")]
                 print("| " + " | ".join(cells) + " |")
             print()
             continue
-        table = Table(title=f"{name} ({registry.config_class(name).task})", title_justify="left")
+        table = Table(title=title, title_justify="left")
         for col in ("key", "type", "default", "description"):
             table.add_column(col)
         for row in rows:

@@ -1,11 +1,11 @@
-"""The registries of names: models, and the metrics each task reports.
+"""The registries of names: models, objectives, and the metrics each task reports.
 
 A registered part has two classes: its config side (a typed config, torch-free, under `genrec.config`) and its
 implementation (the torch code). Built-ins are listed as two "module:Class" strings, each imported on first
 use, so that reading a config imports config classes only (no torch) and the config layer sits below the
 code it configures. A model defined anywhere else joins with `genrec.register(MyModel)`; its class carries its
 config class (`config_class`, whose `name` field's default is the registered name and whose `task` ClassVar
-says which task it serves by default).
+says which task it serves by default); an objective with `genrec.register_objective(MyObjective)`.
 """
 
 from __future__ import annotations
@@ -108,6 +108,40 @@ MODELS = Registry(
     },
 )
 MODEL_TASKS = ("retrieval", "ranking")
+
+OBJECTIVES = Registry(
+    "objective",
+    {
+        "full_softmax": ("genrec.config.objectives:FullSoftmaxConfig", "genrec.objectives.base:FullSoftmax"),
+        "sampled_softmax": (
+            "genrec.config.objectives:SampledSoftmaxConfig",
+            "genrec.objectives.base:SampledSoftmax",
+        ),
+        "bce": ("genrec.config.objectives:BCEConfig", "genrec.objectives.base:BCEOneNegative"),
+        "contrastive": (
+            "genrec.config.objectives:ContrastiveConfig",
+            "genrec.objectives.base:WithContrastive",
+        ),
+        "bpr": ("genrec.config.objectives:BPRConfig", "genrec.objectives.base:BPR"),
+        "bce_logits": ("genrec.config.objectives:RankerBCEConfig", "genrec.objectives.base:WeightedBCE"),
+        "code_cross_entropy": (
+            "genrec.config.objectives:CodeCrossEntropyConfig",
+            "genrec.objectives.base:CodeCrossEntropy",
+        ),
+        "token_cross_entropy": (
+            "genrec.config.objectives:TokenCrossEntropyConfig",
+            "genrec.objectives.base:TokenCrossEntropy",
+        ),
+        "dpo": ("genrec.config.objectives:DPOConfig", "genrec.objectives.preference:DPO"),
+        "sdpo": ("genrec.config.objectives:SDPOConfig", "genrec.objectives.preference:SDPO"),
+    },
+)
+
+
+def register_objective(cls: type) -> type:
+    """Class decorator: make an objective (a `genrec.objectives.Objective` with its `config_class`, whose `name`
+    default is the registered name) available as `train.objective`. Raises ConfigError."""
+    return OBJECTIVES.register(cls)
 
 
 def register(cls: type) -> type:

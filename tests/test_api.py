@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -116,6 +116,7 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
 
 class ItemBiasConfig(ModelConfig):
     name: Literal["item_bias_test"] = "item_bias_test"
+    default_objective: ClassVar[str | None] = "bpr"
 
 
 class ItemBias(Recommender):
@@ -127,9 +128,6 @@ class ItemBias(Recommender):
     def __init__(self, cfg, n_items, n_users):
         super().__init__(cfg, n_items, n_users)
         self.bias = torch.nn.Parameter(torch.zeros(n_items + 1))
-
-    def objective_name(self):
-        return "bpr"
 
     def training_batches(self, split, rng, batch_size):
         items = split.train.items

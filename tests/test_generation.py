@@ -50,7 +50,7 @@ test_batch.__test__ = False  # a helper, not a test
 
 
 def train_steps(model, split, steps, lr=3e-3):
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     opt = torch.optim.AdamW(model.parameters(), lr)
     model.train()
     losses = []

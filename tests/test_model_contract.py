@@ -138,7 +138,7 @@ def test_ranker_contract(name, feedback, tmp_path):
     cfg = load_config(name, ["model.dim=8", "model.max_len=8"]).model
     torch.manual_seed(0)
     model = build_ranker(cfg, feedback)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     batches = list(model.training_batches(feedback, np.random.default_rng(0), 64))[:30]
     model.train()
     before = float(sum(objective(model, b) for b in batches[:5]).detach())

@@ -5,6 +5,7 @@
 """
 
 from genrec.config.base import ModelConfig, StrictModel
+from genrec.config.objectives import ObjectiveConfig, objective_config
 from genrec.config.run import (
     RECIPES_DIR,
     SECTIONS,
@@ -22,7 +23,9 @@ from genrec.config.run import (
     dump_config,
     list_recipes,
     load_config,
+    migrate,
     nearest_key,
+    objective_reference,
     parse_overrides,
     recipe_dict,
     reference,
@@ -37,6 +40,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ModelConfig",
+    "ObjectiveConfig",
     "RankDataConfig",
     "RankEvalConfig",
     "RunConfig",
@@ -49,7 +53,10 @@ __all__ = [
     "dump_config",
     "list_recipes",
     "load_config",
+    "migrate",
     "nearest_key",
+    "objective_config",
+    "objective_reference",
     "parse_overrides",
     "recipe_dict",
     "reference",

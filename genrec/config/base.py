@@ -20,9 +20,15 @@ class ModelConfig(StrictModel):
     """Base of every model's config; subclasses add their hyper-parameters and fix `name` (the registered name).
 
     `task`: the task a run of the model is by default (`retrieval` ranks the catalogue, `ranking` scores
-    impressions); other tasks say which models they take (`genrec.config.tasks`).
+    impressions). `default_objective`: the objective (`genrec.config.objectives`) it trains with unless
+    `train.objective` names another; None for models fitted in closed form, which take no objective.
     """
 
     name: str
     task: ClassVar[str] = "retrieval"
+    default_objective: ClassVar[str | None] = None
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    def check_objective(self, objective) -> None:
+        """Rules that tie the model's keys to the chosen objective config (None: no objective). Raises
+        ValueError."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
 
 from genrec import registry
 from genrec.config.base import ModelConfig, StrictModel
+from genrec.config.objectives import ObjectiveConfig, objective_config
 from genrec.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parents[1] / "recipes"
@@ -116,6 +117,11 @@ class EvalConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
+    objective: SerializeAsAny[ObjectiveConfig] | None = Field(
+        None,
+        description="what training minimises: an objective's name or {name: ..., its keys} (`genrec config` lists "
+        "every objective's keys); unset = the model's default, written out in the run's config.yaml",
+    )
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(
         256,
@@ -137,6 +143,7 @@ class TrainConfig(StrictModel):
     )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
+    # How the process runs: its seed, threads and time limit (settings of the device it runs on belong here).
     seed: int = 42
     threads: int | None = None
     max_minutes: float | None = Field(
@@ -146,6 +153,16 @@ class TrainConfig(StrictModel):
         "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
         "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
     )
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, value: Any) -> ObjectiveConfig | None:
+        if value is None:
+            return None
+        try:
+            return objective_config(value)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 class RankDataConfig(StrictModel):
@@ -208,7 +225,8 @@ class RunConfig(StrictModel):
             raise ValueError(str(e)) from None
         if value.get("task", task) != task:
             raise ValueError(f"model {name!r} is a {task} model, not a {value['task']} one")
-        return dict(value, task=task)
+        train = with_default_objective(value.get("train", {}), registry.config_class(name).default_objective)
+        return dict(value, task=task, train=train)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -224,6 +242,15 @@ class RunConfig(StrictModel):
         return value if isinstance(value, section) else section.model_validate(value)
 
     @model_validator(mode="after")
+    def _objective_fits_the_model(self) -> RunConfig:
+        if self.train.objective is not None and type(self.model).default_objective is None:
+            raise ValueError(
+                f"model {self.model.name!r} is fitted in closed form: it takes no train.objective"
+            )
+        self.model.check_objective(self.train.objective)
+        return self
+
+    @model_validator(mode="after")
     def _sessions_need_time(self) -> RunConfig:
         # Checked before training: only a temporal split says which events follow each user's cut-off.
         if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
@@ -231,6 +258,59 @@ class RunConfig(StrictModel):
                 "eval.session_len needs data.split=temporal (the events after each user's cut-off)"
             )
         return self
+
+
+def with_default_objective(train: Any, default: str | None) -> Any:
+    """A train section (mapping or `TrainConfig`) whose objective is the `default` objective's config when unset,
+    and named `default` when given as keys without a name."""
+    if isinstance(train, TrainConfig):
+        if train.objective is None and default is not None:
+            return train.model_copy(update={"objective": objective_config(default)})
+        return train
+    if not isinstance(train, dict) or default is None:
+        return train
+    objective = train.get("objective")
+    if objective is None:
+        return dict(train, objective=default)
+    if isinstance(objective, dict) and "name" not in objective:
+        return dict(train, objective=dict(objective, name=default))
+    return train
+
+
+# Loss settings that model sections held before `train.objective` did: where each went.
+MOVED = {
+    "loss": "train.objective (e.g. train.objective=bce)",
+    "negatives": "train.objective.negatives (of sampled_softmax)",
+    "loss_chunk": "train.objective.chunk (of full_softmax)",
+    "softmax_dtype": "train.objective.dtype (of full_softmax)",
+    "contrastive_weight": "train.objective.weight (of train.objective.name=contrastive)",
+    "contrastive_temperature": "train.objective.temperature (of train.objective.name=contrastive)",
+}
+
+
+def migrate(raw: dict) -> dict:
+    """A stored config.yaml in today's keys: the loss settings of a model section written before
+    `train.objective` existed (`MOVED`) become that objective."""
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(model, dict) or not MOVED.keys() & model.keys():
+        return raw
+    model = dict(model)
+    old = {key: model.pop(key) for key in list(model) if key in MOVED}
+    objective = {"name": old.get("loss", "full_softmax")}
+    if objective["name"] == "full_softmax":
+        objective |= {"chunk": old.get("loss_chunk", 256), "dtype": old.get("softmax_dtype", "auto")}
+    if objective["name"] == "sampled_softmax":
+        objective["negatives"] = old.get("negatives", 256)
+    if old.get("contrastive_weight"):
+        objective = {
+            "name": "contrastive",
+            "base": objective,
+            "weight": old["contrastive_weight"],
+            "temperature": old.get("contrastive_temperature", 0.1),
+        }
+    train = dict(raw.get("train") or {})
+    train.setdefault("objective", objective)
+    return {**raw, "model": model, "train": train}
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -314,8 +394,11 @@ def validation_message(e: ValidationError, keys: list[str]) -> str:
             wrong = f"{where}.{next(iter(err['input']))}"
         guess = nearest_key(wrong, keys)
         where, msg = wrong, "unknown key" + (f" (did you mean {guess}?)" if guess else "")
+        section, _, last = wrong.rpartition(".")
+        if section == "model" and last in MOVED:
+            msg = f"moved to {MOVED[last]}"
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"config {where}: {msg}{more}"
+    return f"config {where}: {msg}{more}" if where else f"config: {msg}{more}"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -355,6 +438,9 @@ def load_config(
     raw = recipe_dict(recipe)
     if "model" not in raw:
         raise ConfigError(f"recipe {recipe!r} has no model section")
+    train = raw.get("train")
+    if isinstance(train, dict) and isinstance(train.get("objective"), str):  # so that --set can add its keys
+        raw["train"] = dict(train, objective={"name": train["objective"]})
     raw = deep_merge(raw, parse_overrides(override_pairs(overrides)))
     if dataset:
         raw = deep_merge(raw, {"data": {"dataset": dataset}})
@@ -375,11 +461,17 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) of every field of a config class, nested sections flattened."""
+    """(key, type, default, description) of every field of a config class, nested sections flattened; a field
+    that holds an objective is one row (its keys depend on the objective: `objective_reference`)."""
     rows = []
     for name, field in section.model_fields.items():
         key = f"{prefix}.{name}"
         kind = field.annotation
+        inner = _unwrapped(kind)
+        if isinstance(inner, type) and issubclass(inner, ObjectiveConfig):
+            default = field.get_default(call_default_factory=True)
+            rows.append((key, "objective", getattr(default, "name", "null"), field.description or ""))
+            continue
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             rows += describe(kind, key)
             continue
@@ -401,6 +493,31 @@ def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str,
     return rows
 
 
+def _unwrapped(kind):
+    """`X` of an annotation `X`, `X | None` or `Annotated[X, ...]` (else the annotation)."""
+    while get_origin(kind) is not None:
+        args = [a for a in get_args(kind) if a is not type(None)]
+        if len(args) != 1 and get_origin(kind) is not Annotated:
+            return kind
+        kind = args[0]
+    return kind
+
+
+def train_reference(objective: str | None) -> list[tuple[str, str, str, str]]:
+    """The train section's keys, with the keys of the objective it trains with by default."""
+    rows = describe(TrainConfig, "train")
+    if objective is None:
+        return [r for r in rows if r[0] != "train.objective"]
+    at = next(i for i, r in enumerate(rows) if r[0] == "train.objective")
+    head = (rows[at][0], rows[at][1], objective, rows[at][3])
+    return [*rows[:at], head, *objective_reference(objective, "train.objective")[1:], *rows[at + 1 :]]
+
+
+def objective_reference(name: str, prefix: str = "train.objective") -> list[tuple[str, str, str, str]]:
+    """The keys of the objective registered as `name` (its `name` key first)."""
+    return describe(registry.OBJECTIVES.config(name), prefix)
+
+
 def reference(model_name: str) -> list[tuple[str, str, str, str]]:
     """Every key a run of `model_name` accepts: its model section, then the task's data and eval sections and
     the train section."""
@@ -409,6 +526,6 @@ def reference(model_name: str) -> list[tuple[str, str, str, str]]:
     return [
         *describe(cls, "model"),
         *describe(data_cls, "data"),
-        *describe(TrainConfig, "train"),
+        *train_reference(cls.default_objective),
         *describe(eval_cls, "eval"),
     ]

@@ -68,10 +68,6 @@ class Recommender(nn.Module):
         writes into the run directory)."""
         return {}
 
-    def objective_name(self) -> str:
-        """The objective (`genrec.objectives`) this model trains with by default."""
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
-
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
         raise NotImplementedError
 

@@ -8,7 +8,7 @@ the history, padding masked) reads them all, and the query tokens' outputs are t
 An item's score is the maximum over interests of interest . item. Training predicts, at a few random cut points
 of each user's training sequence (`cuts_per_user` per epoch, the newest always among them), the next item with the
 interest that scores it highest (the label-aware hard choice of multi-interest retrievers), under the usual
-next-item objective (`model.loss`).
+next-item objective (`train.objective`).
 
 Deviations from the paper: its groups are compressed by a small bidirectional transformer each, here by a mean
 (plus a learned tier embedding); its in-batch softmax with logQ correction is our `sampled_softmax`, the default is

@@ -46,9 +46,6 @@ class MF(Recommender):
                 torch.from_numpy(negatives[idx]),
             )
 
-    def objective_name(self) -> str:
-        return "bpr"
-
     def pair_scores(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(score(user, positive) - score(user, negative) [B], the batch's L2 penalty (scalar)) for BPR."""
         users, pos, neg = batch

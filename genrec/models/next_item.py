@@ -3,7 +3,7 @@
 A subclass only defines `encode(items, timestamps) -> [B, L, d]` (causal: position t sees items <= t) and
 owns `item_emb`, the input embeddings, which are also the output weights unless `tie_output: false` gives
 the output its own table. Training predicts, at every position of a user's training sequence, the item that
-follows; the objective (`model.loss`: full or sampled softmax, BCE; see `genrec.objectives`) reads
+follows; the objective (`train.objective`: full or sampled softmax, BCE; see `genrec.objectives`) reads
 `next_item_outputs`.
 """
 
@@ -83,9 +83,6 @@ class NextItemModel(Recommender):
             if use_ts:
                 ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1))
             yield items, ts
-
-    def objective_name(self) -> str:
-        return self.cfg.loss
 
     def next_item_outputs(self, batch) -> NextItemOutputs:
         """One encoder pass over a training batch ([B, L + 1] items, timestamps or None): every real input

@@ -3,7 +3,7 @@
 Item embeddings are shared between input and output (unless `tie_output: false`); learned absolute
 positions count back from the newest item (`positions: none` drops them: a causal stack can infer order on its
 own); pre-norm blocks (softmax attention, or causal linear attention with `attention: linear`); full-softmax
-cross-entropy by default (the original BCE with one negative is `loss: bce`).
+cross-entropy by default (the original BCE with one negative is `train.objective: bce`).
 """
 
 from __future__ import annotations

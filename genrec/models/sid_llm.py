@@ -261,9 +261,6 @@ class SidLlm(Recommender):
         for part in length_bucketed_batches(lengths, batch_size, rng):
             yield self.collate([examples[i] for i in part])
 
-    def objective_name(self) -> str:
-        return "token_cross_entropy"
-
     # --- network -------------------------------------------------------------------------------------------------
 
     def autocast(self):

@@ -194,9 +194,6 @@ class Tiger(Recommender):
         self.set_trained_items(split.train.items)
         return prepared_outputs(sid)
 
-    def objective_name(self) -> str:
-        return "code_cross_entropy"
-
     # --- network -------------------------------------------------------------------------------------------------
 
     def tokens(self, codes: torch.Tensor) -> torch.Tensor:

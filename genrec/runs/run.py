@@ -18,7 +18,7 @@ import polars as pl
 import torch
 import yaml
 
-from genrec.config import RunConfig, build_config
+from genrec.config import RunConfig, build_config, migrate
 from genrec.data.ids import IdMap
 from genrec.errors import ConfigError, DataError
 from genrec.runs import ranking, retrieval
@@ -45,7 +45,7 @@ def stored_config(run_dir: Path) -> RunConfig:
                 )
             del part[key]
     try:
-        return build_config(raw)
+        return build_config(migrate(raw))
     except ConfigError as e:
         raise DataError(f"{run_dir}/config.yaml: {e}; retrain the run with this version of genrec") from None
 

@@ -109,7 +109,8 @@ def fit(
             write_bytes(ctx.run_dir / name, content)
     if model.trainable:
         if objective is None:
-            objective = build_objective(model.objective_name(), model, train_items)
+            spec = ctx.train.objective or model.cfg.default_objective
+            objective = build_objective(spec, model, train_items)
         summary.update(Trainer(model, objective, data, validate, ctx, reference).fit())
         summary["data_parallel"] = distributed.protocol(ctx.train.batch_size)
     summary["fit_seconds"] = round(time.perf_counter() - t0, 2)

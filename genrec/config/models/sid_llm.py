@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,7 @@ from genrec.config.items import TokenizerConfig
 
 
 class SidLlmConfig(ModelConfig):
+    default_objective: ClassVar[str | None] = "token_cross_entropy"
     name: Literal["sid_llm"] = "sid_llm"
     lm: str = Field(
         "smollm2",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,7 @@ from genrec.config.items import TokenizerConfig
 
 
 class TigerConfig(ModelConfig):
+    default_objective: ClassVar[str | None] = "code_cross_entropy"
     name: Literal["tiger"] = "tiger"
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     max_separation: int = Field(64, ge=1, description="values of the collision-separating code (vocabulary)")

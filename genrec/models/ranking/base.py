@@ -229,9 +229,6 @@ class Ranker(nn.Module):
     def max_history(self) -> int:
         return self.cfg.max_len
 
-    def objective_name(self) -> str:
-        return "bce_logits"
-
     @torch.no_grad()
     def score_candidates(self, batch: RankBatch) -> torch.Tensor:
         """[B, C] like-logits of `batch.items` (evaluation batch: every candidate sees the whole history)."""

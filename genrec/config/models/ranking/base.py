@@ -12,6 +12,7 @@ from genrec.config.base import ModelConfig
 class RankerConfig(ModelConfig):
     """`reads_text_interest`: whether the ranker's output layer takes the `text_interest` features."""
 
+    default_objective: ClassVar[str | None] = "bce_logits"
     task: ClassVar[str] = "ranking"
     reads_text_interest: ClassVar[bool] = False
     dim: int = Field(32, ge=4)
