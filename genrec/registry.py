@@ -1,11 +1,12 @@
-"""The registries of names: models, objectives, and the metrics each task reports.
+"""The registries of names: models, objectives, tasks, and the metrics each task reports.
 
 A registered part has two classes: its config side (a typed config, torch-free, under `genrec.config`) and its
 implementation (the torch code). Built-ins are listed as two "module:Class" strings, each imported on first
 use, so that reading a config imports config classes only (no torch) and the config layer sits below the
 code it configures. A model defined anywhere else joins with `genrec.register(MyModel)`; its class carries its
 config class (`config_class`, whose `name` field's default is the registered name and whose `task` ClassVar
-says which task it serves by default); an objective with `genrec.register_objective(MyObjective)`.
+says which task it serves by default); an objective with `genrec.register_objective(MyObjective)`, a task
+with `genrec.register_task(MyTask)`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,23 @@ OBJECTIVES = Registry(
         "sdpo": ("genrec.config.objectives:SDPOConfig", "genrec.objectives.preference:SDPO"),
     },
 )
+
+
+TASKS = Registry(
+    "task",
+    {
+        "retrieval": ("genrec.config.tasks:RetrievalSpec", "genrec.runs.retrieval:RetrievalTask"),
+        "ranking": ("genrec.config.tasks:RankingSpec", "genrec.runs.ranking:RankingTask"),
+        "preference": ("genrec.config.tasks:PreferenceSpec", "genrec.runs.preference:PreferenceTask"),
+    },
+    side="spec",
+)
+
+
+def register_task(cls: type) -> type:
+    """Class decorator: make a task (a `genrec.runs.task.Task` whose `spec`, a `genrec.config.tasks.TaskSpec`,
+    names it and its sections) available as `task:` in configs. Raises ConfigError."""
+    return TASKS.register(cls)
 
 
 def register_objective(cls: type) -> type:

@@ -83,7 +83,7 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
         "din", dataset="ml-100k", overrides={"model.dim": 8, "model.max_len": 8, "train.epochs": 1},
         out=tmp_path / "ranker",
     )  # fmt: skip
-    assert run.task == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
+    assert run.task.name == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
     scored = run.rank([1, 50, 100], user=1)
     client = TestClient(create_app(tmp_path / "ranker"))
     body = client.post("/rank", json={"user_id": 1, "candidates": [1, 50, 100]}).json()

@@ -8,10 +8,10 @@ from genrec.config.base import ModelConfig, StrictModel
 from genrec.config.objectives import ObjectiveConfig, objective_config
 from genrec.config.run import (
     RECIPES_DIR,
-    SECTIONS,
     CleanConfig,
     DataConfig,
     EvalConfig,
+    PreferenceDataConfig,
     RankDataConfig,
     RankEvalConfig,
     RunConfig,
@@ -30,17 +30,18 @@ from genrec.config.run import (
     recipe_dict,
     reference,
     selectable,
+    task_reference,
     validation_message,
 )
 
 __all__ = [
     "RECIPES_DIR",
-    "SECTIONS",
     "CleanConfig",
     "DataConfig",
     "EvalConfig",
     "ModelConfig",
     "ObjectiveConfig",
+    "PreferenceDataConfig",
     "RankDataConfig",
     "RankEvalConfig",
     "RunConfig",
@@ -61,5 +62,6 @@ __all__ = [
     "recipe_dict",
     "reference",
     "selectable",
+    "task_reference",
     "validation_message",
 ]

@@ -1,9 +1,11 @@
 """Typed, frozen run configuration: recipes (YAML) + `--set key=value` overrides, unknown keys rejected.
 
-One `RunConfig` serves both tasks. The model section is validated against the chosen model's own config class
-(looked up by `model.name` in `genrec.registry`), so `--set model.dim=64` is checked by the model that uses it;
-the model's class names the task (`retrieval` or `ranking`), and the task picks the data and eval sections'
-classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEvalConfig` for ranking).
+One `RunConfig` serves every task. The model section is validated against the chosen model's own config class
+(looked up by `model.name` in `genrec.registry`), so `--set model.dim=64` is checked by the model that uses it.
+`task` (default: the model's) picks the classes of the data and eval sections from the task's spec
+(`genrec.config.tasks`: `DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEvalConfig` for
+ranking), and `train.objective` defaults to the task's choice for the model. `init_from` names a finished run
+that training starts from: a recipe without a model section takes the model, data and eval sections of that run.
 """
 
 from __future__ import annotations
@@ -192,12 +194,55 @@ class RankEvalConfig(StrictModel):
         return selectable(self, "ranking")
 
 
-SECTIONS = {"retrieval": (DataConfig, EvalConfig), "ranking": (RankDataConfig, RankEvalConfig)}
+class PreferenceDataConfig(DataConfig):
+    """Data of a preference run: the data section of the run it aligns (same dataset, filters and split), and how
+    preference pairs are built from the training events (docs/alignment.md)."""
+
+    pairs: Literal["ratings", "self-play", "reward-beams"] = Field(
+        "ratings",
+        description="pair source: ratings (chosen = a next item rated >= like, rejected = items rated <= "
+        "dislike later, else sampled unseen items); self-play (rejected = the model's own top predictions the "
+        "user did not like, SPRec); reward-beams (best vs worst of the model's own candidates by the reward "
+        "model, OneRec's iterative alignment). Built afresh every epoch",
+    )
+    negatives: int = Field(
+        1, ge=1, description="rejected items (or sessions) per pair; S-DPO's softmax is over them"
+    )
+    anchors_per_user: int = Field(
+        4, ge=1, description="ratings / self-play: pairs per training user, at their latest liked events"
+    )
+    like: float = Field(4.0, description="a rating at or above it is a like")
+    dislike: float = Field(2.0, description="a rating at or below it is a dislike")
+    self_play_top: int = Field(20, ge=1, description="self-play: the model's top list the rejected come from")
+    reward_run: str | None = Field(None, description="ranking run directory of the reward model")
+    reward_diversity: float = Field(
+        0.0, ge=0, description="reward: weight of the list's genre diversity (intra-list Jaccard distance)"
+    )
+    beams: int = Field(10, ge=2, description="reward-beams: candidates per user (sessions or top items)")
+    session_len: int = Field(5, ge=1, description="reward-beams: items per generated session (N)")
+    users_per_round: int = Field(1000, ge=1, description="reward-beams: users sampled per epoch")
+
+    @model_validator(mode="after")
+    def _reward_beams(self) -> PreferenceDataConfig:
+        if self.pairs == "reward-beams" and not self.reward_run:
+            raise ValueError(
+                "pairs reward-beams needs a reward model: --reward-run RANKING_RUN_DIR (data.reward_run)"
+            )
+        if self.pairs == "reward-beams" and self.negatives >= self.beams:
+            raise ValueError(f"reward-beams needs negatives ({self.negatives}) < beams ({self.beams})")
+        return self
 
 
 class RunConfig(StrictModel):
-    task: Literal["retrieval", "ranking"] = Field(
-        "retrieval", description="set by the model: retrieval ranks the catalogue, ranking scores impressions"
+    task: str = Field(
+        "retrieval",
+        description="retrieval ranks the catalogue, ranking scores impressions, preference aligns a run; "
+        "default: the model's",
+    )
+    init_from: str | None = Field(
+        None,
+        description="a finished run directory that training starts from: its weights and its item and user index "
+        "(and the frozen reference of preference objectives)",
     )
     model: SerializeAsAny[ModelConfig]
     data: SerializeAsAny[StrictModel] = Field(default_factory=dict, validate_default=True)
@@ -220,12 +265,14 @@ class RunConfig(StrictModel):
         if name is None:
             raise ValueError(f"model needs a name, one of {', '.join(registry.names())}")
         try:
-            task = registry.config_class(name).task
+            model_cls = registry.config_class(name)
+            task = value.get("task") or model_cls.task
+            spec = registry.TASKS.config(task)
         except ConfigError as e:
             raise ValueError(str(e)) from None
-        if value.get("task", task) != task:
-            raise ValueError(f"model {name!r} is a {task} model, not a {value['task']} one")
-        train = with_default_objective(value.get("train", {}), registry.config_class(name).default_objective)
+        if spec.models != model_cls.task:
+            raise ValueError(f"task {task} trains {spec.models} models; {name!r} is a {model_cls.task} model")
+        train = with_default_objective(value.get("train", {}), spec.default_objective(model_cls))
         return dict(value, task=task, train=train)
 
     @field_validator("model", mode="before")
@@ -238,25 +285,18 @@ class RunConfig(StrictModel):
     @field_validator("data", "eval", mode="before")
     @classmethod
     def _task_section(cls, value: Any, info: ValidationInfo) -> StrictModel:
-        section = SECTIONS[info.data.get("task", "retrieval")][0 if info.field_name == "data" else 1]
+        spec = registry.TASKS.config(info.data.get("task", "retrieval"))
+        section = spec.data if info.field_name == "data" else spec.eval
         return value if isinstance(value, section) else section.model_validate(value)
 
     @model_validator(mode="after")
-    def _objective_fits_the_model(self) -> RunConfig:
+    def _sections_agree(self) -> RunConfig:
         if self.train.objective is not None and type(self.model).default_objective is None:
             raise ValueError(
                 f"model {self.model.name!r} is fitted in closed form: it takes no train.objective"
             )
         self.model.check_objective(self.train.objective)
-        return self
-
-    @model_validator(mode="after")
-    def _sessions_need_time(self) -> RunConfig:
-        # Checked before training: only a temporal split says which events follow each user's cut-off.
-        if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
-            raise ValueError(
-                "eval.session_len needs data.split=temporal (the events after each user's cut-off)"
-            )
+        registry.TASKS.config(self.task).check(self)
         return self
 
 
@@ -288,10 +328,24 @@ MOVED = {
 }
 
 
+# Keys removed from the configs, with the value that meant "off": a stored run that has them off loads as before.
+REMOVED = {("model", "item_dropout"): 0.0, ("model", "text_dropout"): 0.0, ("train", "ema_decay"): None}
+
+
 def migrate(raw: dict) -> dict:
-    """A stored config.yaml in today's keys: the loss settings of a model section written before
-    `train.objective` existed (`MOVED`) become that objective."""
-    model = raw.get("model") if isinstance(raw, dict) else None
+    """A stored config.yaml in today's keys: removed keys that were off are dropped, and the loss settings of a
+    model section written before `train.objective` existed (`MOVED`) become that objective. Raises ConfigError
+    for a removed key that was on."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (section, key), off in REMOVED.items():
+        part = raw.get(section)
+        if isinstance(part, dict) and key in part:
+            if part[key] != off:
+                raise ConfigError(f"{section}.{key}={part[key]}, which genrec no longer has")
+            del part[key]
+    model = raw.get("model")
     if not isinstance(model, dict) or not MOVED.keys() & model.keys():
         return raw
     model = dict(model)
@@ -360,9 +414,10 @@ def config_keys(model_name: str | None = None) -> list[str]:
     """Every dotted key a run of `model_name` accepts (its model section and its task's data / eval sections);
     for an unknown model, the retrieval sections' keys."""
     if model_name in registry.names():
-        return ["task", *(row[0] for row in reference(model_name))]
+        return ["task", "init_from", *(row[0] for row in reference(model_name))]
     return [
         "task",
+        "init_from",
         "model.name",
         *(
             row[0]
@@ -436,15 +491,27 @@ def load_config(
     ({"train.epochs": 3}) or `key=value` strings, and optionally another dataset. Raises ConfigError (unknown
     keys name the nearest one). Imports no torch."""
     raw = recipe_dict(recipe)
-    if "model" not in raw:
-        raise ConfigError(f"recipe {recipe!r} has no model section")
     train = raw.get("train")
     if isinstance(train, dict) and isinstance(train.get("objective"), str):  # so that --set can add its keys
         raw["train"] = dict(train, objective={"name": train["objective"]})
     raw = deep_merge(raw, parse_overrides(override_pairs(overrides)))
     if dataset:
         raw = deep_merge(raw, {"data": {"dataset": dataset}})
+    if raw.get("init_from"):
+        raw = deep_merge(init_sections(str(raw["init_from"])), raw)
+    if "model" not in raw:
+        raise ConfigError(f"recipe {recipe!r} has no model section (nor an init_from run to take it from)")
     return build_config(raw)
+
+
+def init_sections(run_dir: str) -> dict:
+    """The model, data and eval sections of the run a config starts from (`init_from`): its stored config.yaml
+    (in today's keys). Raises ConfigError when `run_dir` holds none."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {run_dir} is not a genrec run directory (no config.yaml)")
+    stored = migrate(yaml.safe_load(path.read_text()) or {})
+    return {key: stored[key] for key in ("model", "data", "eval") if isinstance(stored.get(key), dict)}
 
 
 def override_pairs(overrides: dict | list[str] | None) -> list[str]:
@@ -513,6 +580,17 @@ def train_reference(objective: str | None) -> list[tuple[str, str, str, str]]:
     return [*rows[:at], head, *objective_reference(objective, "train.objective")[1:], *rows[at + 1 :]]
 
 
+def task_reference(name: str) -> list[tuple[str, str, str, str]]:
+    """The keys a run of the task registered as `name` has beside its model's: `init_from`, its data and eval
+    sections and its default objective (when the task names one of its own)."""
+    spec = registry.TASKS.config(name)
+    init = RunConfig.model_fields["init_from"]
+    rows = [("init_from", "str | None", "null", init.description or "")]
+    default = spec.default_objective(ModelConfig)
+    objective = train_reference(default)[:1] if default else []
+    return [*rows, *describe(spec.data, "data"), *objective, *describe(spec.eval, "eval")]
+
+
 def objective_reference(name: str, prefix: str = "train.objective") -> list[tuple[str, str, str, str]]:
     """The keys of the objective registered as `name` (its `name` key first)."""
     return describe(registry.OBJECTIVES.config(name), prefix)
@@ -522,10 +600,10 @@ def reference(model_name: str) -> list[tuple[str, str, str, str]]:
     """Every key a run of `model_name` accepts: its model section, then the task's data and eval sections and
     the train section."""
     cls = registry.config_class(model_name)
-    data_cls, eval_cls = SECTIONS[cls.task]
+    spec = registry.TASKS.config(cls.task)
     return [
         *describe(cls, "model"),
-        *describe(data_cls, "data"),
-        *train_reference(cls.default_objective),
-        *describe(eval_cls, "eval"),
+        *describe(spec.data, "data"),
+        *train_reference(spec.default_objective(cls)),
+        *describe(spec.eval, "eval"),
     ]

@@ -249,7 +249,7 @@ def create_app(run: Run | str | Path, backend: str = "exact", max_body: int = MA
             "items": engine.n_items,
             "users": run.users.height,
             "backend": engine.backend_name,
-            "task": run.task,
+            "task": run.task.name,
             "incremental_state": engine.incremental,
             "max_k": engine.max_k,
             "window": engine.window,
