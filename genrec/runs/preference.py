@@ -29,6 +29,7 @@ from genrec.alignment.pairs import (
 from genrec.alignment.reward import RewardModel
 from genrec.config.tasks import PreferenceSpec
 from genrec.data.split import Split
+from genrec.errors import ConfigError
 from genrec.eval.evaluator import evaluate
 from genrec.eval.lists import ListAccumulator, future_ratings
 from genrec.runs.retrieval import RetrievalTask, list_context
@@ -55,6 +56,10 @@ class PreferenceTask(RetrievalTask):
         return split
 
     def prepare(self, model, split: Split, ctx, init=None) -> dict:
+        if not (model.can("log_likelihood") or model.can("session_log_likelihood")):
+            raise ConfigError(
+                f"{model.cfg.name} exposes no log-likelihood; a preference objective cannot train it"
+            )
         summary = super().prepare(model, split, ctx, init)
         summary["reference_valid"] = self.validate(model, split, None)  # the weights training starts from
         if init is not None:

@@ -101,8 +101,12 @@ class RetrievalTask(Task):
     spec = RetrievalSpec
     actions = frozenset({"recommend", "rank"})
 
+    def read_dataset(self) -> Dataset:
+        """The interactions and item table the data section names, filtered and cleaned as it says."""
+        return prepare_dataset(self.cfg.data)
+
     def load_data(self, like=None) -> Split:
-        self.dataset = prepare_dataset(self.cfg.data)
+        self.dataset = self.read_dataset()
         if like is None:
             return make_split(self.dataset, self.cfg.data)
         return make_split(
