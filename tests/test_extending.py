@@ -23,7 +23,12 @@ def example(section: str) -> str:
 def run_example(section: str, cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", example(section)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", example(section)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -34,7 +39,9 @@ def test_a_new_objective_defined_outside_the_package_trains_through_the_pipeline
     assert out.split()[-2] == "ipo"
     metrics = json.loads((tmp_path / "runs" / "sasrec-ipo" / "metrics.json").read_text())
     assert metrics["training"]["objective"] == "ipo" and len(metrics["training"]["history"]) == 2
-    assert metrics["protocol"]["alignment"]["objective"] == "ipo" and metrics["protocol"]["task"] == "preference"
+    assert (
+        metrics["protocol"]["alignment"]["objective"] == "ipo" and metrics["protocol"]["task"] == "preference"
+    )
     config = (tmp_path / "runs" / "sasrec-ipo" / "config.yaml").read_text()
     assert "name: ipo" in config and "beta: 0.5" in config
 

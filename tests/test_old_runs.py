@@ -51,7 +51,9 @@ def test_metrics_json_keeps_every_key_it_had(old_run, tmp_path):
     overrides = ["model.dim=8", "model.max_len=8", "model.layers=1", "train.epochs=2", "train.batch_size=8"]
     overrides += ["train.objective.name=contrastive", "train.objective.weight=0.2", "train.threads=1"]
     overrides += ["train.objective.base={name: bce}"]
-    new = train_run(load_config("sasrec", overrides, str(tmp_path / "data")), tmp_path / "new", progress=False)
+    new = train_run(
+        load_config("sasrec", overrides, str(tmp_path / "data")), tmp_path / "new", progress=False
+    )
     assert set(stored) <= set(new)
     assert set(stored["protocol"]) <= set(new["protocol"])
     assert set(stored["training"]) <= set(new["training"])
