@@ -38,8 +38,8 @@ from genrec.runs.task import item_table
 
 
 class PreferenceTask(RetrievalTask):
-    """Data: the aligned run's `Split` (in its item and user index), with the pair sources' state (per-user item
-    sets, the reward model) read once by `load_data`."""
+    """Data: the aligned run's `Split` (in its item and user index) with the reward model, read by `load_data`;
+    the pair sources' state (per-user item sets, the anchors) is built by `prepare`, before training."""
 
     spec = PreferenceSpec
 
@@ -49,17 +49,21 @@ class PreferenceTask(RetrievalTask):
         self.reward_model = load_reward_model(d.reward_run, d.reward_diversity) if d.reward_run else None
         self.reward = None if self.reward_model is None else self.reward_model.bind(split.sequences)
         self.context = list_context(split, item_table(split.sequences.item_ids, self.dataset), self.reward)
-        self.sets, self.anchors = None, 0
-        if d.pairs != "reward-beams":  # input errors (no ratings, no liked event) surface before training
-            self.anchors = len(rating_anchors(split, d)[0])
-            self.sets = UserSets(split, d)
         return split
 
     def prepare(self, model, split: Split, ctx, init=None) -> dict:
+        """Checks that the model and the data can make pairs (one-line errors: no log-likelihood, no ratings, no
+        liked event), builds what the pair sources reuse every epoch, and validates the weights training starts
+        from (`reference_valid`)."""
         if not (model.can("log_likelihood") or model.can("session_log_likelihood")):
             raise ConfigError(
                 f"{model.cfg.name} exposes no log-likelihood; a preference objective cannot train it"
             )
+        d = self.cfg.data
+        self.sets, self.anchors = None, 0
+        if d.pairs != "reward-beams":
+            self.anchors = len(rating_anchors(split, d)[0])
+            self.sets = UserSets(split, d)
         summary = super().prepare(model, split, ctx, init)
         summary["reference_valid"] = self.validate(model, split, None)  # the weights training starts from
         if init is not None:
