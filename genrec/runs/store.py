@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from genrec.config import RunConfig, dump_config
+from genrec.data.provenance import check_same_data
+from genrec.data.schema import Dataset
 from genrec.errors import ConfigError
-from genrec.io import write_bytes, write_json, write_text
+from genrec.io import check_out_dir, read_json, read_yaml, write_bytes, write_json, write_text
 from genrec.objectives import build_objective
 from genrec.training import distributed
 from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
@@ -60,15 +61,16 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
     """Check that `out` may receive this run (new, or an interrupted run of the same config with --resume),
     create it and write config.yaml; yields the directory. If what runs inside fails before a checkpoint exists,
     what this call created is removed, so a failed run leaves nothing half-written (with a checkpoint the
-    directory stays, for --resume). Raises ConfigError."""
+    directory stays, for --resume). Raises ConfigError, or StorageError when `out` cannot be written."""
     out = Path(out)
+    check_out_dir(out)
     if (out / "metrics.json").exists() and not resume:
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     entries = [p for p in out.iterdir() if p.name != INPUT_FILE] if out.exists() else []
     if entries and not resume and not (out / "config.yaml").exists():
         raise ConfigError(f"{out} exists and is not a genrec run directory")
     if resume and (out / "config.yaml").exists():
-        if yaml.safe_load((out / "config.yaml").read_text()) != cfg.model_dump(mode="json"):
+        if read_yaml(out / "config.yaml") != cfg.model_dump(mode="json"):
             raise ConfigError(f"{out}: --resume needs the same config as the interrupted run")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,16 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
         if created and not (out / CHECKPOINT).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def check_resume_data(out: Path, ds: Dataset, resume: bool) -> None:
+    """With --resume, a DataError when `ds` is not the data the interrupted run in `out` started on (its
+    meta.json `data` fingerprint): its weights and index belong to that data."""
+    meta = Path(out) / "meta.json"
+    if resume and meta.exists():
+        check_same_data(
+            read_json(meta).get("data"), ds, str(out), "train into a new --out, or restore the data"
+        )
 
 
 def fit(
