@@ -146,6 +146,8 @@ def check_point(run_dir: Path, cfg: RunConfig, fingerprint: str) -> float | None
     if not (run_dir / "config.yaml").exists():
         return None
     stored = read_yaml(run_dir / "config.yaml")
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{run_dir}/config.yaml is damaged: it holds no config; sweep into another --out")
     wanted = cfg.model_copy(update={"data": resolve_data_paths(cfg.data)}).model_dump(mode="json")
     stored_flat, wanted_flat = _flat(stored), _flat(wanted)
     cap = stored_flat.pop("train.max_minutes", None)

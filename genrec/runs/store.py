@@ -51,6 +51,7 @@ def run_logger(run_dir: Path) -> logging.Logger:
     log.propagate = False
     if not log.handlers:
         handler = logging.FileHandler(run_dir / "train.log")
+        handler.handleError = lambda record: None  # a full disk is reported, in one line, by the next file write
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
     return log
