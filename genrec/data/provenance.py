@@ -13,6 +13,7 @@ from pathlib import Path
 from genrec.data.registry import REGISTRY
 from genrec.data.schema import Dataset
 from genrec.errors import DataError
+from genrec.io import read_json
 
 
 def absolute_path(value: str | None) -> str | None:
@@ -67,4 +68,14 @@ def check_same_data(record: dict | None, ds: Dataset | str, where: str, fix: str
         raise DataError(
             f"{where}: the data is not the data it was made from ({source}: fingerprint "
             f"{record['fingerprint']} then, {now} now); {fix}"
+        )
+
+
+def check_resume_data(out: Path, ds: Dataset, resume: bool) -> None:
+    """With `resume`, a DataError when `ds` is not the data the interrupted run in `out` started on (its
+    meta.json `data` fingerprint): its weights and index belong to that data."""
+    meta = Path(out) / "meta.json"
+    if resume and meta.exists():
+        check_same_data(
+            read_json(meta).get("data"), ds, str(out), "train into a new --out, or restore the data"
         )

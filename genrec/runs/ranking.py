@@ -14,7 +14,7 @@ import polars as pl
 
 from genrec.config import DataConfig, RankDataConfig, RunConfig
 from genrec.data.feedback import FeedbackData, build_feedback
-from genrec.data.provenance import data_record
+from genrec.data.provenance import check_resume_data, data_record
 from genrec.data.schema import Dataset
 from genrec.eval.evaluator import code_version
 from genrec.eval.ranking import evaluate_ranker
@@ -22,15 +22,7 @@ from genrec.io import write_json, write_parquet
 from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
-from genrec.runs.store import (
-    MODEL_FILE,
-    check_resume_data,
-    fit,
-    open_run_dir,
-    run_logger,
-    seed_everything,
-    write_metrics,
-)
+from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training import distributed
 from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, stop_note

@@ -14,7 +14,7 @@ import polars as pl
 from genrec.config import DataConfig, RunConfig
 from genrec.data import filters, quality
 from genrec.data.batching import history_batch
-from genrec.data.provenance import check_same_data, data_record
+from genrec.data.provenance import check_resume_data, check_same_data, data_record
 from genrec.data.registry import load_dataset
 from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
@@ -26,15 +26,7 @@ from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.io import write_json, write_parquet
 from genrec.models import build_model
 from genrec.progress import make_progress
-from genrec.runs.store import (
-    MODEL_FILE,
-    check_resume_data,
-    fit,
-    open_run_dir,
-    run_logger,
-    seed_everything,
-    write_metrics,
-)
+from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
 from genrec.training import distributed
 from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, stop_note

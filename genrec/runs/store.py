@@ -27,10 +27,8 @@ import numpy as np
 import torch
 
 from genrec.config import RunConfig, dump_config
-from genrec.data.provenance import check_same_data
-from genrec.data.schema import Dataset
 from genrec.errors import ConfigError
-from genrec.io import check_out_dir, read_json, read_yaml, write_bytes, write_json, write_text
+from genrec.io import check_out_dir, read_yaml, write_bytes, write_json, write_text
 from genrec.objectives import build_objective
 from genrec.training import distributed
 from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
@@ -51,7 +49,8 @@ def run_logger(run_dir: Path) -> logging.Logger:
     log.propagate = False
     if not log.handlers:
         handler = logging.FileHandler(run_dir / "train.log")
-        handler.handleError = lambda record: None  # a full disk is reported, in one line, by the next file write
+        # A log line lost to a full disk prints no traceback: the next file written reports it, in one line.
+        handler.handleError = lambda record: None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
     return log
@@ -82,16 +81,6 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
         if created and not (out / CHECKPOINT).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
-
-
-def check_resume_data(out: Path, ds: Dataset, resume: bool) -> None:
-    """With --resume, a DataError when `ds` is not the data the interrupted run in `out` started on (its
-    meta.json `data` fingerprint): its weights and index belong to that data."""
-    meta = Path(out) / "meta.json"
-    if resume and meta.exists():
-        check_same_data(
-            read_json(meta).get("data"), ds, str(out), "train into a new --out, or restore the data"
-        )
 
 
 def fit(
