@@ -1,12 +1,12 @@
 """Scaling laws: a sweep of runs over width, depth, history length and data size, and power-law fits to it.
 
 `sweep(recipe, grid, out)` trains one normal run directory per grid point (`out/NAME`, resumable: finished points
-are kept, interrupted ones continue), smallest estimated compute first, within an optional budget; a point folder
-that holds a run of another config or other data is an error, never reused; `summarise(out)` reads them back: per point
-its parameters, a training-compute estimate, validation loss (mean -log p(target) under the full softmax, nats) and
-validation / test N@10; `fit_power_law` fits L(x) = a x^-b + c (Kaplan et al. 2020, https://arxiv.org/abs/2001.08361,
-with the irreducible floor c of Hoffmann et al. 2022) by least squares in log space of x, with bootstrap
-confidence intervals; `holdout_check` fits the smaller 2/3 of the points and predicts the rest.
+are kept, interrupted ones continue, a folder holding a run of another config or other data is an error), smallest
+estimated compute first, within an optional budget; `summarise(out)` reads them back: per point its parameters,
+a training-compute estimate, validation loss (mean -log p(target) under the full softmax, nats) and validation /
+test N@10; `fit_power_law` fits L(x) = a x^-b + c (Kaplan et al. 2020, https://arxiv.org/abs/2001.08361, with the
+irreducible floor c of Hoffmann et al. 2022) by least squares in log space of x, with bootstrap confidence
+intervals; `holdout_check` fits the smaller 2/3 of the points and predicts the rest.
 
 Compute estimate (FLOPs): 6 x (non-embedding parameters + attention's L d per layer + the output layer's d x
 n_items) per trained position (forward + backward = 3 x the forward's 2 FLOPs per multiply-add), times the
@@ -109,9 +109,8 @@ def sweep(
             )
             prints[key[1]] = ds.fingerprint()
         p["order"], p["data"] = sizes[key], prints[key[1]]
-    caps = {
-        p["name"]: check_point(out / p["name"], p["cfg"], p["data"]) for p in points
-    }  # before any training
+    # Every point's folder is checked before anything trains.
+    caps = {p["name"]: check_point(out / p["name"], p["cfg"], p["data"]) for p in points}
     points.sort(key=lambda p: p["order"])
     t0 = time.perf_counter()
     records = []
