@@ -439,7 +439,7 @@ def expand(
     from genrec.data.expand import expand as fractal_expand
     from genrec.data.registry import load_dataset
 
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise GenrecError(f"{out_dir} exists and is not empty; choose another --out")
     ds = load_dataset(dataset, data_dir)
     meta = fractal_expand(

@@ -34,7 +34,7 @@ from genrec.config import TrainConfig
 from genrec.errors import ConfigError
 from genrec.eval.evaluator import evaluate, evaluate_split
 from genrec.eval.lists import ListAccumulator, future_ratings
-from genrec.io import write_json, write_text
+from genrec.io import check_out_dir, write_json, write_text
 from genrec.objectives import build_objective
 from genrec.progress import make_progress
 from genrec.runs import load_run
@@ -74,6 +74,7 @@ def align_run(run_dir: str | Path, cfg: AlignConfig, out: str | Path, log=print)
     already used) or DataError (not a finished run)."""
     t0 = time.perf_counter()
     run_dir, out = Path(run_dir), Path(out)
+    check_out_dir(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty; choose another --out")
     ref_run = load_run(run_dir)

@@ -14,6 +14,7 @@ import polars as pl
 
 from genrec.config import DataConfig, RankDataConfig, RunConfig
 from genrec.data.feedback import FeedbackData, build_feedback
+from genrec.data.provenance import check_resume_data, data_record
 from genrec.data.schema import Dataset
 from genrec.eval.evaluator import code_version
 from genrec.eval.ranking import evaluate_ranker
@@ -29,14 +30,17 @@ from genrec.training.trainer import FitContext, stop_note
 
 def feedback_dataset(cfg: RankDataConfig) -> Dataset:
     """The interactions (with ratings) and item table a ranking run's data section names."""
-    return prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
+    keys = ("dataset", "data_dir", "download", "unreadable_ratings")
+    return prepare_dataset(DataConfig(**{key: getattr(cfg, key) for key in keys}))
 
 
 def prepare_feedback(cfg: RankDataConfig, ds: Dataset | None = None) -> tuple[FeedbackData, dict, list[str]]:
     """(labelled impressions and features, dataset statistics, preprocessing notes) of `ds`, loaded from `cfg`
     when not given."""
     ds = ds if ds is not None else feedback_dataset(cfg)
-    data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time)
+    data = build_feedback(
+        ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time, cfg.rating_scale
+    )
     return data, ds.stats(), list(ds.notes)
 
 
@@ -90,6 +94,7 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
     """Train, select, evaluate and write a complete ranking run directory; returns metrics.json's content."""
     ds = feedback_dataset(cfg.data)
     data, stats, notes = prepare_feedback(cfg.data, ds)  # input errors surface before anything is written
+    check_resume_data(out, ds, resume)
     seed_everything(cfg)
     with open_run_dir(cfg, out, resume) as out:
         items = pl.DataFrame({"item_id": data.seq.item_ids}).join(
@@ -117,6 +122,7 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
             "n_items": data.n_items,
             "n_users": data.n_users,
             "dataset": cfg.data.dataset,
+            "data": data_record(ds),
         }
         write_json(out / "meta.json", meta)
         log = run_logger(out)

@@ -14,6 +14,7 @@ import polars as pl
 from genrec.config import DataConfig, RunConfig
 from genrec.data import filters, quality
 from genrec.data.batching import history_batch
+from genrec.data.provenance import check_resume_data, check_same_data, data_record
 from genrec.data.registry import load_dataset
 from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
@@ -32,7 +33,9 @@ from genrec.training.trainer import FitContext, stop_note
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download)
+    ds = load_dataset(
+        cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download, cfg.unreadable_ratings
+    )
     if cfg.unordered_users == "drop":
         ds = filters.drop_unordered_users(ds)
     if cfg.dedup != "none":
@@ -45,7 +48,7 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         ds = quality.sample_users(ds, cfg.sample_users)
     if cfg.clean.exact_duplicates or cfg.clean.drop_users or cfg.clean.drop_events:
         scores = implausibility(ds, cfg.clean.model_run) if cfg.clean.model_run else None
-        ds = quality.clean(ds, cfg.clean, scores)
+        ds = quality.clean(ds, cfg.clean, scores, cfg.split, cfg.valid_quantile, cfg.test_quantile)
     if ds.interactions.height == 0:
         raise DataError(f"{cfg.dataset}: no interactions left after filtering")
     return ds
@@ -69,7 +72,7 @@ def implausibility(ds: Dataset, run_dir: str) -> np.ndarray:
 def make_split(ds: Dataset, cfg: DataConfig, item_ids=None, user_ids=None) -> Split:
     seq = ds.encode(item_ids, user_ids)
     if cfg.split == "temporal":
-        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile)
+        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile, ds.cutoffs)
     else:
         split = leave_one_out(seq)
     if len(split.test) == 0:
@@ -98,6 +101,7 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
     """Train, select, evaluate and write a complete retrieval run directory; returns metrics.json's content."""
     ds = prepare_dataset(cfg.data)  # all input errors surface before anything is written
     split = make_split(ds, cfg.data)
+    check_resume_data(out, ds, resume)
     seed_everything(cfg)
     with open_run_dir(cfg, out, resume) as out:
         seq = split.sequences
@@ -126,6 +130,7 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
             "n_items": seq.n_items,
             "n_users": seq.n_users,
             "dataset": cfg.data.dataset,
+            "data": data_record(ds),
             "dataset_stats": stats,
             "preprocessing": ds.notes,
         }
@@ -191,6 +196,10 @@ def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True, r
     sequences) for the `reward@K` list metric (`genrec.eval.lists`)."""
     data_cfg = run.cfg.data if dataset is None else run.cfg.data.model_copy(update={"dataset": dataset})
     ds = prepare_dataset(data_cfg)
+    if dataset is None:
+        check_same_data(
+            run.meta.get("data"), ds, str(run.dir), "retrain it, or name other data with --dataset"
+        )
     split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
     context = list_context(split, run.items, None if reward is None else reward.bind(split.sequences))
     with make_progress(progress) as bar:

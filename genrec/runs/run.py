@@ -7,7 +7,6 @@ source gave them) go in and come out; internal indices stay inside.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-import yaml
 
 from genrec.config import RunConfig, build_config
 from genrec.data.ids import IdMap
+from genrec.data.provenance import check_same_data, resolve_data_paths
 from genrec.errors import ConfigError, DataError
+from genrec.io import read_json, read_parquet, read_yaml
 from genrec.runs import ranking, retrieval
 from genrec.runs.store import MODEL_FILE
 from genrec.training import distributed
@@ -34,7 +34,7 @@ REMOVED_KEYS = {("model", "item_dropout"): 0.0, ("model", "text_dropout"): 0.0, 
 def stored_config(run_dir: Path) -> RunConfig:
     """The run's config.yaml, read by this version of genrec. Raises DataError (one line, with the command to
     retrain) when the run used a setting that no longer exists."""
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw = read_yaml(run_dir / "config.yaml")
     for (section, key), off in REMOVED_KEYS.items():
         part = raw.get(section) if isinstance(raw, dict) else None
         if isinstance(part, dict) and key in part:
@@ -56,7 +56,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     Under `torchrun` (WORLD_SIZE > 1) every process trains its share of each global batch
     (`genrec.training.distributed`); rank 0 writes `out` and returns the metrics, the other ranks work in a
     scratch directory that is removed (a resumed run's state reaches them from rank 0) and return only their
-    training summary."""
+    training summary. Paths in the data section are stored absolute (`resolve_data_paths`)."""
+    cfg = cfg.model_copy(update={"data": resolve_data_paths(cfg.data)})
     if not distributed.init_from_env().is_main:
         with tempfile.TemporaryDirectory(prefix="genrec-rank") as scratch:
             return TRAIN[cfg.task](cfg, Path(scratch) / "run", resume=False, progress=False)
@@ -81,7 +82,7 @@ class Run:
     def metrics(self) -> dict:
         """metrics.json of the run (valid / test metrics, protocol, training summary)."""
         path = self.dir / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_json(path) if path.exists() else {}
 
     @cached_property
     def item_ids(self) -> IdMap:
@@ -97,7 +98,9 @@ class Run:
     def feedback(self):
         """Ranking runs: the explicit-feedback data with its feature tables, rebuilt from the run's dataset."""
         if self._feedback is None:
-            self._feedback, _, _ = ranking.prepare_feedback(self.cfg.data)
+            ds = ranking.feedback_dataset(self.cfg.data)
+            check_same_data(self.meta.get("data"), ds, str(self.dir), "retrain it on this data")
+            self._feedback, _, _ = ranking.prepare_feedback(self.cfg.data, ds)
         return self._feedback
 
     # ---- ids ------------------------------------------------------------------------------------------------
@@ -236,15 +239,15 @@ def load_run(run_dir: Path) -> Run:
     if missing:
         raise DataError(f"{run_dir} is not a finished genrec run (missing {', '.join(missing)})")
     cfg = stored_config(run_dir)
-    meta = json.loads((run_dir / "meta.json").read_text())
-    items = pl.read_parquet(run_dir / "items.parquet")
+    meta = read_json(run_dir / "meta.json")
+    items = read_parquet(run_dir / "items.parquet")
     users_file = run_dir / "users.parquet"
     if not users_file.exists():
         raise DataError(
             f"{run_dir} was written by an older genrec without users.parquet; retrain it with "
             f"`genrec train {cfg.model.name} --dataset {cfg.data.dataset}`"
         )
-    users = pl.read_parquet(users_file)
+    users = read_parquet(users_file)
     if cfg.task == "ranking":
         run = Run(run_dir, cfg, None, items, users, meta)
         model = ranking.build_ranker(cfg.model, run.feedback)
