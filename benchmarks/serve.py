@@ -80,10 +80,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, run_dir: Path, backend: str = "exact") -> None:
+    def __init__(self, run_dir: Path, backend: str = "exact", extra: list[str] | tuple = ()) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "genrec", "serve", str(run_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen([*cmd, "--backend", backend], stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*cmd, "--backend", backend, *extra], stdout=subprocess.DEVNULL)
         for _ in range(600):
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
