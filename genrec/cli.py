@@ -481,7 +481,7 @@ def serve(
         512, "--max-connections", min=1, help="open connections; more are answered 503 and closed"
     ),
     request_timeout: float = typer.Option(
-        10.0, "--request-timeout", help="seconds for a whole request to arrive; slower ones get 408"
+        10.0, "--request-timeout", min=0.1, help="seconds for a whole request to arrive; slower ones get 408"
     ),
 ) -> None:
     """HTTP API (/recommend, /rank, /events, /items, /healthz, /docs) and a demo page at /."""
