@@ -46,9 +46,8 @@ from genrec.runs.retrieval import one_history_batch
 MAX_K = 1000
 MAX_LIVE_HISTORY = 10_000  # a live history keeps its newest items only (events beyond that drop the oldest)
 MAX_LIVE_USERS = 2_000  # users whose history and state stay in memory (least recently used leave first)
-_USER_OVERHEAD = (
-    1024  # bytes of Python objects around one user's arrays (dict entry, dataclasses, array heads)
-)
+# Bytes of Python objects around one user's arrays (dict entry, dataclasses, array headers).
+_USER_OVERHEAD = 1024
 
 
 @dataclass

@@ -300,7 +300,7 @@ def create_app(
 
     @app.get("/users")
     def users(limit: int = Query(50, ge=1, le=1000)):
-        """Some user ids (users created by events first), for the demo page."""
+        """Some user ids (those with live events first, the most recent first), for the demo page."""
         return {"users": [str(u) for u in engine.users(limit)]}
 
     @app.get("/users/{user_id}")
