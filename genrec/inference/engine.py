@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 import numpy as np
 import torch
@@ -75,9 +75,10 @@ class Recommendation:
 
 
 def tensor_bytes(value) -> int:
-    """Bytes of the tensors and arrays inside a (nested) dataclass, list or tuple."""
+    """Bytes of memory the tensors and arrays inside a (nested) dataclass, list or tuple keep alive (a tensor's
+    whole storage, which may be larger than the tensor)."""
     if isinstance(value, torch.Tensor):
-        return value.nelement() * value.element_size()
+        return value.untyped_storage().nbytes()
     if isinstance(value, np.ndarray):
         return value.nbytes
     if is_dataclass(value):
@@ -85,6 +86,23 @@ def tensor_bytes(value) -> int:
     if isinstance(value, list | tuple):
         return sum(tensor_bytes(v) for v in value)
     return 0
+
+
+def compact(value):
+    """The same (nested) state with every tensor in a storage of its own size. A cached tensor may be a view
+    into a larger one (HSTU's keys and values are slices of one fused projection, four times their size), which
+    would keep all of it alive for as long as the user stays in memory."""
+    if isinstance(value, torch.Tensor):
+        return (
+            value.clone()
+            if value.untyped_storage().nbytes() > value.nelement() * value.element_size()
+            else value
+        )
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: compact(getattr(value, f.name)) for f in fields(value) if f.init})
+    if isinstance(value, list | tuple):
+        return type(value)(compact(v) for v in value)
+    return value
 
 
 class Engine:
@@ -147,7 +165,7 @@ class Engine:
         if self.incremental and self.window:
             with torch.no_grad():
                 ones = torch.ones(self.window, dtype=torch.int64)
-                state += tensor_bytes(self.model.init_state(ones, ones if self.has_time else None))
+                state += tensor_bytes(compact(self.model.init_state(ones, ones if self.has_time else None)))
         return history + state + _USER_OVERHEAD
 
     # ---- histories -------------------------------------------------------------------------------------------
@@ -400,7 +418,7 @@ class Engine:
             else:
                 cache = self.model.init_state(torch.from_numpy(full), t)
                 update = "recompute (late event)" if late else "recompute"
-            return UserState(self.model.state_query(cache), cache), update
+            return UserState(self.model.state_query(cache), compact(cache)), update
         update = "recompute (late event)" if late else "recompute"
         if self.backend is not None:
             return UserState(self._query(full, full_ts, old.user)), update
