@@ -187,20 +187,27 @@ class Run:
             scores = self.model.score(batch)[0, torch.from_numpy(np.array(cand))].float().numpy()
         return pl.DataFrame({"item_id": list(candidates), "score": scores.astype(np.float64)}, strict=False)
 
-    def rank_internal(self, cand: np.ndarray, user: int | None, history: np.ndarray, times) -> np.ndarray:
+    def rank_internal(
+        self, cand: np.ndarray, user: int | None, history: np.ndarray, times, live: np.ndarray | None = None
+    ) -> np.ndarray:
         """Like-logits [C] of internal candidate ids after a history (a known user's: with its actions and
-        cross features; an ad-hoc one: every event counted as liked)."""
+        cross features; an ad-hoc one: every event counted as liked). `live`: [len(history)] bool, the events
+        that arrived live (served) among a known user's newest stored ones; default: those after them."""
         from genrec.models.ranking.mfalcon import make_batch
 
         model = self.model
         window = model.cfg.max_len
         actions, cross = None, None
         if user is not None:
-            # The stored events' ratings; events that arrived live (served) count as liked.
+            # The stored events' ratings; events that arrived live count as liked.
             stored = np.array(self.users["actions"][user], dtype=np.int64)
-            actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
-                -len(history) :
-            ]
+            if live is None:
+                actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
+                    -len(history) :
+                ]
+            else:
+                actions = np.full(len(history), 5, dtype=np.int64)
+                actions[~live] = stored[len(stored) - int((~live).sum()) :]
             if model.n_cross:
                 data = self.feedback
                 n = len(cand)
