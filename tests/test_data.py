@@ -134,19 +134,18 @@ def test_ratings_keep_their_values_and_an_empty_column_means_none(tmp_path):
     assert load_dataset(str(path)).interactions["rating"].null_count() == 2
 
 
-def test_blank_lines_trailing_ones_ignored_inner_ones_refused(tmp_path):
+def test_a_blank_line_anywhere_is_refused_naming_it(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("user_id,item_id\n1,10\n1,11\n\n\n")
-    ds = load_dataset(str(path))
-    assert ds.interactions.height == 2 and any("blank line" in n for n in ds.notes)
-    path.write_text("user_id,item_id\n1,10\n1,11\n")  # a trailing newline is no blank line
-    assert load_dataset(str(path)).notes == []
-    path.write_text("user_id,item_id\n1,10\n\n1,11\n")
-    with pytest.raises(DataError, match="line 3 is a blank line"):
-        load_dataset(str(path))
-    path.write_text("user_id,item_id\n1,10\n  \n1,11\n")
-    with pytest.raises(DataError, match="line 3 is a blank line"):
-        load_dataset(str(path))
+    path.write_text("user_id,item_id\n1,10\n1,11\n")  # the newline that ends the last row is no blank line
+    assert load_dataset(str(path)).interactions.height == 2
+    for text, line in (
+        ("user_id,item_id\n1,10\n1,11\n\n", 4),  # the file ends in a blank line
+        ("user_id,item_id\n1,10\n\n1,11\n", 3),
+        ("user_id,item_id\n1,10\n  \n1,11\n", 3),
+    ):
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"line {line} is a blank line"):
+            load_dataset(str(path))
 
 
 def test_duplicate_rows_unseen_targets_and_repeated_targets_are_reported(tmp_path, caplog):

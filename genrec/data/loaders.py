@@ -248,7 +248,7 @@ def load_table(
     `columns` maps canonical names (user_id, item_id, timestamp, rating) to the file's names; unset ones are
     looked up among common aliases. Rows keep their file order as a tie-breaker for equal or missing times.
     The item table is `items_path`, else `items.jsonl` / `items.csv` beside the file, else ids only.
-    Blank lines at the end of a text file are ignored (noted); a blank line between rows is a DataError.
+    A blank line anywhere in a text file (between rows or after the last one) is a DataError.
     Rating values that are not numbers follow `unreadable_ratings` (`read_ratings`).
     """
     suffix = path.suffix.lower()
@@ -270,9 +270,8 @@ def load_table(
         raise DataError(f"{path}: file is empty") from None
     except pl.exceptions.ComputeError as e:
         raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
-    notes = []
     if suffix != ".parquet":
-        raw, notes = _without_blank_lines(raw, path)
+        _refuse_blank_lines(raw, path)
     if raw.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     if items_path is not None:
@@ -293,40 +292,26 @@ def load_table(
         unreadable_ratings=unreadable_ratings,
         line_offset=2 * text,
     )
-    ds.notes[:0] = notes
     return ds
 
 
-def _without_blank_lines(raw: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, list[str]]:
-    """`raw` without the empty rows that blank lines at the end of the file became, and a note saying so.
-
-    A blank line between rows is refused (DataError naming its line): it is not an interaction, and it often
-    marks files pasted together or cut short. A trailing newline is no blank line."""
+def _refuse_blank_lines(raw: pl.DataFrame, path: Path) -> None:
+    """DataError naming the first blank line of a text data file, wherever it is (between rows or after the last
+    one): a blank line is no interaction, and it often marks files pasted together or cut short. The newline that
+    ends the last row is no blank line."""
     blank = pl.all_horizontal(
         [pl.col(c).is_null() | (pl.col(c).cast(pl.Utf8).str.strip_chars() == "") for c in raw.columns]
     )
-    rows = raw.select(blank.alias("blank")).to_series()
-    if not rows.any():
-        return raw, []
+    if not raw.select(blank.any()).item():
+        return  # rows without values that are not blank lines (",,,") are left to the id checks, which name them
     opener = gzip.open if path.suffix == ".gz" else open
-    empty, last = [], 0
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, start=1):
-            if line.strip():
-                last = n
-            else:
-                empty.append(n)
-    inside = [n for n in empty if n < last]
-    if inside:
-        raise DataError(
-            f"{path}: line {inside[0]} is a blank line between rows; remove it (blank lines are allowed only at "
-            "the end of the file)"
-        )
-    # Rows without values that are not blank lines (",,,") are left to the id checks, which name them.
-    trailing = min(int(rows.to_numpy()[::-1].cumprod().sum()), len(empty))
-    if not trailing:
-        return raw, []
-    return raw.head(raw.height - trailing), [f"ignored {trailing} blank line(s) at the end of {path.name}"]
+            if not line.strip():
+                raise DataError(
+                    f"{path}: line {n} is a blank line; remove it (one interaction per line, no empty lines, "
+                    "also none at the end)"
+                )
 
 
 def dataset_from_frame(
