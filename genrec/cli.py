@@ -497,7 +497,7 @@ def expand(
     from genrec.data.expand import expand as fractal_expand
     from genrec.data.registry import load_dataset
 
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise GenrecError(f"{out_dir} exists and is not empty; choose another --out")
     ds = load_dataset(dataset, data_dir)
     meta = fractal_expand(
@@ -522,21 +522,50 @@ def serve(
     threads: int = typer.Option(
         1, "--threads", min=1, help="torch threads per request (requests already run in parallel)"
     ),
+    state: Path | None = typer.Option(
+        None,
+        "--state",
+        help="SQLite file of live events (default RUN_DIR/live-events.sqlite; an existing database is fine)",
+    ),
+    state_sync: str = typer.Option(
+        "full",
+        "--state-sync",
+        help="full: each event fsynced before its answer | normal: fsync at checkpoints",
+    ),
+    max_live_users: int = typer.Option(
+        2_000, "--max-live-users", min=1, help="users whose history and state stay in memory"
+    ),
+    max_connections: int = typer.Option(
+        512, "--max-connections", min=1, help="open connections; more are answered 503 and closed"
+    ),
+    request_timeout: float = typer.Option(
+        10.0, "--request-timeout", min=0.1, help="seconds for a whole request to arrive; slower ones get 408"
+    ),
 ) -> None:
-    """HTTP API (/recommend, /rank, /events, /items/{id}, /healthz, /docs) and a demo page at /."""
+    """HTTP API (/recommend, /rank, /events, /items, /healthz, /docs) and a demo page at /."""
     import torch
-    import uvicorn
 
     from genrec.serve import create_app
+    from genrec.serve.server import ensure_descriptors, make_server
 
     if backend not in ("exact", "faiss"):
         raise GenrecError(f"--backend must be exact or faiss, got {backend!r}")
+    if state_sync not in ("full", "normal"):
+        raise GenrecError(f"--state-sync must be full or normal, got {state_sync!r}")
     # One request's matmuls are small: threads inside an op cost more in synchronisation than they save,
     # and spin badly when the cores are busy with other requests.
     torch.set_num_threads(threads)
-    application = create_app(run_dir, backend)
-    out.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    ensure_descriptors(max_connections)
+    application = create_app(
+        run_dir, backend, state=state, max_live_users=max_live_users, state_sync=state_sync
+    )
+    server = make_server(application, host, port, max_connections, request_timeout)
+    engine = application.state.engine
+    out.print(
+        f"serving {run_dir} on http://{host}:{port} (docs at /docs); live events in {engine.store.path}, "
+        f"up to {max_live_users} users in memory (at most {max_live_users * engine.user_bytes / 2**20:.0f} MB)"
+    )
+    server.run()
 
 
 @app.command()

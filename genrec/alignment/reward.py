@@ -1,4 +1,4 @@
-"""A reward model on real feedback: a trained ranker (like = rating >= 4) scoring whole recommendation lists.
+"""A reward model on real feedback: a trained ranker (like = rating >= its threshold) scoring whole lists.
 
 reward(user, history, list) = mean over the list's items of sigmoid(like-logit of the ranker), plus
 `diversity` x the list's intra-list genre diversity (mean pairwise Jaccard distance of the items' genre
@@ -65,8 +65,13 @@ class BoundReward:
 
     def __init__(self, model: RewardModel, seq: Sequences, item_map: np.ndarray, user_map: np.ndarray):
         self.model, self.seq, self.item_map, self.user_map = model, seq, item_map, user_map
-        ratings = seq.ratings if seq.ratings is not None else np.full(len(seq.items), 5.0)
-        self.actions = np.clip(np.rint(ratings), 1, 5).astype(np.int64)
+        scale = model.run.feedback.scale  # the ranker's own rating scale turns ratings into its actions
+        if seq.ratings is None:
+            self.actions = np.full(
+                len(seq.items), 5, dtype=np.int64
+            )  # no ratings: every event counts as liked
+        else:
+            self.actions = scale.actions(seq.ratings)
         self.micro_batch = 256
 
     @torch.no_grad()

@@ -72,6 +72,10 @@ class DataConfig(StrictModel):
         default_factory=dict, description="canonical name -> column in the user's file"
     )
     items_path: str | None = None
+    unreadable_ratings: Literal["error", "drop"] = Field(
+        "error",
+        description="rating values that are not numbers: a one-line error, or their rows dropped (noted)",
+    )
     unordered_users: Literal["drop", "keep"] = "drop"
     dedup: Literal["none", "first", "last"] = "none"
     kcore: int = Field(0, ge=0)
@@ -174,12 +178,30 @@ class RankDataConfig(StrictModel):
     data_dir: str | None = None
     download: bool = False
     unordered_users: Literal["drop"] = Field("drop", description="ranking needs real time order")
+    unreadable_ratings: Literal["error", "drop"] = Field(
+        "error",
+        description="rating values that are not numbers: a one-line error, or their rows dropped (noted)",
+    )
     valid_quantile: float = 0.8
     test_quantile: float = 0.9
-    like_threshold: float = 4.0
+    rating_scale: tuple[float, float] | None = Field(
+        None, description="[lowest, highest] rating; None = the range of the data's ratings (docs/data.md)"
+    )
+    like_threshold: float | None = Field(
+        None,
+        description="like = rating >= this; None = the lowest rating in the top quarter of the scale (1-5: 4, "
+        "0/1: 1, -1/+1: 1, 1-10: 8)",
+    )
     candidate_time: Literal["impression", "last_event"] = Field(
         "impression", description="the candidate's time models see: its own, or its history's last event's"
     )
+
+    @field_validator("rating_scale")
+    @classmethod
+    def _ordered(cls, scale):
+        if scale is not None and not scale[0] < scale[1]:
+            raise ValueError(f"rating_scale needs [lowest, highest] with lowest < highest, got {list(scale)}")
+        return scale
 
 
 class RankEvalConfig(StrictModel):

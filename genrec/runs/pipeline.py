@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from genrec.config import RunConfig
+from genrec.data.provenance import check_resume_data, check_same_data, data_record, resolve_data_paths
 from genrec.errors import ConfigError
 from genrec.io import write_bytes, write_json, write_parquet
 from genrec.objectives import build_objective
@@ -38,7 +39,8 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     Under `torchrun` (WORLD_SIZE > 1) every process trains its share of each global batch
     (`genrec.training.distributed`); rank 0 writes `out` and returns the metrics, the other ranks work in a
     scratch directory that is removed (a resumed run's state reaches them from rank 0) and return only their
-    training summary."""
+    training summary. Paths in the data section are stored absolute (`resolve_data_paths`)."""
+    cfg = cfg.model_copy(update={"data": resolve_data_paths(cfg.data)})
     if not distributed.init_from_env().is_main:
         with tempfile.TemporaryDirectory(prefix="genrec-rank") as scratch:
             return _train_run(cfg, Path(scratch) / "run", resume=False, progress=False)
@@ -49,9 +51,11 @@ def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
     task = make_task(cfg)
     init = load_run(Path(cfg.init_from)) if cfg.init_from else None
     data = task.load_data(like=init)  # all input errors surface before anything is written
+    check_resume_data(out, task.dataset, resume)
     seed_everything(cfg)
     with open_run_dir(cfg, out, resume) as out:
         tables = task.tables(data)
+        tables.meta["data"] = data_record(task.dataset)
         write_parquet(out / "items.parquet", tables.items)
         write_parquet(out / "users.parquet", tables.users)
         write_json(out / "meta.json", tables.meta)
@@ -126,6 +130,10 @@ def evaluate_run(run: Run, dataset: str | None = None, progress: bool = True, re
         data_cfg = run.cfg.data.model_copy(update={"dataset": dataset})
         task = make_task(run.cfg.model_copy(update={"data": data_cfg}))
     data = task.load_data(like=run)
+    if dataset is None:
+        check_same_data(
+            run.meta.get("data"), task.dataset, str(run.dir), "retrain it, or name other data with --dataset"
+        )
     metrics = task.evaluate(run.model, data, progress, reward)
     protocol = build_protocol(task, data, run.model, run.metrics.get("training", {}))
     metrics["protocol"] = reevaluated(protocol, run.metrics.get("protocol", {}))

@@ -28,6 +28,7 @@ class DataPart:
     dataset_stats: dict
     preprocessing: list[str]
     split: dict
+    data_fingerprint: str | None = None  # content hash of the events and id tables (`Dataset.fingerprint`)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Protocol:
         training = {k: v for k, v in asdict(self.training).items() if v is not None}
         return {
             "task": self.task,
-            **asdict(self.data),
+            **{k: v for k, v in asdict(self.data).items() if v is not None},
             **self.evaluation,
             **self.own,
             **training,
@@ -72,7 +73,10 @@ def build_protocol(task: Task, data, model, summary: dict) -> Protocol:
     train = task.cfg.train
     return Protocol(
         task=task.name,
-        data=DataPart(**task.data_protocol(data)),
+        data=DataPart(
+            **task.data_protocol(data),
+            data_fingerprint=None if task.dataset is None else task.dataset.fingerprint(),
+        ),
         evaluation=task.eval_protocol(data, model),
         training=TrainingPart(
             checkpoint_selection=task.checkpoint_selection(model) + stop_note(summary),

@@ -27,14 +27,17 @@ from genrec.runs.task import Tables, Task, item_table
 
 def feedback_dataset(cfg: RankDataConfig) -> Dataset:
     """The interactions (with ratings) and item table a ranking run's data section names."""
-    return prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
+    keys = ("dataset", "data_dir", "download", "unreadable_ratings")
+    return prepare_dataset(DataConfig(**{key: getattr(cfg, key) for key in keys}))
 
 
 def prepare_feedback(cfg: RankDataConfig, ds: Dataset | None = None) -> tuple[FeedbackData, dict, list[str]]:
     """(labelled impressions and features, dataset statistics, preprocessing notes) of `ds`, loaded from `cfg`
     when not given."""
     ds = ds if ds is not None else feedback_dataset(cfg)
-    data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time)
+    data = build_feedback(
+        ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time, cfg.rating_scale
+    )
     return data, ds.stats(), list(ds.notes)
 
 
@@ -130,9 +133,10 @@ class RankingTask(Task):
         return build_ranker(self.cfg.model, self.feedback)
 
     @torch.no_grad()
-    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times) -> np.ndarray:
+    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times, live=None):
         """Like-logits [C] of internal candidate ids after a history (a known user's: with its actions and
-        cross features; an ad-hoc one: every event counted as liked)."""
+        cross features; an ad-hoc one: every event counted as liked). `live`: which of a known user's events
+        arrived live (default: those after its stored ones)."""
         from genrec.models.ranking.mfalcon import make_batch
 
         model = run.model
@@ -141,9 +145,13 @@ class RankingTask(Task):
         if user is not None:
             # The stored events' ratings; events that arrived live (served) count as liked.
             stored = np.array(run.users["actions"][user], dtype=np.int64)
-            actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
-                -len(history) :
-            ]
+            if live is None:
+                actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
+                    -len(history) :
+                ]
+            else:
+                actions = np.full(len(history), 5, dtype=np.int64)
+                actions[~live] = stored[len(stored) - int((~live).sum()) :]
             if model.n_cross:
                 data = self.feedback
                 n = len(candidates)

@@ -32,7 +32,9 @@ from genrec.training.trainer import FitContext
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download)
+    ds = load_dataset(
+        cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download, cfg.unreadable_ratings
+    )
     if cfg.unordered_users == "drop":
         ds = filters.drop_unordered_users(ds)
     if cfg.dedup != "none":
@@ -45,7 +47,7 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         ds = quality.sample_users(ds, cfg.sample_users)
     if cfg.clean.exact_duplicates or cfg.clean.drop_users or cfg.clean.drop_events:
         scores = implausibility(ds, cfg.clean.model_run) if cfg.clean.model_run else None
-        ds = quality.clean(ds, cfg.clean, scores)
+        ds = quality.clean(ds, cfg.clean, scores, cfg.split, cfg.valid_quantile, cfg.test_quantile)
     if ds.interactions.height == 0:
         raise DataError(f"{cfg.dataset}: no interactions left after filtering")
     return ds
@@ -69,7 +71,7 @@ def implausibility(ds: Dataset, run_dir: str) -> np.ndarray:
 def make_split(ds: Dataset, cfg: DataConfig, item_ids=None, user_ids=None) -> Split:
     seq = ds.encode(item_ids, user_ids)
     if cfg.split == "temporal":
-        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile)
+        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile, ds.cutoffs)
     else:
         split = leave_one_out(seq)
     if len(split.test) == 0:
@@ -178,7 +180,7 @@ class RetrievalTask(Task):
         return build_model(self.cfg.model, run.meta["n_items"], run.meta["n_users"])
 
     @torch.no_grad()
-    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times) -> np.ndarray:
+    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times, live=None):
         batch = one_history_batch(run.model, history, user, times)
         return run.model.score(batch)[0, torch.from_numpy(np.array(candidates))].float().numpy()
 

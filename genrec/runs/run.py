@@ -8,7 +8,6 @@ stay inside.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-import yaml
 
 from genrec.config import RunConfig, build_config, migrate
 from genrec.data.ids import IdMap
+from genrec.data.provenance import check_same_data
 from genrec.errors import ConfigError, DataError
+from genrec.io import read_json, read_parquet, read_yaml
 from genrec.runs.retrieval import one_history_batch
 from genrec.runs.store import MODEL_FILE
 from genrec.runs.task import Task, make_task
@@ -31,7 +31,7 @@ def stored_config(run_dir: Path) -> RunConfig:
     """The run's config.yaml, read by this version of genrec (keys that moved since are migrated:
     `genrec.config.migrate`). Raises DataError (one line, with how to retrain) when the run used a setting that
     no longer exists."""
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    raw = read_yaml(run_dir / "config.yaml")
     try:
         return build_config(migrate(raw))
     except ConfigError as e:
@@ -52,7 +52,7 @@ class Run:
     def metrics(self) -> dict:
         """metrics.json of the run (valid / test metrics, protocol, training summary)."""
         path = self.dir / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_json(path) if path.exists() else {}
 
     @cached_property
     def item_ids(self) -> IdMap:
@@ -148,9 +148,13 @@ class Run:
         scores = self.rank_internal(cand, user_idx, hist, times)
         return pl.DataFrame({"item_id": list(candidates), "score": scores.astype(np.float64)}, strict=False)
 
-    def rank_internal(self, cand: np.ndarray, user: int | None, history: np.ndarray, times) -> np.ndarray:
-        """Scores [C] of internal candidate ids after a history of internal ids (`Task.rank`)."""
-        return self.task.rank(self, cand, user, history, times)
+    def rank_internal(
+        self, cand: np.ndarray, user: int | None, history: np.ndarray, times, live: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores [C] of internal candidate ids after a history of internal ids (`Task.rank`). `live`:
+        [len(history)] bool, the events that arrived live (served) among a known user's newest stored ones;
+        default: those after them."""
+        return self.task.rank(self, cand, user, history, times, live)
 
     def _history(self, user, history) -> tuple[int | None, np.ndarray | None, np.ndarray]:
         if (user is None) == (history is None):
@@ -178,17 +182,21 @@ def load_run(run_dir: Path) -> Run:
     if missing:
         raise DataError(f"{run_dir} is not a finished genrec run (missing {', '.join(missing)})")
     cfg = stored_config(run_dir)
-    meta = json.loads((run_dir / "meta.json").read_text())
-    items = pl.read_parquet(run_dir / "items.parquet")
+    meta = read_json(run_dir / "meta.json")
+    items = read_parquet(run_dir / "items.parquet")
     users_file = run_dir / "users.parquet"
     if not users_file.exists():
         raise DataError(
             f"{run_dir} was written by an older genrec without users.parquet; retrain it with "
             f"`genrec train {cfg.model.name} --dataset {cfg.data.dataset}`"
         )
-    users = pl.read_parquet(users_file)
+    users = read_parquet(users_file)
     run = Run(run_dir, cfg, None, items, users, meta, make_task(cfg))
     model = run.task.load_model(run)
+    if (
+        run.task.dataset is not None
+    ):  # a task that reads its data to load (ranking): it must be the run's data
+        check_same_data(meta.get("data"), run.task.dataset, str(run_dir), "retrain it on this data")
     load_model_weights(model, run_dir / MODEL_FILE)
     run.model = model.eval()
     return run

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
-from genrec.io import write_json, write_text
+from genrec.io import check_out_dir, read_yaml, write_json, write_text
 from genrec.training.trainer import BEST_WEIGHTS, CHECKPOINT
 
 MODEL_FILE = "model.safetensors"
@@ -51,6 +50,8 @@ def run_logger(run_dir: Path) -> logging.Logger:
     log.propagate = False
     if not log.handlers:
         handler = logging.FileHandler(run_dir / "train.log")
+        # A log line lost to a full disk prints no traceback: the next file written reports it, in one line.
+        handler.handleError = lambda record: None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
     return log
@@ -61,15 +62,16 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
     """Check that `out` may receive this run (new, or an interrupted run of the same config with --resume),
     create it and write config.yaml; yields the directory. If what runs inside fails before a checkpoint exists,
     what this call created is removed, so a failed run leaves nothing half-written (with a checkpoint the
-    directory stays, for --resume). Raises ConfigError."""
+    directory stays, for --resume). Raises ConfigError, or StorageError when `out` cannot be written."""
     out = Path(out)
+    check_out_dir(out)
     if (out / "metrics.json").exists() and not resume:
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     entries = [p for p in out.iterdir() if p.name != INPUT_FILE] if out.exists() else []
     if entries and not resume and not (out / "config.yaml").exists():
         raise ConfigError(f"{out} exists and is not a genrec run directory")
     if resume and (out / "config.yaml").exists():
-        if yaml.safe_load((out / "config.yaml").read_text()) != cfg.model_dump(mode="json"):
+        if read_yaml(out / "config.yaml") != cfg.model_dump(mode="json"):
             raise ConfigError(f"{out}: --resume needs the same config as the interrupted run")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -126,9 +126,16 @@ class Task:
         raise NotImplementedError
 
     def rank(
-        self, run: Run, candidates: np.ndarray, user: int | None, history: np.ndarray, times
+        self,
+        run: Run,
+        candidates: np.ndarray,
+        user: int | None,
+        history: np.ndarray,
+        times,
+        live: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Scores [C] of internal candidate ids after a history of internal ids (a known user's index or None)."""
+        """Scores [C] of internal candidate ids after a history of internal ids (a known user's index or None).
+        `live`: [len(history)] bool, the events that arrived live (served) among a known user's stored ones."""
         raise NotImplementedError
 
 
