@@ -49,7 +49,7 @@ def child(args) -> None:
     model = build_model(cfg.model, split.n_items, split.n_users)
     model.train()
     optimizer = build_optimizer(model, cfg.train, cfg.train.adam_kernel)
-    objective = build_objective(model.objective_name(), model, split.train.items)
+    objective = build_objective(cfg.train.objective, model, split.train.items)
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps + 5]
     for batch in batches[:5]:  # warm-up

@@ -96,7 +96,7 @@ def train_step_ms(cfg, ds, args) -> dict[str, float]:
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps]
     optimizers = {impl: build_optimizer(model, cfg.train, impl) for impl in IMPLEMENTATIONS}
-    objective = build_objective(model.objective_name(), model, split.train.items)
+    objective = build_objective(cfg.train.objective, model, split.train.items)
     times = {impl: [] for impl in IMPLEMENTATIONS}
     for _ in range(args.repeats):
         for impl, optimizer in optimizers.items():

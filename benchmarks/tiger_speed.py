@@ -30,7 +30,7 @@ from genrec.runs import make_split, prepare_dataset  # noqa: E402
 
 def samples_per_s(model, split, batch_size: int, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     batches = list(model.training_batches(split, np.random.default_rng(0), batch_size))
     model.train()
     seen, t0 = 0, 0.0

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -83,7 +83,7 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
         "din", dataset="ml-100k", overrides={"model.dim": 8, "model.max_len": 8, "train.epochs": 1},
         out=tmp_path / "ranker",
     )  # fmt: skip
-    assert run.task == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
+    assert run.task.name == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
     scored = run.rank([1, 50, 100], user=1)
     client = TestClient(create_app(tmp_path / "ranker"))
     body = client.post("/rank", json={"user_id": 1, "candidates": [1, 50, 100]}).json()
@@ -117,6 +117,7 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
 
 class ItemBiasConfig(ModelConfig):
     name: Literal["item_bias_test"] = "item_bias_test"
+    default_objective: ClassVar[str | None] = "bpr"
 
 
 class ItemBias(Recommender):
@@ -128,9 +129,6 @@ class ItemBias(Recommender):
     def __init__(self, cfg, n_items, n_users):
         super().__init__(cfg, n_items, n_users)
         self.bias = torch.nn.Parameter(torch.zeros(n_items + 1))
-
-    def objective_name(self):
-        return "bpr"
 
     def training_batches(self, split, rng, batch_size):
         items = split.train.items

@@ -138,7 +138,7 @@ def test_ranker_contract(name, feedback, tmp_path):
     cfg = load_config(name, ["model.dim=8", "model.max_len=8"]).model
     torch.manual_seed(0)
     model = build_ranker(cfg, feedback)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     batches = list(model.training_batches(feedback, np.random.default_rng(0), 64))[:30]
     model.train()
     before = float(sum(objective(model, b) for b in batches[:5]).detach())
@@ -166,15 +166,15 @@ def test_every_model_declares_a_task_and_known_capabilities():
     known |= {"generate_sessions", "session_log_likelihood", "search"}
     for name in registry.names():
         cls = registry.get(name)
-        assert cls.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
+        assert cls.config_class.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
         assert cls.config_class.model_fields["name"].default == name
 
 
-@pytest.mark.parametrize("recipe", list_recipes())
+@pytest.mark.parametrize("recipe", [r for r in list_recipes() if "model" in recipe_dict(r)])  # not preference
 def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data, tiny_lm, tmp_path):
     """The recipe's own model and training settings, on small data for one epoch (ranking: ML-100K)."""
     raw = recipe_dict(recipe)
-    task = registry.get(raw["model"]["name"]).task
+    task = registry.config_class(raw["model"]["name"]).task
     overrides = ["train.epochs=1"]
     if raw.get("model", {}).get("tokenizer", {}).get("collab_run"):
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training
@@ -196,4 +196,4 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data
         ]
     cfg = load_config(recipe, overrides, dataset)
     metrics = train_run(cfg, tmp_path / "run", progress=False)
-    assert metrics["test"] and load_run(tmp_path / "run").task == task
+    assert metrics["test"] and load_run(tmp_path / "run").task.name == task

@@ -27,9 +27,9 @@ class RewardModel:
     index and histories (see `BoundReward`)."""
 
     def __init__(self, run, diversity: float = 0.0) -> None:
-        if run.task != "ranking":
+        if not run.model.can("score_candidates"):
             raise ConfigError(
-                f"{run.dir} is a {run.task} run; a reward model is a ranking run (e.g. `genrec train "
+                f"{run.dir} is a {run.task.name} run; a reward model is a ranking run (e.g. `genrec train "
                 f"hstu_ranker-ml-1m`)"
             )
         if run.model.n_cross:
@@ -139,11 +139,3 @@ class BoundReward:
         has = real & (size > 0)
         pair = has[..., :, None] & has[..., None, :] & ~torch.eye(lists.shape[-1], dtype=torch.bool)
         return (dist * pair).sum((-1, -2)) / pair.sum((-1, -2)).clamp(min=1)
-
-
-def load_reward_model(run_dir: str | Path, diversity: float = 0.0) -> RewardModel:
-    """The reward model of a ranking run directory. Raises DataError (not a finished run) or ConfigError (not
-    a ranking run, or a ranker it cannot use)."""
-    from genrec.runs import load_run
-
-    return RewardModel(load_run(Path(run_dir)), diversity)

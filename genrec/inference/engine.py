@@ -131,7 +131,7 @@ class Engine:
         self.backend = make_backend(backend, self.items) if self.items is not None else None
         self.backend_name = backend
         self.incremental = self.model.can("incremental_state")
-        self.ranking = run.task == "ranking"
+        self.ranking = not run.task.can("recommend")
         self.has_time = "timestamps" in run.users.columns
         self.has_actions = "actions" in run.users.columns  # ranking runs read each stored event's rating
         self.max_k = min(MAX_K, self.n_items)

@@ -1,4 +1,4 @@
-"""The run directory: one layout for every task, written atomically, and the fitting of a model inside it.
+"""The run directory: one layout for every task, written atomically.
 
 Layout of RUN_DIR:
   config.yaml       resolved config (every default written out, with its task)
@@ -7,10 +7,10 @@ Layout of RUN_DIR:
   users.parquet     internal index -> raw user_id and the user's history (internal item ids, with timestamps
                     when the data has them); ranking runs also store each event's action (rating)
   model.safetensors weights of the selected checkpoint
-  metrics.json      valid / test metrics, the protocol, the training summary
+  metrics.json      valid / test metrics, the protocol (`genrec.runs.protocol`), the training summary
   train.log         log; checkpoint.pt / best.safetensors while training (for --resume)
   data.parquet      the interactions, when they came from a DataFrame (Python API)
-Models may add files (TIGER: semantic_ids.*).
+Models may add files (TIGER: semantic_ids.*); a run that starts from another (`init_from`) keeps that run's.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,13 +26,16 @@ import torch
 
 from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
-from genrec.io import check_out_dir, read_yaml, write_bytes, write_json, write_text
-from genrec.objectives import build_objective
-from genrec.training import distributed
-from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
+from genrec.io import check_out_dir, read_yaml, write_json, write_text
+from genrec.training.trainer import BEST_WEIGHTS, CHECKPOINT
 
 MODEL_FILE = "model.safetensors"
 INPUT_FILE = "data.parquet"  # a DataFrame given to the Python API, kept so that the run can be re-evaluated
+# What the pipeline writes itself (and files of runs written by older versions); the rest came from the model.
+RUN_FILES = frozenset(
+    {"config.yaml", "meta.json", "items.parquet", "users.parquet", MODEL_FILE, "metrics.json", "train.log"}
+    | {CHECKPOINT, BEST_WEIGHTS, INPUT_FILE, "align.yaml"}
+)
 
 
 def default_run_dir(recipe: str, dataset: str) -> Path:
@@ -83,41 +84,6 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
         raise
 
 
-def fit(
-    model,
-    data,
-    ctx: FitContext,
-    validate: Callable,
-    train_items: np.ndarray | None = None,
-    objective=None,
-    reference=None,
-) -> dict:
-    """Fit `model` on `data` (a retrieval `Split` or ranking `FeedbackData`): first its data-dependent part
-    (`prepare`), then, for trainable models, the shared Trainer with the model's objective (or `objective`).
-
-    `validate(model, progress) -> float` scores a checkpoint (`ctx.eval.select_metric`, in that metric's
-    direction); `reference` is a frozen model
-    for preference objectives. Files a model asks for (`prepare`'s `files`) are written into `ctx.run_dir`.
-    """
-    t0 = time.perf_counter()
-    prepare = getattr(model, "prepare", None)
-    summary = dict(prepare(data, ctx.extra)) if prepare is not None else {}
-    report = summary.pop("report", None)
-    if report:
-        ctx.info("%s", report)
-    files = summary.pop("files", {})
-    if ctx.run_dir is not None:
-        for name, content in files.items():
-            write_bytes(ctx.run_dir / name, content)
-    if model.trainable:
-        if objective is None:
-            objective = build_objective(model.objective_name(), model, train_items)
-        summary.update(Trainer(model, objective, data, validate, ctx, reference).fit())
-        summary["data_parallel"] = distributed.protocol(ctx.train.batch_size)
-    summary["fit_seconds"] = round(time.perf_counter() - t0, 2)
-    return summary
-
-
 def seed_everything(cfg: RunConfig) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -127,3 +93,10 @@ def seed_everything(cfg: RunConfig) -> None:
 
 def write_metrics(out: Path, metrics: dict) -> None:
     write_json(out / "metrics.json", metrics)
+
+
+def model_files(run_dir: Path) -> dict[str, bytes]:
+    """The files a run's model added to its directory (semantic IDs, ...): everything but the pipeline's own."""
+    return {
+        p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name not in RUN_FILES
+    }

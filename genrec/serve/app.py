@@ -317,7 +317,7 @@ def create_app(
             "items": engine.n_items,
             "users": run.users.height,
             "backend": engine.backend_name,
-            "task": run.task,
+            "task": run.task.name,
             "incremental_state": engine.incremental,
             "max_k": engine.max_k,
             "window": engine.window,

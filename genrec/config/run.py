@@ -1,21 +1,23 @@
 """Typed, frozen run configuration: recipes (YAML) + `--set key=value` overrides, unknown keys rejected.
 
-One `RunConfig` serves both tasks. The model section is validated against the chosen model's own config class
-(looked up by `model.name` in `genrec.registry`), so `--set model.dim=64` is checked by the model that uses it;
-the model's class names the task (`retrieval` or `ranking`), and the task picks the data and eval sections'
-classes (`DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEvalConfig` for ranking).
+One `RunConfig` serves every task. The model section is validated against the chosen model's own config class
+(looked up by `model.name` in `genrec.registry`), so `--set model.dim=64` is checked by the model that uses it.
+`task` (default: the model's) picks the classes of the data and eval sections from the task's spec
+(`genrec.config.tasks`: `DataConfig` / `EvalConfig` for retrieval, `RankDataConfig` / `RankEvalConfig` for
+ranking), and `train.objective` defaults to the task's choice for the model. `init_from` names a finished run
+that training starts from: a recipe without a model section takes the model, data and eval sections of that run.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -25,20 +27,11 @@ from pydantic import (
 )
 
 from genrec import registry
+from genrec.config.base import ModelConfig, StrictModel
+from genrec.config.objectives import ObjectiveConfig, objective_config
 from genrec.errors import ConfigError
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelConfig(StrictModel):
-    """Base of every model's config; subclasses add their hyper-parameters and fix `name`."""
-
-    name: str
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+RECIPES_DIR = Path(__file__).parents[1] / "recipes"
 
 
 def selectable(section, task: str):
@@ -130,6 +123,11 @@ class EvalConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
+    objective: SerializeAsAny[ObjectiveConfig] | None = Field(
+        None,
+        description="what training minimises: an objective's name or {name: ..., its keys} (`genrec config` lists "
+        "every objective's keys); unset = the model's default, written out in the run's config.yaml",
+    )
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(
         256,
@@ -151,6 +149,7 @@ class TrainConfig(StrictModel):
     )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
+    # How the process runs: its seed, threads and time limit (settings of the device it runs on belong here).
     seed: int = 42
     threads: int | None = None
     max_minutes: float | None = Field(
@@ -160,6 +159,16 @@ class TrainConfig(StrictModel):
         "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
         "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
     )
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, value: Any) -> ObjectiveConfig | None:
+        if value is None:
+            return None
+        try:
+            return objective_config(value)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 class RankDataConfig(StrictModel):
@@ -207,12 +216,55 @@ class RankEvalConfig(StrictModel):
         return selectable(self, "ranking")
 
 
-SECTIONS = {"retrieval": (DataConfig, EvalConfig), "ranking": (RankDataConfig, RankEvalConfig)}
+class PreferenceDataConfig(DataConfig):
+    """Data of a preference run: the data section of the run it aligns (same dataset, filters and split), and how
+    preference pairs are built from the training events (docs/alignment.md)."""
+
+    pairs: Literal["ratings", "self-play", "reward-beams"] = Field(
+        "ratings",
+        description="pair source: ratings (chosen = a next item rated >= like, rejected = items rated <= "
+        "dislike later, else sampled unseen items); self-play (rejected = the model's own top predictions the "
+        "user did not like, SPRec); reward-beams (best vs worst of the model's own candidates by the reward "
+        "model, OneRec's iterative alignment). Built afresh every epoch",
+    )
+    negatives: int = Field(
+        1, ge=1, description="rejected items (or sessions) per pair; S-DPO's softmax is over them"
+    )
+    anchors_per_user: int = Field(
+        4, ge=1, description="ratings / self-play: pairs per training user, at their latest liked events"
+    )
+    like: float = Field(4.0, description="a rating at or above it is a like")
+    dislike: float = Field(2.0, description="a rating at or below it is a dislike")
+    self_play_top: int = Field(20, ge=1, description="self-play: the model's top list the rejected come from")
+    reward_run: str | None = Field(None, description="ranking run directory of the reward model")
+    reward_diversity: float = Field(
+        0.0, ge=0, description="reward: weight of the list's genre diversity (intra-list Jaccard distance)"
+    )
+    beams: int = Field(10, ge=2, description="reward-beams: candidates per user (sessions or top items)")
+    session_len: int = Field(5, ge=1, description="reward-beams: items per generated session (N)")
+    users_per_round: int = Field(1000, ge=1, description="reward-beams: users sampled per epoch")
+
+    @model_validator(mode="after")
+    def _reward_beams(self) -> PreferenceDataConfig:
+        if self.pairs == "reward-beams" and not self.reward_run:
+            raise ValueError(
+                "pairs reward-beams needs a reward model: --reward-run RANKING_RUN_DIR (data.reward_run)"
+            )
+        if self.pairs == "reward-beams" and self.negatives >= self.beams:
+            raise ValueError(f"reward-beams needs negatives ({self.negatives}) < beams ({self.beams})")
+        return self
 
 
 class RunConfig(StrictModel):
-    task: Literal["retrieval", "ranking"] = Field(
-        "retrieval", description="set by the model: retrieval ranks the catalogue, ranking scores impressions"
+    task: str = Field(
+        "retrieval",
+        description="retrieval ranks the catalogue, ranking scores impressions, preference aligns a run; "
+        "default: the model's",
+    )
+    init_from: str | None = Field(
+        None,
+        description="a finished run directory that training starts from: its weights and its item and user index "
+        "(and the frozen reference of preference objectives)",
     )
     model: SerializeAsAny[ModelConfig]
     data: SerializeAsAny[StrictModel] = Field(default_factory=dict, validate_default=True)
@@ -235,39 +287,106 @@ class RunConfig(StrictModel):
         if name is None:
             raise ValueError(f"model needs a name, one of {', '.join(registry.names())}")
         try:
-            task = registry.get(name).task
+            model_cls = registry.config_class(name)
+            task = value.get("task") or model_cls.task
+            spec = registry.TASKS.config(task)
         except ConfigError as e:
             raise ValueError(str(e)) from None
-        if value.get("task", task) != task:
-            raise ValueError(f"model {name!r} is a {task} model, not a {value['task']} one")
-        return dict(value, task=task)
+        if spec.models != model_cls.task:
+            raise ValueError(f"task {task} trains {spec.models} models; {name!r} is a {model_cls.task} model")
+        train = with_default_objective(value.get("train", {}), spec.default_objective(model_cls))
+        return dict(value, task=task, train=train)
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_section(cls, value: Any) -> ModelConfig:
         if isinstance(value, ModelConfig):
             return value
-        model_cls = registry.get(value["name"])
-        cfg = model_cls.config_class.model_validate(value)
-        check = getattr(model_cls, "check_config", None)  # rules that span several keys of the model
-        if check is not None:
-            check(cfg)
-        return cfg
+        return registry.config_class(value["name"]).model_validate(value)
 
     @field_validator("data", "eval", mode="before")
     @classmethod
     def _task_section(cls, value: Any, info: ValidationInfo) -> StrictModel:
-        section = SECTIONS[info.data.get("task", "retrieval")][0 if info.field_name == "data" else 1]
+        spec = registry.TASKS.config(info.data.get("task", "retrieval"))
+        section = spec.data if info.field_name == "data" else spec.eval
         return value if isinstance(value, section) else section.model_validate(value)
 
     @model_validator(mode="after")
-    def _sessions_need_time(self) -> RunConfig:
-        # Checked before training: only a temporal split says which events follow each user's cut-off.
-        if getattr(self.eval, "session_len", 0) and getattr(self.data, "split", "temporal") != "temporal":
+    def _sections_agree(self) -> RunConfig:
+        if self.train.objective is not None and type(self.model).default_objective is None:
             raise ValueError(
-                "eval.session_len needs data.split=temporal (the events after each user's cut-off)"
+                f"model {self.model.name!r} is fitted in closed form: it takes no train.objective"
             )
+        self.model.check_objective(self.train.objective)
+        registry.TASKS.config(self.task).check(self)
         return self
+
+
+def with_default_objective(train: Any, default: str | None) -> Any:
+    """A train section (mapping or `TrainConfig`) whose objective is the `default` objective's config when unset,
+    and named `default` when given as keys without a name."""
+    if isinstance(train, TrainConfig):
+        if train.objective is None and default is not None:
+            return train.model_copy(update={"objective": objective_config(default)})
+        return train
+    if not isinstance(train, dict) or default is None:
+        return train
+    objective = train.get("objective")
+    if objective is None:
+        return dict(train, objective=default)
+    if isinstance(objective, dict) and "name" not in objective:
+        return dict(train, objective=dict(objective, name=default))
+    return train
+
+
+# Loss settings that model sections held before `train.objective` did: where each went.
+MOVED = {
+    "loss": "train.objective (e.g. train.objective=bce)",
+    "negatives": "train.objective.negatives (of sampled_softmax)",
+    "loss_chunk": "train.objective.chunk (of full_softmax)",
+    "softmax_dtype": "train.objective.dtype (of full_softmax)",
+    "contrastive_weight": "train.objective.weight (of train.objective.name=contrastive)",
+    "contrastive_temperature": "train.objective.temperature (of train.objective.name=contrastive)",
+}
+
+
+# Keys removed from the configs, with the value that meant "off": a stored run that has them off loads as before.
+REMOVED = {("model", "item_dropout"): 0.0, ("model", "text_dropout"): 0.0, ("train", "ema_decay"): None}
+
+
+def migrate(raw: dict) -> dict:
+    """A stored config.yaml in today's keys: removed keys that were off are dropped, and the loss settings of a
+    model section written before `train.objective` existed (`MOVED`) become that objective. Raises ConfigError
+    for a removed key that was on."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (section, key), off in REMOVED.items():
+        part = raw.get(section)
+        if isinstance(part, dict) and key in part:
+            if part[key] != off:
+                raise ConfigError(f"{section}.{key}={part[key]}, which genrec no longer has")
+            del part[key]
+    model = raw.get("model")
+    if not isinstance(model, dict) or not MOVED.keys() & model.keys():
+        return raw
+    model = dict(model)
+    old = {key: model.pop(key) for key in list(model) if key in MOVED}
+    objective = {"name": old.get("loss", "full_softmax")}
+    if objective["name"] == "full_softmax":
+        objective |= {"chunk": old.get("loss_chunk", 256), "dtype": old.get("softmax_dtype", "auto")}
+    if objective["name"] == "sampled_softmax":
+        objective["negatives"] = old.get("negatives", 256)
+    if old.get("contrastive_weight"):
+        objective = {
+            "name": "contrastive",
+            "base": objective,
+            "weight": old["contrastive_weight"],
+            "temperature": old.get("contrastive_temperature", 0.1),
+        }
+    train = dict(raw.get("train") or {})
+    train.setdefault("objective", objective)
+    return {**raw, "model": model, "train": train}
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -317,9 +436,10 @@ def config_keys(model_name: str | None = None) -> list[str]:
     """Every dotted key a run of `model_name` accepts (its model section and its task's data / eval sections);
     for an unknown model, the retrieval sections' keys."""
     if model_name in registry.names():
-        return ["task", *(row[0] for row in reference(model_name))]
+        return ["task", "init_from", *(row[0] for row in reference(model_name))]
     return [
         "task",
+        "init_from",
         "model.name",
         *(
             row[0]
@@ -351,8 +471,11 @@ def validation_message(e: ValidationError, keys: list[str]) -> str:
             wrong = f"{where}.{next(iter(err['input']))}"
         guess = nearest_key(wrong, keys)
         where, msg = wrong, "unknown key" + (f" (did you mean {guess}?)" if guess else "")
+        section, _, last = wrong.rpartition(".")
+        if section == "model" and last in MOVED:
+            msg = f"moved to {MOVED[last]}"
     more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    return f"config {where}: {msg}{more}"
+    return f"config {where}: {msg}{more}" if where else f"config: {msg}{more}"
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -383,14 +506,43 @@ def build_config(raw: dict) -> RunConfig:
         raise ConfigError(validation_message(e, keys)) from None
 
 
-def load_config(recipe: str, overrides: list[str] | None = None, dataset: str | None = None) -> RunConfig:
+def load_config(
+    recipe: str, overrides: dict | list[str] | None = None, dataset: str | None = None
+) -> RunConfig:
+    """A resolved, validated config: a built-in recipe name or YAML path, with overrides as a dict
+    ({"train.epochs": 3}) or `key=value` strings, and optionally another dataset. Raises ConfigError (unknown
+    keys name the nearest one). Imports no torch."""
     raw = recipe_dict(recipe)
-    if "model" not in raw:
-        raise ConfigError(f"recipe {recipe!r} has no model section")
-    raw = deep_merge(raw, parse_overrides(overrides or []))
+    train = raw.get("train")
+    if isinstance(train, dict) and isinstance(train.get("objective"), str):  # so that --set can add its keys
+        raw["train"] = dict(train, objective={"name": train["objective"]})
+    raw = deep_merge(raw, parse_overrides(override_pairs(overrides)))
     if dataset:
         raw = deep_merge(raw, {"data": {"dataset": dataset}})
+    if raw.get("init_from"):
+        raw = deep_merge(init_sections(str(raw["init_from"])), raw)
+    if "model" not in raw:
+        raise ConfigError(f"recipe {recipe!r} has no model section (nor an init_from run to take it from)")
     return build_config(raw)
+
+
+def init_sections(run_dir: str) -> dict:
+    """The model, data and eval sections of the run a config starts from (`init_from`): its stored config.yaml
+    (in today's keys). Raises ConfigError when `run_dir` holds none."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {run_dir} is not a genrec run directory (no config.yaml)")
+    stored = migrate(yaml.safe_load(path.read_text()) or {})
+    return {key: stored[key] for key in ("model", "data", "eval") if isinstance(stored.get(key), dict)}
+
+
+def override_pairs(overrides: dict | list[str] | None) -> list[str]:
+    """Overrides as `key=value` strings, from a dict ({"train.epochs": 3}, values written as JSON) or a list."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return list(overrides)
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -398,11 +550,17 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) of every field of a config class, nested sections flattened."""
+    """(key, type, default, description) of every field of a config class, nested sections flattened; a field
+    that holds an objective is one row (its keys depend on the objective: `objective_reference`)."""
     rows = []
     for name, field in section.model_fields.items():
         key = f"{prefix}.{name}"
         kind = field.annotation
+        inner = _unwrapped(kind)
+        if isinstance(inner, type) and issubclass(inner, ObjectiveConfig):
+            default = field.get_default(call_default_factory=True)
+            rows.append((key, "objective", getattr(default, "name", "null"), field.description or ""))
+            continue
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             rows += describe(kind, key)
             continue
@@ -424,14 +582,50 @@ def describe(section: type[BaseModel], prefix: str) -> list[tuple[str, str, str,
     return rows
 
 
+def _unwrapped(kind):
+    """`X` of an annotation `X`, `X | None` or `Annotated[X, ...]` (else the annotation)."""
+    while get_origin(kind) is not None:
+        args = [a for a in get_args(kind) if a is not type(None)]
+        if len(args) != 1 and get_origin(kind) is not Annotated:
+            return kind
+        kind = args[0]
+    return kind
+
+
+def train_reference(objective: str | None) -> list[tuple[str, str, str, str]]:
+    """The train section's keys, with the keys of the objective it trains with by default."""
+    rows = describe(TrainConfig, "train")
+    if objective is None:
+        return [r for r in rows if r[0] != "train.objective"]
+    at = next(i for i, r in enumerate(rows) if r[0] == "train.objective")
+    head = (rows[at][0], rows[at][1], objective, rows[at][3])
+    return [*rows[:at], head, *objective_reference(objective, "train.objective")[1:], *rows[at + 1 :]]
+
+
+def task_reference(name: str) -> list[tuple[str, str, str, str]]:
+    """The keys a run of the task registered as `name` has beside its model's: `init_from`, its data and eval
+    sections and its default objective (when the task names one of its own)."""
+    spec = registry.TASKS.config(name)
+    init = RunConfig.model_fields["init_from"]
+    rows = [("init_from", "str | None", "null", init.description or "")]
+    default = spec.default_objective(ModelConfig)
+    objective = train_reference(default)[:1] if default else []
+    return [*rows, *describe(spec.data, "data"), *objective, *describe(spec.eval, "eval")]
+
+
+def objective_reference(name: str, prefix: str = "train.objective") -> list[tuple[str, str, str, str]]:
+    """The keys of the objective registered as `name` (its `name` key first)."""
+    return describe(registry.OBJECTIVES.config(name), prefix)
+
+
 def reference(model_name: str) -> list[tuple[str, str, str, str]]:
     """Every key a run of `model_name` accepts: its model section, then the task's data and eval sections and
     the train section."""
-    cls = registry.get(model_name)
-    data_cls, eval_cls = SECTIONS[cls.task]
+    cls = registry.config_class(model_name)
+    spec = registry.TASKS.config(cls.task)
     return [
-        *describe(cls.config_class, "model"),
-        *describe(data_cls, "data"),
-        *describe(TrainConfig, "train"),
-        *describe(eval_cls, "eval"),
+        *describe(cls, "model"),
+        *describe(spec.data, "data"),
+        *train_reference(spec.default_objective(cls)),
+        *describe(spec.eval, "eval"),
     ]
