@@ -77,7 +77,7 @@ def curve(args) -> dict:
     overrides = [f"model.examples_per_epoch={args.examples}", *args.set]
     cfg, split, model, prep_s = setup(args, overrides)
     users = sample(split.test, args.eval_users)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(cfg.train.objective, model)
     optimizer = build_optimizer(model, cfg.train)
     total_steps = args.checkpoints * -(-args.examples // cfg.train.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -57,13 +57,13 @@ def timing_worker(model: str, attention: str, length: int, steps: int, batch: in
         f"model.max_len={length}",
         "model.dropout=0.1",
         f"model.attention={attention}",
-        "model.loss=bce",
+        "train.objective=bce",
     ]
     cfg = load_config(model, over)
     n_items = 3000
     net = build_model(cfg.model, n_items, 10)
     train_items = torch.randint(1, n_items + 1, (10_000,)).numpy()
-    objective = build_objective(net.objective_name(), net, train_items)
+    objective = build_objective(cfg.train.objective, net, train_items)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     items = torch.randint(1, n_items + 1, (batch, length + 1))
     ts = torch.arange(length + 1).expand(batch, -1) * 60 if net.uses_timestamps else None

@@ -104,7 +104,7 @@ def train_step_ms(cfg, ds, args) -> dict[str, float]:
     model.train()
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     batches = batches[: args.train_steps]
-    objective = build_objective(model.objective_name(), model, split.train.items)
+    objective = build_objective(cfg.train.objective, model, split.train.items)
 
     def epoch(optimizer):
         for batch in batches:

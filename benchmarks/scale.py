@@ -71,14 +71,14 @@ def child(path: str, steps: int, threads: int, batch_size: int) -> dict:
         "model.layers=2",
         "model.max_len=50",
         "model.dropout=0.3",
-        "model.loss=sampled_softmax",
-        "model.negatives=256",
+        "train.objective.name=sampled_softmax",
+        "train.objective.negatives=256",
         f"train.batch_size={batch_size}",
     ]
     cfg = load_config("sasrec", sets)
     torch.manual_seed(0)
     net = build_model(cfg.model, seq.n_items, seq.n_users)
-    objective = build_objective(net.objective_name(), net, split.train.items)
+    objective = build_objective(cfg.train.objective, net, split.train.items)
     opt = build_optimizer(net, cfg.train)
     net.train()
     batches, counted = iter(net.training_batches(split, np.random.default_rng(0), batch_size)), []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -82,10 +83,24 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, run_dir: Path, backend: str = "exact") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        backend: str = "exact",
+        extra: list[str] | tuple = (),
+        open_files: int | None = None,
+    ) -> None:
+        """`genrec serve RUN_DIR` with `extra` options, under a limit of `open_files` descriptors if given."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "genrec", "serve", str(run_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen([*cmd, "--backend", backend], stdout=subprocess.DEVNULL)
+        limit = (
+            None
+            if open_files is None
+            else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files,) * 2))
+        )
+        self.proc = subprocess.Popen(
+            [*cmd, "--backend", backend, *extra], stdout=subprocess.DEVNULL, preexec_fn=limit
+        )
         for _ in range(600):
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)

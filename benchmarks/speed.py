@@ -3,7 +3,7 @@
     python -m benchmarks speed                    # everything (peers take ~15 min)
     python -m benchmarks speed --skip-peers       # ours only
     python -m benchmarks speed --epochs 3
-    python -m benchmarks speed --skip-peers --variant chunk1024:model.loss_chunk=1024 --adam multi_tensor
+    python -m benchmarks speed --skip-peers --variant chunk1024:train.objective.chunk=1024 --adam multi_tensor
 
 Matched size (see `python -m benchmarks peers --help`): hidden 64, 2 blocks, 1 head, FFN inner 64 with ReLU, length
 50, dropout 0.3, batch 256, full-softmax cross-entropy, lr 1e-3, 2 threads. Each model trains in its own process
@@ -92,7 +92,7 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
     # The optimiser `genrec train` builds; train.adam_kernel: loop (default), multi_tensor (same bits), fused.
     opt = build_optimizer(net, cfg.train)
     net.train()
-    objective = build_objective(net.objective_name(), net, split.train.items)
+    objective = build_objective(cfg.train.objective, net, split.train.items)
 
     def step(batch):
         loss = objective(net, batch)
@@ -120,7 +120,7 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
         "flops_by_dtype": counter.counts,
         "achieved_flops": flops / t.median,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "softmax_dtype": str(resolve_dtype(getattr(cfg.model, "softmax_dtype", "float32"))).removeprefix(
+        "softmax_dtype": str(resolve_dtype(getattr(cfg.train.objective, "dtype", "float32"))).removeprefix(
             "torch."
         ),
         "adam": cfg.train.adam_kernel,

@@ -27,7 +27,7 @@ LAYOUTS = [("codes", 256), ("items", 256), ("items", 1024)]
 
 def samples_per_s(model, split, batch_size: int, steps: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     batches = list(model.training_batches(split, np.random.default_rng(0), batch_size))
     steps = min(steps, len(batches) - 5)
     model.train()
