@@ -1,9 +1,9 @@
 """Serving limits: the resident memory (RSS) of `genrec serve` while new users arrive through `POST /events`, and
 how it copes with slow clients (half-sent requests). Prints Markdown tables.
 
-    .venv/bin/python benchmarks/serve_limits.py                  # about 4 minutes on 2 cores
+    python -m benchmarks serve_limits                  # about 4 minutes on 2 cores
 
-The run is `benchmarks/serve.py`'s HSTU (Amazon-Beauty recipe shape, `max_len` 200, untrained weights, a
+The run is the `serve` benchmark's HSTU (Amazon-Beauty recipe shape, `max_len` 200, untrained weights, a
 12,101-item catalogue). The server is the real `genrec serve` in a subprocess.
 
 Memory: each new user sends one event of 200 items with times, so its keys/values fill the window: the most
@@ -19,7 +19,6 @@ A `genrec` without these options (an older checkout on PYTHONPATH) is measured o
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import resource
@@ -31,7 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serve import N_ITEMS, Server, make_run
+
+from benchmarks._common import Report, parser
+from benchmarks.serve import N_ITEMS, Server, make_run
 
 HALF = b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Le"
 
@@ -110,15 +111,16 @@ def under_siege(port: int, sockets: int, limit: float) -> tuple[str, float | Non
             sock.close()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__name__, __doc__, threads=False)
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--items", type=int, default=200, help="items in each new user's event")
     p.add_argument("--every", type=int, default=1000)
     p.add_argument("--max-live-users", default="100,2000", help="values to measure (2000 is the default)")
     p.add_argument("--sockets", type=int, default=1100, help="half-sent requests at once")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a close or an answer")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    report = Report(__name__, args)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.sockets + 256)), hard))
     help_text = subprocess.run(
@@ -151,29 +153,29 @@ def main() -> None:
         slow.append(("defaults" if bounded else "no deadline, no cap", closed, first, answered))
         print(f"slow clients: {slow[-1]}", file=sys.stderr)
     counts = [n for n, _ in memory[0][1]]
-    print(
-        f"\nRSS of `genrec serve` (MB) after N new users, each with one `POST /events` of {args.items} items "
-        f"(HSTU, max_len 200, dim 64, 2 layers); growth from N={args.every} (past the first allocations) to "
-        f"N={args.users}.\n"
+    report.results = {"memory": memory, "slow_clients": slow}
+    report.table(
+        ["--max-live-users", *(f"N={n}" for n in counts), "growth"],
+        [
+            [label, *(f"{mb:.0f}" for _, mb in marks), f"{marks[-1][1] - marks[1][1]:+.0f}"]
+            for label, marks in memory
+        ],
+        title=f"\nRSS of `genrec serve` (MB) after N new users, each with one `POST /events` of {args.items} "
+        f"items (HSTU, max_len 200, dim 64, 2 layers); growth from N={args.every} (past the first allocations) "
+        f"to N={args.users}.",
     )
-    print("| --max-live-users | " + " | ".join(f"N={n}" for n in counts) + " | growth |")
-    print("|---|" + "---|" * (len(counts) + 1))
-    for label, marks in memory:
-        cells = " | ".join(f"{mb:.0f}" for _, mb in marks)
-        print(f"| {label} | {cells} | {marks[-1][1] - marks[1][1]:+.0f} |")
 
     def secs(value):
         return f"{value:.1f}" if value is not None else f"not within {args.wait:g}"
 
-    print(
-        f"\nSlow clients, server limited to 1,024 open files: (a) seconds until a half-sent request is closed; "
-        f"(b) {args.sockets:,} half-sent requests at once, then `GET /healthz` every 0.5 s.\n"
+    report.table(
+        ["server", "(a) closed after s", "(b) first answer", "(b) first 200 after s"],
+        [[label, secs(closed), first, secs(answered)] for label, closed, first, answered in slow],
+        title=f"\nSlow clients, server limited to 1,024 open files: (a) seconds until a half-sent request is "
+        f"closed; (b) {args.sockets:,} half-sent requests at once, then `GET /healthz` every 0.5 s.",
     )
-    print("| server | (a) closed after s | (b) first answer | (b) first 200 after s |")
-    print("|---|---|---|---|")
-    for label, closed, first, answered in slow:
-        print(f"| {label} | {secs(closed)} | {first} | {secs(answered)} |")
-    print(f"\nTotal time {time.perf_counter() - t0:.0f} s.")
+    report.line(f"\nTotal time {time.perf_counter() - t0:.0f} s.")
+    report.save()
 
 
 if __name__ == "__main__":
