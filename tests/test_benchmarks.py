@@ -1,5 +1,8 @@
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 from genrec.config import dump_config, load_config
 
@@ -116,3 +119,26 @@ def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
     line = speed.report([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel, 2)[-2]
     # Bound: 80e9 / 100e9 + 400e9 / 400e9 = 1.8 s, so the mixed peak is 480e9 / 1.8 = 267 GFLOP/s: 18%.
     assert "| 48% | 18% |" in line, line
+
+
+def test_valid_test_gap_records_both_splits_per_epoch_and_selects_on_validation(
+    tiny_p5, monkeypatch, capsys, tmp_path
+):
+    bench = load_script("valid_test_gap")
+    out = tmp_path / "gap.json"
+    argv = ["valid_test_gap.py", "--recipe", "sasrec", "--dataset", str(tiny_p5), "--out", str(out)]
+    monkeypatch.setattr("sys.argv", [*argv, "--set", "train.epochs=3", "--set", "model.dim=16"])
+    bench.main()
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2, 3]
+    best = max(res["epochs"], key=lambda e: e["valid"])  # selection reads validation only
+    assert res["selected_epoch"] == best["epoch"] and f"| {best['epoch']} (selected) |" in printed
+    shares = {g["group"]: (g["valid_share"], g["test_share"]) for g in res["groups"]}
+    for a, b in (("target warm", "target cold"), ("transition seen", "transition new")):
+        assert shares[a][0] + shares[b][0] == pytest.approx(1) and shares[a][1] + shares[b][
+            1
+        ] == pytest.approx(1)
+    assert shares["newest history item untrained"][0] == 0  # a validation history is a training sequence
+    low, high = res["ratio_interval"]
+    assert low <= best["test"] / best["valid"] <= high and 0 <= res["test_without_validation_item"] <= 1

@@ -1,0 +1,276 @@
+"""Why a model's test figure is below its validation figure: per-epoch validation and test NDCG@10 of one training
+run, and the two splits compared within groups of examples.
+
+    .venv/bin/python benchmarks/valid_test_gap.py --recipe sasrec-amazon-beauty
+    .venv/bin/python benchmarks/valid_test_gap.py --recipe tiger-amazon-beauty --set train.epochs=6 \\
+        --set train.eval_every=1 --beams 50 --out runs/gap/tiger-t5-6.json
+
+The recipe trains as `genrec train` would (same seed, same batches: validation never changes the training), with
+no run directory. At every validation the test split is evaluated too, for this diagnosis only: the checkpoint is
+still the best validation epoch, and the trainer never sees a test figure. Both splits use the recipe's headline
+convention (history excluded unless `eval.exclude_history=false`).
+
+Groups of examples, from the split alone (leave-one-out: a user's validation history is their training sequence,
+their test history that and the validation item):
+- target warm / cold: whether the target occurs anywhere in the training sequences;
+- transition seen / new: whether (newest history item -> target) occurs as two consecutive items of a training
+  sequence (any user's);
+- newest history item trained / untrained: whether the newest history item occurs in the training sequences
+  (every validation history is the user's own training sequence, so only test examples can have an untrained one);
+- history within the model's max_len / truncated.
+For each group: its share of each split, NDCG@10 on each split and the ratio; and the test figure reweighted to
+the validation split's group shares (how much of the ratio the groups' shares explain).
+
+The selected weights are also evaluated on the test targets with the validation item left out of the history
+(the validation history, i.e. the training sequence; the validation item is then taken out of each ranking, so
+both rankings hold the same candidates): does reading the validation item help the model or hurt it? `--beams
+W ...` evaluates the selected weights again with other beam widths (generating models). Prints Markdown tables and
+writes the figures to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genrec.config import load_config  # noqa: E402
+from genrec.data.split import EvalSet  # noqa: E402
+from genrec.eval.evaluator import evaluate  # noqa: E402
+from genrec.io import write_json  # noqa: E402
+from genrec.models import build_model  # noqa: E402
+from genrec.runs.retrieval import collab_embeddings, make_split, prepare_dataset  # noqa: E402
+from genrec.runs.store import fit, seed_everything  # noqa: E402
+from genrec.training.trainer import FitContext  # noqa: E402
+
+K = 10
+
+
+def ndcg(ranks: np.ndarray) -> float:
+    """Mean NDCG@K of 0-based ranks (inf = miss); NaN for no examples."""
+    if not len(ranks):
+        return float("nan")
+    hit = ranks < K
+    return float(np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2), 0.0).mean())
+
+
+def ratio_interval(
+    valid: np.ndarray, test: np.ndarray, paired: bool, rounds: int = 1000
+) -> tuple[float, float]:
+    """95% bootstrap interval of test NDCG@K / validation NDCG@K over examples (resampled as pairs when both
+    splits hold the same users in the same order, as leave-one-out does)."""
+    rng = np.random.default_rng(0)
+    gain = [np.where(r < K, 1.0 / np.log2(np.where(r < K, r, 0) + 2), 0.0) for r in (valid, test)]
+    out = []
+    for _ in range(rounds):
+        pick_v = rng.integers(0, len(valid), len(valid))
+        pick_t = pick_v if paired else rng.integers(0, len(test), len(test))
+        out.append(gain[1][pick_t].mean() / gain[0][pick_v].mean())
+    low, high = np.percentile(out, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def groups(split, max_len: int | None) -> dict[str, dict[str, np.ndarray]]:
+    """Per split, boolean masks over its examples: name -> mask (see the module docstring)."""
+    train = split.train
+    trained = np.bincount(train.items, minlength=split.n_items + 1) > 0
+    rows = np.repeat(np.arange(len(train)), train.lengths())
+    follows = rows[1:] == rows[:-1]  # consecutive items of one training sequence
+    stride = split.n_items + 1
+    pairs = np.unique(train.items[:-1][follows] * stride + train.items[1:][follows])
+    out = {}
+    for name in ("valid", "test"):
+        ex = getattr(split, name)
+        lengths = ex.history.lengths()
+        newest = ex.history.items[ex.history.offsets[1:] - 1]
+        key = newest * stride + ex.targets
+        seen = pairs[np.clip(np.searchsorted(pairs, key), 0, len(pairs) - 1)] == key
+        masks = {
+            "target warm": trained[ex.targets],
+            "target cold": ~trained[ex.targets],
+            "transition seen": seen,
+            "transition new": ~seen,
+            "newest history item trained": trained[newest],
+            "newest history item untrained": ~trained[newest],
+        }
+        if max_len:
+            masks[f"history <= {max_len}"] = lengths <= max_len
+            masks[f"history > {max_len}"] = lengths > max_len
+        out[name] = masks
+    return out
+
+
+def group_table(ranks: dict[str, np.ndarray], masks: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+    rows = []
+    for name in masks["valid"]:
+        v, t = masks["valid"][name], masks["test"][name]
+        nv, nt = ndcg(ranks["valid"][v]), ndcg(ranks["test"][t])
+        rows.append(
+            {
+                "group": name,
+                "valid_share": float(v.mean()),
+                "test_share": float(t.mean()),
+                "valid_ndcg": nv,
+                "test_ndcg": nt,
+                "ratio": nt / nv if nv > 0 else float("nan"),
+            }
+        )
+    return rows
+
+
+def reweighted(ranks, masks, pair: tuple[str, str]) -> float:
+    """Test NDCG@K with the two complementary groups `pair` weighted by their validation shares."""
+    total = 0.0
+    for name in pair:
+        t = masks["test"][name]
+        if t.any():
+            total += masks["valid"][name].mean() * ndcg(ranks["test"][t])
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", required=True)
+    ap.add_argument("--dataset", default=None, help="default: the recipe's")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    ap.add_argument(
+        "--beams", type=int, nargs="*", default=[], help="other beam widths for the selected weights"
+    )
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    args = ap.parse_args()
+
+    cfg = load_config(args.recipe, args.set, args.dataset)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": args.threads})})
+    ds = prepare_dataset(cfg.data)
+    split = make_split(ds, cfg.data)
+    items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
+        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
+    )
+    seed_everything(cfg)
+    model = build_model(cfg.model, split.n_items, split.n_users)
+    convention = "filtered" if cfg.eval.exclude_history else "unfiltered"
+    metric = cfg.eval.select_metric
+    epochs: list[dict] = []
+    ranks_at: dict[int, dict[str, np.ndarray]] = {}
+
+    def both(m) -> tuple[dict, dict]:
+        figures, ranks = {}, {}
+        for name in ("valid", "test"):
+            got: dict = {}
+            res = evaluate(
+                m, getattr(split, name), split.n_items, cfg.eval, None, (convention,), False, None, got
+            )
+            figures[name], ranks[name] = res[convention], got[convention]
+        return figures, ranks
+
+    def validate(m, bar) -> float:
+        figures, ranks = both(m)
+        epochs.append({"valid": figures["valid"][metric], "test": figures["test"][metric], "ranks": ranks})
+        return float(figures["valid"][metric])
+
+    ctx = FitContext(
+        cfg.train,
+        cfg.eval,
+        None,
+        progress=False,
+        extra={"items": items, "collab_embeddings": collab_embeddings},
+    )
+    t0 = time.perf_counter()
+    summary = fit(model, split, ctx, validate, split.train.items)
+    seconds = time.perf_counter() - t0
+    validated = [h["epoch"] for h in summary.get("history", []) if f"valid_{metric}" in h] or [0]
+    for epoch, record in zip(validated, epochs):
+        record["epoch"] = epoch
+        ranks_at[epoch] = record.pop("ranks")
+    best = summary.get("best_epoch", validated[-1])
+    ranks = ranks_at[best]
+    masks = groups(split, getattr(cfg.model, "max_len", None))
+    table = group_table(ranks, masks)
+    valid_n, test_n = ndcg(ranks["valid"]), ndcg(ranks["test"])
+    paired = np.array_equal(split.valid.users, split.test.users)
+    interval = ratio_interval(ranks["valid"], ranks["test"], paired)
+
+    print(
+        f"{args.recipe} {' '.join(args.set)}: {seconds:.0f} s; {convention} {metric}, test evaluated for diagnosis"
+    )
+    print("\n| epoch | valid | test | test / valid |\n|---|---|---|---|")
+    for r in epochs:
+        mark = " (selected)" if r["epoch"] == best else ""
+        print(f"| {r['epoch']}{mark} | {r['valid']:.4f} | {r['test']:.4f} | {r['test'] / r['valid']:.3f} |")
+    print(
+        f"\nselected epoch {best}: valid {valid_n:.4f}, test {test_n:.4f}, ratio {test_n / valid_n:.3f} "
+        f"(95% bootstrap interval {interval[0]:.3f}-{interval[1]:.3f})"
+    )
+    print(
+        "\n| group | valid share | test share | valid N@10 | test N@10 | ratio |\n|---|---|---|---|---|---|"
+    )
+    for r in table:
+        print(
+            f"| {r['group']} | {r['valid_share']:.4f} | {r['test_share']:.4f} | {r['valid_ndcg']:.4f} | "
+            f"{r['test_ndcg']:.4f} | {r['ratio']:.3f} |"
+        )
+    shares = {}
+    for pair in (
+        ("target warm", "target cold"),
+        ("transition seen", "transition new"),
+        ("newest history item trained", "newest history item untrained"),
+    ):
+        shares[pair[0]] = reweighted(ranks, masks, pair)
+        print(
+            f"test N@10 at the validation shares of '{pair[0]}' / '{pair[1]}': {shares[pair[0]]:.4f} "
+            f"(ratio {shares[pair[0]] / valid_n:.3f})"
+        )
+    skipped = None
+    if paired:
+        # Test targets read from the training sequence alone; the validation item, not in that history, is taken
+        # out of the ranking by hand: a target ranked below it moves up one place (both come from one ranking).
+        got: dict = {}
+        skip_set = EvalSet(split.test.users, split.valid.history, split.test.targets)
+        evaluate(model, skip_set, split.n_items, cfg.eval, None, (convention,), False, None, got)
+        skip = got[convention]
+        skip = np.where(ranks["valid"] < skip, skip - 1, skip)
+        skipped = ndcg(skip)
+        print(
+            f"test targets, validation item left out of the history: N@10 {skipped:.4f} "
+            f"({skipped / test_n:.3f} x the test figure)"
+        )
+    beams = []
+    if args.beams and hasattr(model.cfg, "beam"):
+        print("\n| beam | valid | test | test / valid |\n|---|---|---|---|")
+        for width in [model.cfg.beam, *args.beams]:
+            model.cfg = model.cfg.model_copy(update={"beam": width})
+            figures, _ = both(model)
+            v, t = figures["valid"][metric], figures["test"][metric]
+            beams.append({"beam": width, "valid": v, "test": t})
+            print(f"| {width} | {v:.4f} | {t:.4f} | {t / v:.3f} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(
+            args.out,
+            {
+                "recipe": args.recipe,
+                "overrides": args.set,
+                "seconds": round(seconds, 1),
+                "train_seconds": summary.get("train_seconds"),
+                "convention": convention,
+                "epochs": epochs,
+                "selected_epoch": best,
+                "ratio_interval": interval,
+                "groups": table,
+                "test_at_validation_shares": shares,
+                "test_without_validation_item": skipped,
+                "beams": beams,
+            },
+        )
+
+
+if __name__ == "__main__":
+    main()
