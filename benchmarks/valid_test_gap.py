@@ -25,7 +25,8 @@ The selected weights are also evaluated on the test targets with the validation 
 (the validation history, i.e. the training sequence; the validation item is then taken out of each ranking, so
 both rankings hold the same candidates): does reading the validation item help the model or hurt it? `--beams
 W ...` evaluates the selected weights again with other beam widths (generating models). Prints Markdown tables and
-writes the figures to --out as JSON.
+writes the figures to --out as JSON, and every example's rank per validated epoch beside it (`.npz`, keys
+`valid_E` / `test_E`, and `test_without_validation_item_-1` for the selected weights).
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def main() -> None:
         skip = got[convention]
         skip = np.where(ranks["valid"] < skip, skip - 1, skip)
         skipped = ndcg(skip)
+        ranks_at[-1] = {"test_without_validation_item": skip}
         print(
             f"test targets, validation item left out of the history: N@10 {skipped:.4f} "
             f"({skipped / test_n:.3f} x the test figure)"
@@ -253,6 +255,15 @@ def main() -> None:
             print(f"| {width} | {v:.4f} | {t:.4f} | {t / v:.3f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        # Every example's rank per validated epoch, for comparisons between runs (same split, same order).
+        np.savez_compressed(
+            args.out.with_suffix(".npz"),
+            **{
+                f"{name}_{epoch}": r
+                for epoch, split_ranks in ranks_at.items()
+                for name, r in split_ranks.items()
+            },
+        )
         write_json(
             args.out,
             {
