@@ -26,12 +26,14 @@ The selected weights are also evaluated on the test targets with the validation 
 both rankings hold the same candidates): does reading the validation item help the model or hurt it? `--beams
 W ...` evaluates the selected weights again with other beam widths (generating models). Prints Markdown tables and
 writes the figures to --out as JSON, and every example's rank per validated epoch beside it (`.npz`, keys
-`valid_E` / `test_E`, and `test_without_validation_item_-1` for the selected weights).
+`valid_E` / `test_E`, and `test_without_validation_item_-1` for the selected weights). Two such runs compare with
+`--compare A.json B.json` (no training): both ratios and a bootstrap interval of their difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -54,12 +56,15 @@ from genrec.training.trainer import FitContext  # noqa: E402
 K = 10
 
 
-def ndcg(ranks: np.ndarray) -> float:
-    """Mean NDCG@K of 0-based ranks (inf = miss); NaN for no examples."""
-    if not len(ranks):
-        return float("nan")
+def gains(ranks: np.ndarray) -> np.ndarray:
+    """Per-example NDCG@K of 0-based ranks (inf = miss)."""
     hit = ranks < K
-    return float(np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2), 0.0).mean())
+    return np.where(hit, 1.0 / np.log2(np.where(hit, ranks, 0) + 2), 0.0)
+
+
+def ndcg(ranks: np.ndarray) -> float:
+    """Mean NDCG@K; NaN for no examples."""
+    return float(gains(ranks).mean()) if len(ranks) else float("nan")
 
 
 def ratio_interval(
@@ -68,7 +73,7 @@ def ratio_interval(
     """95% bootstrap interval of test NDCG@K / validation NDCG@K over examples (resampled as pairs when both
     splits hold the same users in the same order, as leave-one-out does)."""
     rng = np.random.default_rng(0)
-    gain = [np.where(r < K, 1.0 / np.log2(np.where(r < K, r, 0) + 2), 0.0) for r in (valid, test)]
+    gain = [gains(r) for r in (valid, test)]
     out = []
     for _ in range(rounds):
         pick_v = rng.integers(0, len(valid), len(valid))
@@ -136,9 +141,39 @@ def reweighted(ranks, masks, pair: tuple[str, str]) -> float:
     return total
 
 
+def compare(first: Path, second: Path, rounds: int = 1000) -> dict:
+    """Two runs written by --out on the same leave-one-out split: each one's test/validation ratio at its selected
+    epoch, and a 95% bootstrap interval of their difference (users resampled once for both runs)."""
+    runs = []
+    for path in (first, second):
+        res = json.loads(path.read_text())
+        z = np.load(path.with_suffix(".npz"))
+        epoch = res["selected_epoch"]
+        runs.append((gains(z[f"valid_{epoch}"]), gains(z[f"test_{epoch}"])))
+    if len(runs[0][0]) != len(runs[1][0]):
+        raise SystemExit("error: the two runs were not evaluated on the same examples")
+    rng = np.random.default_rng(0)
+    ratio = [t.mean() / v.mean() for v, t in runs]
+    diffs = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(runs[0][0]), len(runs[0][0]))
+        a, b = ((t[pick].mean() / v[pick].mean()) for v, t in runs)
+        diffs.append(a - b)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    out = {"ratios": ratio, "difference": ratio[0] - ratio[1], "interval": [float(low), float(high)]}
+    print(
+        f"{first.stem}: ratio {ratio[0]:.3f}; {second.stem}: ratio {ratio[1]:.3f}; difference "
+        f"{ratio[0] - ratio[1]:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f})"
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", required=True)
+    ap.add_argument(
+        "--compare", type=Path, nargs=2, metavar="JSON", help="compare two runs' ratios; no training"
+    )
+    ap.add_argument("--recipe")
     ap.add_argument("--dataset", default=None, help="default: the recipe's")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument(
@@ -147,6 +182,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
     args = ap.parse_args()
+    if args.compare:
+        compare(*args.compare)
+        return
+    if not args.recipe:
+        ap.error("--recipe is required (or --compare)")
 
     cfg = load_config(args.recipe, args.set, args.dataset)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": args.threads})})

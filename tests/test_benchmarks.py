@@ -142,3 +142,6 @@ def test_valid_test_gap_records_both_splits_per_epoch_and_selects_on_validation(
     assert shares["newest history item untrained"][0] == 0  # a validation history is a training sequence
     low, high = res["ratio_interval"]
     assert low <= best["test"] / best["valid"] <= high and 0 <= res["test_without_validation_item"] <= 1
+    # Two runs compare on the same examples: a run against itself differs by exactly zero.
+    same = bench.compare(out, out)
+    assert same["difference"] == 0 and same["interval"] == [0, 0]
