@@ -10,16 +10,16 @@ no run directory. At every validation the test split is evaluated too, for this 
 still the best validation epoch, and the trainer never sees a test figure. Both splits use the recipe's headline
 convention (history excluded unless `eval.exclude_history=false`).
 
-Groups of examples, from the split alone (leave-one-out: a user's validation history is their training sequence,
-their test history that and the validation item):
+Families of groups of examples, from the split alone (leave-one-out: a user's validation history is their training
+sequence, their test history that and the validation item):
 - target warm / cold: whether the target occurs anywhere in the training sequences;
-- transition seen / new: whether (newest history item -> target) occurs as two consecutive items of a training
-  sequence (any user's);
-- newest history item trained / untrained: whether the newest history item occurs in the training sequences
-  (every validation history is the user's own training sequence, so only test examples can have an untrained one);
+- training transition to the target: from the newest history item (newest item -> target occurs as two
+  consecutive items of some user's training sequence), from an older history item only, or none;
+- newest history item trained / untrained: whether it occurs in the training sequences (a validation history is
+  the user's own training sequence, so only test examples can have an untrained one);
 - history within the model's max_len / truncated.
-For each group: its share of each split, NDCG@10 on each split and the ratio; and the test figure reweighted to
-the validation split's group shares (how much of the ratio the groups' shares explain).
+For each group: its share of each split, NDCG@10 on each split and the ratio; per family, the test figure with the
+groups weighted by their validation shares (how much of the ratio the groups' shares explain).
 
 The selected weights are also evaluated on the test targets with the validation item left out of the history
 (the validation history, i.e. the training sequence; the validation item is then taken out of each ranking, so
@@ -83,75 +83,95 @@ def ratio_interval(
     return float(low), float(high)
 
 
-def groups(split, max_len: int | None) -> dict[str, dict[str, np.ndarray]]:
-    """Per split, boolean masks over its examples: name -> mask (see the module docstring)."""
+def groups(split, max_len: int | None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per split, families of disjoint groups that cover it: split -> family -> group -> mask over its examples
+    (see the module docstring)."""
     train = split.train
     trained = np.bincount(train.items, minlength=split.n_items + 1) > 0
     rows = np.repeat(np.arange(len(train)), train.lengths())
     follows = rows[1:] == rows[:-1]  # consecutive items of one training sequence
     stride = split.n_items + 1
     pairs = np.unique(train.items[:-1][follows] * stride + train.items[1:][follows])
+
+    def seen(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        key = before * stride + after
+        return pairs[np.clip(np.searchsorted(pairs, key), 0, len(pairs) - 1)] == key
+
     out = {}
     for name in ("valid", "test"):
         ex = getattr(split, name)
         lengths = ex.history.lengths()
-        newest = ex.history.items[ex.history.offsets[1:] - 1]
-        key = newest * stride + ex.targets
-        seen = pairs[np.clip(np.searchsorted(pairs, key), 0, len(pairs) - 1)] == key
-        masks = {
-            "target warm": trained[ex.targets],
-            "target cold": ~trained[ex.targets],
-            "transition seen": seen,
-            "transition new": ~seen,
-            "newest history item trained": trained[newest],
-            "newest history item untrained": ~trained[newest],
+        last = ex.history.offsets[1:] - 1
+        newest = ex.history.items[last]
+        owner = np.repeat(np.arange(len(ex)), lengths)
+        older = np.ones(len(ex.history.items), dtype=bool)
+        older[last] = False
+        by_older = (
+            np.bincount(owner[seen(ex.history.items, ex.targets[owner]) & older], minlength=len(ex)) > 0
+        )
+        by_newest = seen(newest, ex.targets)
+        family = {
+            "target": {"warm": trained[ex.targets], "cold": ~trained[ex.targets]},
+            "training transition to the target": {
+                "from the newest history item": by_newest,
+                "from an older history item only": ~by_newest & by_older,
+                "none": ~by_newest & ~by_older,
+            },
+            "newest history item": {"trained": trained[newest], "untrained": ~trained[newest]},
         }
         if max_len:
-            masks[f"history <= {max_len}"] = lengths <= max_len
-            masks[f"history > {max_len}"] = lengths > max_len
-        out[name] = masks
+            family["history length"] = {
+                f"<= {max_len}": lengths <= max_len,
+                f"> {max_len}": lengths > max_len,
+            }
+        out[name] = family
     return out
 
 
-def group_table(ranks: dict[str, np.ndarray], masks: dict[str, dict[str, np.ndarray]]) -> list[dict]:
+def group_table(ranks: dict[str, np.ndarray], masks: dict) -> list[dict]:
+    """Per group: its share of each split, NDCG@K on each and their ratio; after each family, the test figure
+    with the family's groups weighted by their validation shares."""
     rows = []
-    for name in masks["valid"]:
-        v, t = masks["valid"][name], masks["test"][name]
-        nv, nt = ndcg(ranks["valid"][v]), ndcg(ranks["test"][t])
+    for family, members in masks["valid"].items():
+        at_valid_shares = 0.0
+        for name, v in members.items():
+            t = masks["test"][family][name]
+            nv, nt = ndcg(ranks["valid"][v]), ndcg(ranks["test"][t])
+            if t.any():
+                at_valid_shares += v.mean() * nt
+            rows.append(
+                {
+                    "family": family,
+                    "group": name,
+                    "valid_share": float(v.mean()),
+                    "test_share": float(t.mean()),
+                    "valid_ndcg": nv,
+                    "test_ndcg": nt,
+                    "ratio": nt / nv if nv > 0 else float("nan"),
+                }
+            )
         rows.append(
-            {
-                "group": name,
-                "valid_share": float(v.mean()),
-                "test_share": float(t.mean()),
-                "valid_ndcg": nv,
-                "test_ndcg": nt,
-                "ratio": nt / nv if nv > 0 else float("nan"),
-            }
+            {"family": family, "group": "test at the validation shares", "test_ndcg": at_valid_shares}
         )
     return rows
 
 
-def reweighted(ranks, masks, pair: tuple[str, str]) -> float:
-    """Test NDCG@K with the two complementary groups `pair` weighted by their validation shares."""
-    total = 0.0
-    for name in pair:
-        t = masks["test"][name]
-        if t.any():
-            total += masks["valid"][name].mean() * ndcg(ranks["test"][t])
-    return total
-
-
 def compare(first: Path, second: Path, rounds: int = 1000) -> dict:
     """Two runs written by --out on the same leave-one-out split: each one's test/validation ratio at its selected
-    epoch, and a 95% bootstrap interval of their difference (users resampled once for both runs)."""
-    runs = []
+    epoch, a 95% bootstrap interval of their difference (users resampled once for both runs), and both runs'
+    ratios per group of examples."""
+    runs, ranks = [], []
     for path in (first, second):
         res = json.loads(path.read_text())
         z = np.load(path.with_suffix(".npz"))
         epoch = res["selected_epoch"]
-        runs.append((gains(z[f"valid_{epoch}"]), gains(z[f"test_{epoch}"])))
+        ranks.append({"valid": z[f"valid_{epoch}"], "test": z[f"test_{epoch}"]})
+        runs.append((gains(ranks[-1]["valid"]), gains(ranks[-1]["test"])))
     if len(runs[0][0]) != len(runs[1][0]):
         raise SystemExit("error: the two runs were not evaluated on the same examples")
+    cfg = load_config(res["recipe"], res["overrides"], res.get("dataset"))
+    masks = groups(make_split(prepare_dataset(cfg.data), cfg.data), None)
+    tables = [group_table(r, masks) for r in ranks]
     rng = np.random.default_rng(0)
     ratio = [t.mean() / v.mean() for v, t in runs]
     diffs = []
@@ -165,6 +185,17 @@ def compare(first: Path, second: Path, rounds: int = 1000) -> dict:
         f"{first.stem}: ratio {ratio[0]:.3f}; {second.stem}: ratio {ratio[1]:.3f}; difference "
         f"{ratio[0] - ratio[1]:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f})"
     )
+    print(f"\n| family | group | valid share | test share | ratio {first.stem} | ratio {second.stem} |")
+    print("|---|---|---|---|---|---|")
+    for a, b in zip(*tables):
+        if "valid_ndcg" in a:
+            shares = f"{a['valid_share']:.4f} | {a['test_share']:.4f}"
+            ra, rb = a["ratio"], b["ratio"]
+        else:  # the family's groups at their validation shares
+            shares = " | "
+            ra, rb = (t["test_ndcg"] / (v.mean()) for t, (v, _) in ((a, runs[0]), (b, runs[1])))
+        print(f"| {a['family']} | {a['group']} | {shares} | {ra:.3f} | {rb:.3f} |")
+    out["groups"] = tables
     return out
 
 
@@ -250,24 +281,16 @@ def main() -> None:
         f"\nselected epoch {best}: valid {valid_n:.4f}, test {test_n:.4f}, ratio {test_n / valid_n:.3f} "
         f"(95% bootstrap interval {interval[0]:.3f}-{interval[1]:.3f})"
     )
-    print(
-        "\n| group | valid share | test share | valid N@10 | test N@10 | ratio |\n|---|---|---|---|---|---|"
-    )
+    print("\n| family | group | valid share | test share | valid N@10 | test N@10 | ratio |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
+        if "valid_ndcg" not in r:
+            at = r["test_ndcg"]
+            print(f"| {r['family']} | {r['group']} | | | | {at:.4f} | {at / valid_n:.3f} |")
+            continue
         print(
-            f"| {r['group']} | {r['valid_share']:.4f} | {r['test_share']:.4f} | {r['valid_ndcg']:.4f} | "
-            f"{r['test_ndcg']:.4f} | {r['ratio']:.3f} |"
-        )
-    shares = {}
-    for pair in (
-        ("target warm", "target cold"),
-        ("transition seen", "transition new"),
-        ("newest history item trained", "newest history item untrained"),
-    ):
-        shares[pair[0]] = reweighted(ranks, masks, pair)
-        print(
-            f"test N@10 at the validation shares of '{pair[0]}' / '{pair[1]}': {shares[pair[0]]:.4f} "
-            f"(ratio {shares[pair[0]] / valid_n:.3f})"
+            f"| {r['family']} | {r['group']} | {r['valid_share']:.4f} | {r['test_share']:.4f} | "
+            f"{r['valid_ndcg']:.4f} | {r['test_ndcg']:.4f} | {r['ratio']:.3f} |"
         )
     skipped = None
     if paired:
@@ -309,6 +332,7 @@ def main() -> None:
             {
                 "recipe": args.recipe,
                 "overrides": args.set,
+                "dataset": cfg.data.dataset,
                 "seconds": round(seconds, 1),
                 "train_seconds": summary.get("train_seconds"),
                 "convention": convention,
@@ -316,7 +340,6 @@ def main() -> None:
                 "selected_epoch": best,
                 "ratio_interval": interval,
                 "groups": table,
-                "test_at_validation_shares": shares,
                 "test_without_validation_item": skipped,
                 "beams": beams,
             },
