@@ -27,7 +27,8 @@ both rankings hold the same candidates): does reading the validation item help t
 W ...` evaluates the selected weights again with other beam widths (generating models). Prints Markdown tables and
 writes the figures to --out as JSON, and every example's rank per validated epoch beside it (`.npz`, keys
 `valid_E` / `test_E`, and `test_without_validation_item_-1` for the selected weights). Two such runs compare with
-`--compare A.json B.json` (no training): both ratios and a bootstrap interval of their difference.
+`--compare A.json B.json` (no training): both ratios and a bootstrap interval of their difference, at each run's
+selected epoch or at the epochs given by `--epochs EA EB` (e.g. two runs at the same validation figure).
 """
 
 from __future__ import annotations
@@ -156,15 +157,17 @@ def group_table(ranks: dict[str, np.ndarray], masks: dict) -> list[dict]:
     return rows
 
 
-def compare(first: Path, second: Path, rounds: int = 1000) -> dict:
+def compare(first: Path, second: Path, epochs: list[int] | None = None, rounds: int = 1000) -> dict:
     """Two runs written by --out on the same leave-one-out split: each one's test/validation ratio at its selected
-    epoch, a 95% bootstrap interval of their difference (users resampled once for both runs), and both runs'
-    ratios per group of examples."""
+    epoch (or at `epochs`, one per run), a 95% bootstrap interval of their difference (users resampled once for
+    both runs), and both runs' NDCG@K on each split and ratios per group of examples."""
     runs, ranks = [], []
-    for path in (first, second):
+    for i, path in enumerate((first, second)):
         res = json.loads(path.read_text())
         z = np.load(path.with_suffix(".npz"))
-        epoch = res["selected_epoch"]
+        epoch = epochs[i] if epochs else res["selected_epoch"]
+        if f"valid_{epoch}" not in z:
+            raise SystemExit(f"error: {path.name} has no validated epoch {epoch}")
         ranks.append({"valid": z[f"valid_{epoch}"], "test": z[f"test_{epoch}"]})
         runs.append((gains(ranks[-1]["valid"]), gains(ranks[-1]["test"])))
     if len(runs[0][0]) != len(runs[1][0]):
@@ -181,20 +184,31 @@ def compare(first: Path, second: Path, rounds: int = 1000) -> dict:
         diffs.append(a - b)
     low, high = np.percentile(diffs, [2.5, 97.5])
     out = {"ratios": ratio, "difference": ratio[0] - ratio[1], "interval": [float(low), float(high)]}
+    at = "selected epochs" if not epochs else f"epochs {epochs[0]} and {epochs[1]}"
+    print(
+        f"{at}: {first.stem} valid {runs[0][0].mean():.4f} test {runs[0][1].mean():.4f}; {second.stem} valid "
+        f"{runs[1][0].mean():.4f} test {runs[1][1].mean():.4f}"
+    )
     print(
         f"{first.stem}: ratio {ratio[0]:.3f}; {second.stem}: ratio {ratio[1]:.3f}; difference "
         f"{ratio[0] - ratio[1]:+.3f} (95% bootstrap interval {low:+.3f} to {high:+.3f})"
     )
-    print(f"\n| family | group | valid share | test share | ratio {first.stem} | ratio {second.stem} |")
+    print(
+        f"\n| family | group | valid share | test share | {first.stem} valid -> test N@{K} (ratio) | "
+        f"{second.stem} valid -> test N@{K} (ratio) |"
+    )
     print("|---|---|---|---|---|---|")
     for a, b in zip(*tables):
         if "valid_ndcg" in a:
             shares = f"{a['valid_share']:.4f} | {a['test_share']:.4f}"
-            ra, rb = a["ratio"], b["ratio"]
+            cells = [f"{r['valid_ndcg']:.4f} -> {r['test_ndcg']:.4f} ({r['ratio']:.3f})" for r in (a, b)]
         else:  # the family's groups at their validation shares
             shares = " | "
-            ra, rb = (t["test_ndcg"] / (v.mean()) for t, (v, _) in ((a, runs[0]), (b, runs[1])))
-        print(f"| {a['family']} | {a['group']} | {shares} | {ra:.3f} | {rb:.3f} |")
+            cells = [
+                f"test {t['test_ndcg']:.4f} ({t['test_ndcg'] / v.mean():.3f})"
+                for t, (v, _) in ((a, runs[0]), (b, runs[1]))
+            ]
+        print(f"| {a['family']} | {a['group']} | {shares} | {cells[0]} | {cells[1]} |")
     out["groups"] = tables
     return out
 
@@ -203,6 +217,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--compare", type=Path, nargs=2, metavar="JSON", help="compare two runs' ratios; no training"
+    )
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        nargs=2,
+        metavar="E",
+        help="with --compare: the epoch of each run (default: selected)",
     )
     ap.add_argument("--recipe")
     ap.add_argument("--dataset", default=None, help="default: the recipe's")
@@ -214,7 +235,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
     args = ap.parse_args()
     if args.compare:
-        compare(*args.compare)
+        compare(*args.compare, args.epochs)
         return
     if not args.recipe:
         ap.error("--recipe is required (or --compare)")

@@ -147,3 +147,9 @@ def test_valid_test_gap_records_both_splits_per_epoch_and_selects_on_validation(
     # Two runs compare on the same examples: a run against itself differs by exactly zero.
     same = bench.compare(out, out)
     assert same["difference"] == 0 and same["interval"] == [0, 0]
+    # At chosen epochs: the first and the last validation of one run, each ratio as per-epoch figures give it.
+    first_last = bench.compare(out, out, [1, 3])
+    ratio = [e["test"] / e["valid"] for e in (res["epochs"][0], res["epochs"][2])]
+    assert first_last["ratios"] == pytest.approx(ratio, rel=1e-3)
+    with pytest.raises(SystemExit, match="no validated epoch 9"):
+        bench.compare(out, out, [1, 9])
