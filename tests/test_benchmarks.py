@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _common, allocator, decode, leaderboard, optimizer_step, rank_by_item_support, speed
+from benchmarks import (
+    _common,
+    allocator,
+    decode,
+    leaderboard,
+    optimizer_step,
+    rank_by_item_support,
+    speed,
+    valid_test_gap,
+)
 from genrec.config import dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +217,36 @@ def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
     intel = {**amd, "cpu": "Intel Xeon", "native_bf16": True, "flags": ["avx512_bf16"]}
     # Bound: 80e9 / 100e9 + 400e9 / 400e9 = 1.8 s, so the mixed peak is 480e9 / 1.8 = 267 GFLOP/s: 18%.
     assert speed.rows([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel)[0][6:8] == ["48%", "18%"]
+
+
+def test_valid_test_gap_records_both_splits_per_epoch_and_selects_on_validation(
+    tiny_p5, monkeypatch, capsys, tmp_path
+):
+    bench = valid_test_gap
+    out = tmp_path / "gap.json"
+    argv = ["--recipe", "sasrec", "--dataset", str(tiny_p5), "--out", str(out)]
+    bench.main([*argv, "--set", "train.epochs=3", "--set", "model.dim=16"])
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2, 3]
+    best = max(res["epochs"], key=lambda e: e["valid"])  # selection reads validation only
+    assert res["selected_epoch"] == best["epoch"] and f"| {best['epoch']} (selected) |" in printed
+    shares: dict = {}
+    for g in res["groups"]:
+        if "valid_share" in g:
+            shares.setdefault(g["family"], {})[g["group"]] = (g["valid_share"], g["test_share"])
+    for family, members in shares.items():  # each family's groups cover both splits
+        for split in (0, 1):
+            assert sum(m[split] for m in members.values()) == pytest.approx(1), family
+    assert shares["newest history item"]["untrained"][0] == 0  # a validation history is a training sequence
+    low, high = res["ratio_interval"]
+    assert low <= best["test"] / best["valid"] <= high and 0 <= res["test_without_validation_item"] <= 1
+    # Two runs compare on the same examples: a run against itself differs by exactly zero.
+    same = bench.compare(out, out)
+    assert same["difference"] == 0 and same["interval"] == [0, 0]
+    # At chosen epochs: the first and the last validation of one run, each ratio as per-epoch figures give it.
+    first_last = bench.compare(out, out, [1, 3])
+    ratio = [e["test"] / e["valid"] for e in (res["epochs"][0], res["epochs"][2])]
+    assert first_last["ratios"] == pytest.approx(ratio, rel=1e-3)
+    with pytest.raises(SystemExit, match="no validated epoch 9"):
+        bench.compare(out, out, [1, 9])

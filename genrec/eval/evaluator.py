@@ -42,11 +42,16 @@ def evaluate(
     conventions: tuple[str, ...] = ("filtered", "unfiltered"),
     coverage: bool = True,
     lists: ListAccumulator | None = None,
+    example_ranks: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict]:
     """Metrics of the asked conventions (both by default; sampled candidates if configured) on one evaluation set.
 
     `lists` (optional) accumulates the list-level metrics (`genrec.eval.lists`) of the headline convention's
     top-K lists (`cfg.exclude_history`); they join that convention's metrics.
+
+    `example_ranks` (optional, a dict) receives, per asked convention, every example's 0-based target rank
+    ([len(examples)] float64 in `examples` order, `MISS` = not ranked): the numbers the metrics are means of, for
+    breaking them down by groups of examples.
 
     Per-epoch validation asks for the one convention it selects on and no coverage (no top-K lists): for a
     generating model (TIGER) that halves the decoding, for a scoring one it skips a ranking and two top-K sorts.
@@ -65,6 +70,12 @@ def evaluate(
     if lists is not None and list_convention not in conventions:
         raise ValueError(f"list metrics need the {list_convention} convention")
     hist_lengths = examples.history.lengths()
+    if example_ranks is not None:
+        example_ranks.update({c: np.full(len(examples), MISS) for c in conventions})
+
+    def add_ranks(rows: np.ndarray, convention: str, ranks: torch.Tensor) -> None:
+        if example_ranks is not None:
+            example_ranks[convention][rows] = ranks.double().cpu().numpy()
 
     def top(scores: torch.Tensor, convention: str = "") -> torch.Tensor | None:
         if not coverage and not (lists is not None and convention == list_convention):
@@ -98,7 +109,9 @@ def evaluate(
             scores = candidate_scores(model, batch)
             if want_unfiltered:
                 listed = top(scores, "unfiltered")
-                unfiltered.add(target_ranks(scores, targets), listed if coverage else None)
+                ranks = target_ranks(scores, targets)
+                unfiltered.add(ranks, listed if coverage else None)
+                add_ranks(rows, "unfiltered", ranks)
                 add_lists(rows, "unfiltered", listed)
             if sampled is not None:
                 ranks = _sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng)
@@ -109,19 +122,25 @@ def evaluate(
             if want_filtered:
                 scores.scatter_(1, seen, float("-inf"))
                 listed = top(scores, "filtered")
-                filtered.add(target_ranks(scores, targets), listed if coverage else None)
+                ranks = target_ranks(scores, targets)
+                filtered.add(ranks, listed if coverage else None)
+                add_ranks(rows, "filtered", ranks)
                 add_lists(rows, "filtered", listed)
         else:
             if want_unfiltered:
                 ids, values = model.recommend(batch, max_k, exclude=None)
                 listed = compact_lists(ids, values > float("-inf"))
-                unfiltered.add(ranks_from_lists(listed, targets), listed)
+                ranks = ranks_from_lists(listed, targets)
+                unfiltered.add(ranks, listed)
+                add_ranks(rows, "unfiltered", ranks)
                 add_lists(rows, "unfiltered", listed)
             if want_filtered:
                 ids, values = model.recommend(batch, max_k, exclude=seen)
                 listed = compact_lists(ids, (values > float("-inf")) & ~_in_rows(ids, seen))
                 ranks = ranks_from_lists(listed, targets)
-                filtered.add(torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks), listed)
+                ranks = torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks)
+                filtered.add(ranks, listed)
+                add_ranks(rows, "filtered", ranks)
                 add_lists(rows, "filtered", listed)
         if progress:
             progress.advance(task, len(rows))
