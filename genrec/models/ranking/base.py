@@ -287,7 +287,7 @@ class Ranker(nn.Module):
         c, length = batch.items.shape[1], batch.hist_items.shape[1]
         mask = (batch.hist_items > 0)[:, None, :].expand(-1, c, -1)
         if batch.causal:
-            mask = mask & torch.ones(c, length, dtype=torch.bool).tril(-1)
+            mask = mask & torch.ones(c, length, dtype=torch.bool, device=mask.device).tril(-1)
         return mask
 
     def interest(self, batch: RankBatch, visible: torch.Tensor) -> torch.Tensor:
