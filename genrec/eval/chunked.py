@@ -1,0 +1,239 @@
+"""Full-catalogue ranking one item chunk at a time: memory O(batch x (K + chunk)), not O(batch x catalogue).
+
+A model with `item_vectors` scores a chunk of items as query @ items[chunk]^T (plus its history offset on the
+items of the input window), so no batch x catalogue matrix is ever held. For every chunk the sweep
+- counts, per example, the items scored at least as high as the target (the pessimistic rank of
+  `metrics.target_ranks`: ties count against the target, and a target scored -inf or NaN is a miss);
+- merges the chunk's best K into a running top-K (the lists behind coverage and the list metrics);
+- reads the scores of any other items asked for (sampled negatives);
+and does the same after removing the history (the history-excluded convention), from the same chunk scores.
+
+The target's score must be known before the first chunk is counted. It comes from a matmul of the same height
+and depth (queries @ the targets' rows) and is checked against the target's own cell when its chunk comes: where
+the two differ in the last bit (BLAS kernels may sum in another order for small shapes; at evaluation sizes the
+values measured here were bitwise equal to the whole matrix's), the batch is counted again with the cell's value,
+so ranks and lists always read the same scores.
+
+A model with only `score` is ranked in one chunk holding its whole score matrix, as before. The same code runs
+on any device: every tensor is made on the scores' device, and no shape depends on the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from genrec.data.batching import HistoryBatch
+from genrec.eval.metrics import MISS
+from genrec.models.base import candidate_scores
+
+# Cells of one chunk's score matrix (batch x chunk): 2^24 float32 scores = 64 MB, plus masks of a quarter of that.
+CHUNK_CELLS = 2**24
+NEG_INF = float("-inf")
+
+
+def item_chunk(batch_size: int, n_items: int, cells: int = CHUNK_CELLS) -> int:
+    """Items per chunk for `batch_size` histories: as many as `cells` allows, at least 1024."""
+    return min(n_items + 1, max(1024, cells // max(batch_size, 1)))
+
+
+def chunkable(model) -> bool:
+    """Whether `model`'s full-catalogue scores are query @ item rows (`item_vectors`), so chunks can be scored."""
+    return {"score", "item_vectors"} <= set(model.capabilities)
+
+
+class CatalogueScores:
+    """A batch's scores of every item (column 0 = padding), available chunk by chunk: `chunks()` yields
+    (first item id, [B, c] float32 scores) with NaN and the padding column at -inf, as `candidate_scores` has them.
+
+    `chunk=None` holds the model's whole `score` matrix as one chunk (any scoring model); an int scores `chunk`
+    items at a time from the model's item vectors (needs `chunkable(model)`)."""
+
+    def __init__(self, model, batch: HistoryBatch, chunk: int | None = None) -> None:
+        self.n = model.n_items + 1
+        self.full = None
+        if chunk is None or not chunkable(model):
+            self.full = candidate_scores(model, batch)
+            self.chunk, self.device = self.n, self.full.device
+            return
+        self.vectors = model.item_vectors()
+        self.query = model.query_vectors(batch)
+        self.offset = model.history_offset()
+        self.window = batch.items
+        self.chunk, self.device = chunk, self.query.device
+
+    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, scores [B, c]) of items start..start + c - 1."""
+        if self.full is not None:
+            yield 0, self.full
+            return
+        for start in range(0, self.n, self.chunk):
+            end = min(self.n, start + self.chunk)
+            scores = (self.query @ self.vectors[start:end].t()).float()
+            if self.offset is not None:  # the learned offset of the items in the input window, once each
+                scores = torch.where(_members(self.window, start, end), scores + self.offset, scores)
+            scores.masked_fill_(scores.isnan(), NEG_INF)
+            if start == 0:
+                scores[:, 0] = NEG_INF
+            yield start, scores
+
+    def of(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, m] scores of the given items by the chunks' arithmetic: one matmul of the queries with the rows of
+        all B x m items, whose diagonal blocks are kept (the whole matrix's own cells with one chunk)."""
+        if self.full is not None:
+            return self.full.gather(1, items)
+        b, m = items.shape
+        rows = torch.arange(b, device=items.device)
+        flat = (self.query @ self.vectors[items.reshape(-1)].t()).float()  # [B, B * m]
+        scores = flat.view(b, b, m)[rows, rows]
+        if self.offset is not None:
+            in_window = (items[:, :, None] == self.window[:, None, :]).any(-1) & (items > 0)
+            scores = torch.where(in_window, scores + self.offset, scores)
+        scores = scores.masked_fill(scores.isnan() | (items == 0), NEG_INF)
+        return scores
+
+
+def _members(ids: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """[B, M] item ids (0 = none) -> [B, end - start] whether each item start..end - 1 is among its row's ids."""
+    b = ids.shape[0]
+    inside = (ids >= start) & (ids < end) & (ids > 0)
+    column = torch.where(inside, ids - start, end - start)  # outside the chunk: a spare last column
+    mask = torch.zeros(b, end - start + 1, dtype=torch.bool, device=ids.device)
+    return mask.scatter_(1, column, True)[:, : end - start]
+
+
+@dataclass
+class Ranking:
+    """One convention's result for a batch: ranks [B] (0-based, float64, `MISS`), top-K ids [B, K] (0 = no
+    item; None unless asked) and their scores."""
+
+    ranks: torch.Tensor
+    top: torch.Tensor | None = None
+    top_scores: torch.Tensor | None = None
+
+
+class _TopK:
+    """Running top-K over chunks: the best K of everything merged so far."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.values, self.ids = k, None, None
+
+    def add(self, scores: torch.Tensor, start: int) -> None:
+        best = torch.topk(scores, min(self.k, scores.shape[1]), dim=1)
+        ids = best.indices + start
+        if self.values is None:
+            self.values, self.ids = best.values, ids
+            return
+        values = torch.cat([self.values, best.values], 1)
+        merged = torch.topk(values, min(self.k, values.shape[1]), dim=1)
+        self.ids = torch.cat([self.ids, ids], 1).gather(1, merged.indices)
+        self.values = merged.values
+
+    def lists(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Where fewer than K items are left, the -inf (excluded) ones that fill the list were not recommended.
+        return torch.where(self.values > NEG_INF, self.ids, 0), self.values
+
+
+def rank_catalogue(
+    scores: CatalogueScores,
+    targets: torch.Tensor,
+    seen: torch.Tensor,
+    k: int,
+    conventions: tuple[str, ...] = ("filtered", "unfiltered"),
+    lists: tuple[str, ...] = (),
+    extra: torch.Tensor | None = None,
+) -> tuple[dict[str, Ranking], torch.Tensor | None]:
+    """Rank every example's target among all items, in each asked convention, from one sweep over the chunks.
+
+    `targets` [B] item ids; `seen` [B, M] the history's item ids (0 = none), removed in `filtered`; `k` the list
+    length of the conventions named in `lists`; `extra` [B, m] item ids whose unfiltered scores are returned too
+    (sampled negatives). Returns ({convention: Ranking}, extra scores or None)."""
+    want_f, want_u = "filtered" in conventions, "unfiltered" in conventions
+    target_col = targets[:, None]
+    in_history = (seen == target_col).any(1) & (targets > 0)
+    guess = scores.of(target_col)[:, 0]
+    exact = guess.clone()
+    tops = {c: _TopK(k) for c in lists}
+    extra_scores = None if extra is None else torch.full(extra.shape, NEG_INF, device=extra.device)
+    counts = _sweep(
+        scores, guess, in_history, seen, want_u, want_f, tops, targets, exact, extra, extra_scores
+    )
+    # A target scored otherwise than in its own cell: the batch is counted again against the cell's value (all
+    # rows, so that every chunk is the same matmul as before and gives the same scores).
+    redo = (exact != guess) & ~(exact.isnan() & guess.isnan())
+    if scores.full is None and bool(redo.any()):
+        again = _sweep(scores, exact, in_history, seen, want_u, want_f)
+        for name, count in again.items():
+            counts[name] = torch.where(redo, count, counts[name])
+    out = {}
+    for name in conventions:
+        t = exact if name == "unfiltered" else exact.masked_fill(in_history, NEG_INF)
+        ranked = t > NEG_INF  # false for -inf and NaN
+        rank = torch.where(ranked, (counts[name] - 1).double(), MISS)
+        top = tops[name].lists() if name in tops else (None, None)
+        out[name] = Ranking(rank, *top)
+    return out, extra_scores
+
+
+def _sweep(
+    scores: CatalogueScores,
+    target_scores: torch.Tensor,
+    in_history: torch.Tensor,
+    seen: torch.Tensor,
+    want_u: bool,
+    want_f: bool,
+    tops: dict | None = None,
+    targets: torch.Tensor | None = None,
+    exact: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    extra_scores: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Items at least as high as the target per convention ({name: [B] int64}), merging top-K lists into `tops`
+    and collecting the target's own score into `exact` and `extra`'s scores into `extra_scores` on the way."""
+    tops = tops or {}
+    t_u = target_scores[:, None]
+    t_f = target_scores.masked_fill(in_history, NEG_INF)[:, None]
+    b = len(target_scores)
+    counts = {
+        name: torch.zeros(b, dtype=torch.int64, device=target_scores.device)
+        for name, on in (("unfiltered", want_u), ("filtered", want_f))
+        if on
+    }
+    for start, chunk in scores.chunks():
+        end = start + chunk.shape[1]
+        if exact is not None:
+            _collect(chunk, start, end, targets[:, None], exact[:, None])
+        if extra is not None:
+            _collect(chunk, start, end, extra, extra_scores)
+        if want_u:
+            counts["unfiltered"] += (chunk >= t_u).sum(1)
+        if "unfiltered" in tops:
+            tops["unfiltered"].add(chunk, start)
+        if want_f or "filtered" in tops:
+            chunk = chunk.masked_fill(_members(seen, start, end), NEG_INF)
+        if want_f:
+            counts["filtered"] += (chunk >= t_f).sum(1)
+        if "filtered" in tops:
+            tops["filtered"].add(chunk, start)
+    return counts
+
+
+def _collect(chunk: torch.Tensor, start: int, end: int, ids: torch.Tensor, into: torch.Tensor) -> None:
+    """Write the chunk's scores of `ids` ([B, m] item ids) that fall in start..end - 1 into `into` ([B, m])."""
+    inside = (ids >= start) & (ids < end)
+    found = chunk.gather(1, (ids - start).clamp(0, end - start - 1))
+    into.copy_(torch.where(inside, found, into))
+
+
+def top_k(scores: CatalogueScores, k: int, exclude: torch.Tensor | None = None):
+    """Top-k (ids [B, k], scores [B, k]) of every item but `exclude` ([B, M] ids, 0 = none), chunk by chunk: the
+    same list as `Recommender.recommend` gives (excluded items score -inf and come last when fewer than k are
+    left)."""
+    best = _TopK(k)
+    for start, chunk in scores.chunks():
+        if exclude is not None:
+            chunk = chunk.masked_fill(_members(exclude, start, start + chunk.shape[1]), NEG_INF)
+        best.add(chunk, start)
+    return best.ids, best.values
