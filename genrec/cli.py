@@ -386,10 +386,17 @@ def recommend(
     ),
     k: int = typer.Option(10, "-k", min=1, max=10_000),
     include_seen: bool = typer.Option(False, "--include-seen", help="allow items already in the history"),
+    all_users: bool = typer.Option(
+        False, "--all-users", help="every user's top-k, written to --out (Parquet)"
+    ),
+    out_file: Path | None = typer.Option(None, "--out", help="with --all-users: the Parquet file to write"),
 ) -> None:
-    """Top-k for a known user or an ad-hoc history, with titles; with --candidates, their scores instead."""
+    """Top-k for a known user or an ad-hoc history, with titles; with --candidates, their scores instead; with
+    --all-users --out FILE, every user's top-k into a Parquet file."""
     from genrec.runs import load_run
 
+    if all_users or out_file is not None:
+        return recommend_every_user(run_dir, all_users, out_file, k, include_seen, user, history, candidates)
     if (user is None) == (history is None):
         raise GenrecError("give exactly one of --user ID or --history ID,ID,...")
     run = load_run(run_dir)
@@ -419,6 +426,32 @@ def recommend(
     for rank, row in enumerate(recs.iter_rows(named=True), 1):
         table.add_row(str(rank), str(row["item_id"]), f"{row['score']:.4f}", row["title"])
     out.print(table)
+
+
+def recommend_every_user(
+    run_dir: Path, all_users: bool, out_file: Path | None, k: int, include_seen: bool, *single
+) -> None:
+    """`recommend RUN --all-users --out FILE`: every user's top-k streamed to a Parquet file (user_id, rank,
+    item_id, score), in batches of users, each catalogue scored in item chunks."""
+    import time
+
+    from genrec.inference.all_users import recommend_all_users
+    from genrec.runs import load_run
+
+    if not all_users:
+        raise GenrecError("--out goes with --all-users (one user's list is printed)")
+    if any(x is not None for x in single):
+        raise GenrecError("--all-users takes no --user, --history or --candidates")
+    if out_file is None:
+        raise GenrecError("--all-users writes a file: add --out FILE.parquet")
+    if out_file.suffix != ".parquet":
+        raise GenrecError(f"--out {out_file}: give a .parquet file")
+    run = load_run(run_dir)
+    t0 = time.perf_counter()
+    rows = recommend_all_users(run, out_file, k, include_seen)
+    out.print(
+        f"{rows:,} rows for {run.users.height:,} users written to {out_file} in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 @app.command()
