@@ -4,9 +4,10 @@ A model with `item_vectors` scores a chunk of items as query @ items[chunk]^T (p
 items of the input window), so no batch x catalogue matrix is ever held. For every chunk the sweep
 - counts, per example, the items scored at least as high as the target (the pessimistic rank of
   `metrics.target_ranks`: ties count against the target, and a target scored -inf or NaN is a miss);
-- merges the chunk's best K into a running top-K (the lists behind coverage and the list metrics);
-- reads the scores of any other items asked for (sampled negatives);
-and does the same after removing the history (the history-excluded convention), from the same chunk scores.
+- merges the chunk's best K into a running top-K (the lists behind coverage and the list metrics), once as it
+  is and once without the history's items (the history-excluded convention);
+- reads the scores of the history's items (history excluded, the ones among the items ahead are not counted)
+  and of any other items asked for (sampled negatives).
 
 The target's score must be known before the first chunk is counted. It comes from a matmul of the same height
 and depth (queries @ the targets' rows) and is checked against the target's own cell when its chunk comes: where
@@ -44,40 +45,65 @@ def chunkable(model) -> bool:
     return {"score", "item_vectors"} <= set(model.capabilities)
 
 
+class ItemTable:
+    """What chunks are scored against, read once per evaluation: the model's item vectors, its history offset,
+    and whether every vector is finite (then no score can be NaN and the NaN clean-up pass is skipped)."""
+
+    def __init__(self, model) -> None:
+        self.vectors = model.item_vectors()
+        self.offset = model.history_offset()
+        self.finite = bool(torch.isfinite(self.vectors).all())
+
+
 class CatalogueScores:
     """A batch's scores of every item (column 0 = padding), available chunk by chunk: `chunks()` yields
     (first item id, [B, c] float32 scores) with NaN and the padding column at -inf, as `candidate_scores` has them.
+    A chunk is the caller's to change in place (a new tensor each time).
 
     `chunk=None` holds the model's whole `score` matrix as one chunk (any scoring model); an int scores `chunk`
-    items at a time from the model's item vectors (needs `chunkable(model)`)."""
+    items at a time from the model's item vectors (needs `chunkable(model)`); `table` reuses an `ItemTable`."""
 
-    def __init__(self, model, batch: HistoryBatch, chunk: int | None = None) -> None:
+    def __init__(
+        self, model, batch: HistoryBatch, chunk: int | None = None, table: ItemTable | None = None
+    ) -> None:
         self.n = model.n_items + 1
         self.full = None
         if chunk is None or not chunkable(model):
             self.full = candidate_scores(model, batch)
-            self.chunk, self.device = self.n, self.full.device
+            self.chunk, self.device, self.finite = self.n, self.full.device, False
             return
-        self.vectors = model.item_vectors()
+        table = table or ItemTable(model)
+        self.vectors, self.offset = table.vectors, table.offset
         self.query = model.query_vectors(batch)
-        self.offset = model.history_offset()
+        self.finite = table.finite and bool(torch.isfinite(self.query).all())
         self.window = batch.items
         self.chunk, self.device = chunk, self.query.device
 
     def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
         """(start, scores [B, c]) of items start..start + c - 1."""
         if self.full is not None:
-            yield 0, self.full
+            yield 0, self.full.clone()
             return
+        window = None
+        if self.offset is not None:  # the learned offset of the items in the input window, once each
+            window = _Places(_distinct(self.window), self.offset)
         for start in range(0, self.n, self.chunk):
             end = min(self.n, start + self.chunk)
             scores = (self.query @ self.vectors[start:end].t()).float()
-            if self.offset is not None:  # the learned offset of the items in the input window, once each
-                scores = torch.where(_members(self.window, start, end), scores + self.offset, scores)
-            scores.masked_fill_(scores.isnan(), NEG_INF)
+            if window is not None:
+                window.add_to(scores, start, end)
+            if not self.finite:
+                torch.nan_to_num_(scores, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
             if start == 0:
                 scores[:, 0] = NEG_INF
             yield start, scores
+
+    def remove(self, chunk: torch.Tensor, start: int, places: _Places) -> torch.Tensor:
+        """`chunk` with the items of `places` at -inf, in place."""
+        places.add_to(chunk, start, start + chunk.shape[1])
+        if not self.finite:  # +inf - inf: an item scored +inf is removed too
+            torch.nan_to_num_(chunk, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
+        return chunk
 
     def of(self, items: torch.Tensor) -> torch.Tensor:
         """[B, m] scores of the given items by the chunks' arithmetic: one matmul of the queries with the rows of
@@ -95,13 +121,28 @@ class CatalogueScores:
         return scores
 
 
-def _members(ids: torch.Tensor, start: int, end: int) -> torch.Tensor:
-    """[B, M] item ids (0 = none) -> [B, end - start] whether each item start..end - 1 is among its row's ids."""
-    b = ids.shape[0]
-    inside = (ids >= start) & (ids < end) & (ids > 0)
-    column = torch.where(inside, ids - start, end - start)  # outside the chunk: a spare last column
-    mask = torch.zeros(b, end - start + 1, dtype=torch.bool, device=ids.device)
-    return mask.scatter_(1, column, True)[:, : end - start]
+class _Places:
+    """Per row, distinct item ids ([B, M], 0 = none) and a value added to their scores in any chunk: the history
+    offset, or -inf to remove them. One scatter-add of B x M values per chunk, whatever the chunk's width."""
+
+    def __init__(self, ids: torch.Tensor, value: float) -> None:
+        self.ids, self.value = ids, value
+        self.rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)
+
+    def add_to(self, scores: torch.Tensor, start: int, end: int) -> None:
+        inside = (self.ids >= start) & (self.ids < end) & (self.ids > 0)
+        cols = (self.ids - start).clamp(0, end - start - 1)
+        # Ids outside the chunk add 0 to whichever cell they are clamped to; ids are distinct, so no cell gets
+        # the value twice.
+        values = torch.where(inside, self.value, 0.0).to(scores.dtype)
+        scores.index_put_((self.rows, cols), values, accumulate=True)
+
+
+def _distinct(ids: torch.Tensor) -> torch.Tensor:
+    """[B, M] item ids -> the same rows sorted, each id once (repeats and padding set to 0)."""
+    ids = ids.sort(1).values
+    repeat = torch.cat([torch.zeros_like(ids[:, :1], dtype=torch.bool), ids[:, 1:] == ids[:, :-1]], 1)
+    return ids.masked_fill(repeat, 0)
 
 
 @dataclass
@@ -149,29 +190,37 @@ def rank_catalogue(
 
     `targets` [B] item ids; `seen` [B, M] the history's item ids (0 = none), removed in `filtered`; `k` the list
     length of the conventions named in `lists`; `extra` [B, m] item ids whose unfiltered scores are returned too
-    (sampled negatives). Returns ({convention: Ranking}, extra scores or None)."""
-    want_f, want_u = "filtered" in conventions, "unfiltered" in conventions
+    (sampled negatives). Returns ({convention: Ranking}, extra scores or None).
+
+    History excluded, the items ahead of the target are those ahead of it anyway minus the distinct history items
+    among them (their scores are collected on the way), so one count per chunk serves both conventions."""
     target_col = targets[:, None]
     in_history = (seen == target_col).any(1) & (targets > 0)
+    history = _distinct(seen)
     guess = scores.of(target_col)[:, 0]
-    exact = guess.clone()
+    exact, history_scores = guess.clone(), torch.full(history.shape, NEG_INF, device=history.device)
+    collect = [(target_col, exact[:, None]), (history, history_scores)]
+    extra_scores = None
+    if extra is not None:
+        extra_scores = torch.full(extra.shape, NEG_INF, device=extra.device)
+        collect.append((extra, extra_scores))
     tops = {c: _TopK(k) for c in lists}
-    extra_scores = None if extra is None else torch.full(extra.shape, NEG_INF, device=extra.device)
-    counts = _sweep(
-        scores, guess, in_history, seen, want_u, want_f, tops, targets, exact, extra, extra_scores
-    )
+    removed = _Places(history, NEG_INF)
+    ahead = _sweep(scores, guess, removed, tops, collect)
     # A target scored otherwise than in its own cell: the batch is counted again against the cell's value (all
     # rows, so that every chunk is the same matmul as before and gives the same scores).
     redo = (exact != guess) & ~(exact.isnan() & guess.isnan())
     if scores.full is None and bool(redo.any()):
-        again = _sweep(scores, exact, in_history, seen, want_u, want_f)
-        for name, count in again.items():
-            counts[name] = torch.where(redo, count, counts[name])
+        ahead = torch.where(redo, _sweep(scores, exact, removed), ahead)
     out = {}
     for name in conventions:
-        t = exact if name == "unfiltered" else exact.masked_fill(in_history, NEG_INF)
+        t = exact
+        count = ahead
+        if name == "filtered":
+            t = exact.masked_fill(in_history, NEG_INF)
+            count = ahead - ((history_scores >= exact[:, None]) & (history > 0)).sum(1)
         ranked = t > NEG_INF  # false for -inf and NaN
-        rank = torch.where(ranked, (counts[name] - 1).double(), MISS)
+        rank = torch.where(ranked, (count - 1).double(), MISS)
         top = tops[name].lists() if name in tops else (None, None)
         out[name] = Ranking(rank, *top)
     return out, extra_scores
@@ -180,44 +229,25 @@ def rank_catalogue(
 def _sweep(
     scores: CatalogueScores,
     target_scores: torch.Tensor,
-    in_history: torch.Tensor,
-    seen: torch.Tensor,
-    want_u: bool,
-    want_f: bool,
+    removed: _Places,
     tops: dict | None = None,
-    targets: torch.Tensor | None = None,
-    exact: torch.Tensor | None = None,
-    extra: torch.Tensor | None = None,
-    extra_scores: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Items at least as high as the target per convention ({name: [B] int64}), merging top-K lists into `tops`
-    and collecting the target's own score into `exact` and `extra`'s scores into `extra_scores` on the way."""
-    tops = tops or {}
-    t_u = target_scores[:, None]
-    t_f = target_scores.masked_fill(in_history, NEG_INF)[:, None]
-    b = len(target_scores)
-    counts = {
-        name: torch.zeros(b, dtype=torch.int64, device=target_scores.device)
-        for name, on in (("unfiltered", want_u), ("filtered", want_f))
-        if on
-    }
+    collect: list | None = None,
+) -> torch.Tensor:
+    """[B] items scored at least `target_scores` (int64), merging each chunk into the top-K lists of `tops`
+    ({convention: _TopK}; `filtered` without the `removed` items) and writing the scores of the (ids [B, m],
+    into [B, m]) pairs of `collect`."""
+    tops, t = tops or {}, target_scores[:, None]
+    ahead = torch.zeros(len(target_scores), dtype=torch.int64, device=target_scores.device)
     for start, chunk in scores.chunks():
         end = start + chunk.shape[1]
-        if exact is not None:
-            _collect(chunk, start, end, targets[:, None], exact[:, None])
-        if extra is not None:
-            _collect(chunk, start, end, extra, extra_scores)
-        if want_u:
-            counts["unfiltered"] += (chunk >= t_u).sum(1)
+        for ids, into in collect or ():
+            _collect(chunk, start, end, ids, into)
+        ahead += (chunk >= t).sum(1, dtype=torch.int32)  # int32 sums run about twice as fast as bools'
         if "unfiltered" in tops:
             tops["unfiltered"].add(chunk, start)
-        if want_f or "filtered" in tops:
-            chunk = chunk.masked_fill(_members(seen, start, end), NEG_INF)
-        if want_f:
-            counts["filtered"] += (chunk >= t_f).sum(1)
         if "filtered" in tops:
-            tops["filtered"].add(chunk, start)
-    return counts
+            tops["filtered"].add(scores.remove(chunk, start, removed), start)
+    return ahead
 
 
 def _collect(chunk: torch.Tensor, start: int, end: int, ids: torch.Tensor, into: torch.Tensor) -> None:
@@ -232,8 +262,7 @@ def top_k(scores: CatalogueScores, k: int, exclude: torch.Tensor | None = None):
     same list as `Recommender.recommend` gives (excluded items score -inf and come last when fewer than k are
     left)."""
     best = _TopK(k)
+    removed = _Places(_distinct(exclude), NEG_INF) if exclude is not None else None
     for start, chunk in scores.chunks():
-        if exclude is not None:
-            chunk = chunk.masked_fill(_members(exclude, start, start + chunk.shape[1]), NEG_INF)
-        best.add(chunk, start)
+        best.add(chunk if removed is None else scores.remove(chunk, start, removed), start)
     return best.ids, best.values
