@@ -116,3 +116,17 @@ def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
     line = speed.report([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel, 2)[-2]
     # Bound: 80e9 / 100e9 + 400e9 / 400e9 = 1.8 s, so the mixed peak is 480e9 / 1.8 = 267 GFLOP/s: 18%.
     assert "| 48% | 18% |" in line, line
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
+    import subprocess
+    import sys
+
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: benchmarks/gpu.py would run the whole check")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == ["benchmarks/gpu.py: no CUDA device is available on this machine"]
