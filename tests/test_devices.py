@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_p5
+from test_model_contract import TINY as CONTRACT_TINY
 from tiny_llm import tiny_llama
 
 from genrec import registry, runtime
@@ -100,29 +101,13 @@ def test_to_device_moves_nested_batches():
 # --- every registered model on the meta device --------------------------------------------------------------------
 
 N_ITEMS = 20
+# The contract tests' tiny sizes, plus what these tests need: half of unified's positions as search examples (its
+# random draw), hllm's text width given (no LM read for it), few itemknn neighbours.
 TINY = {
-    "sasrec": ["model.dim=16", "model.max_len=8"],
-    "hstu": ["model.dim=16", "model.max_len=8"],
-    "textrec": ["model.dim=16", "model.max_len=8"],
-    "unified": ["model.dim=16", "model.max_len=8", "model.search_weight=0.5"],
-    "hllm": ["model.dim=16", "model.max_len=8", "model.text_dim=32"],
-    "kuaiformer": ["model.dim=16", "model.max_len=8", "model.recent=2", "model.tier_groups=1"],
-    "mf": ["model.dim=8"],
+    **CONTRACT_TINY,
+    "unified": [*CONTRACT_TINY["unified"], "model.search_weight=0.5"],
+    "hllm": [*CONTRACT_TINY["hllm"], "model.text_dim=32"],
     "itemknn": ["model.neighbours=5"],
-    "tiger": [
-        "model.dim=16",
-        "model.max_len=8",
-        "model.tokenizer.levels=2",
-        "model.tokenizer.codebook_size=4",
-    ],
-    "onerec": [
-        "model.dim=16",
-        "model.max_len=8",
-        "model.tokenizer.levels=2",
-        "model.tokenizer.codebook_size=4",
-        "model.session_len=2",
-    ],
-    "sid_llm": ["model.tokenizer.levels=2", "model.tokenizer.codebook_size=4", "model.max_len=8"],
 }
 # Variants that take other code paths: other objectives, the history bias, linear attention, the T5 backbone.
 VARIANTS = {
