@@ -56,24 +56,39 @@ def test_every_users_list_is_what_recommend_gives(runs, name, chunk, include_see
 
 def test_the_command_writes_the_file_and_refuses_bad_arguments(runs, tmp_path):
     run = runs["sasrec"]
-
-    def genrec(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "genrec", *args], capture_output=True, text=True, timeout=300
-        )
-
     out = tmp_path / "recs.parquet"
-    r = genrec("recommend", str(run.dir), "--all-users", "--out", str(out), "-k", "3")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genrec",
+            "recommend",
+            str(run.dir),
+            "--all-users",
+            "--out",
+            str(out),
+            "-k",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     recs = pl.read_parquet(out)
     assert recs.height == 3 * run.users.height and set(recs["rank"]) == {1, 2, 3}
     assert not list(tmp_path.glob("*.part"))
+    # Bad arguments are input errors (the command prints them as one `error:` line and exits with status 2).
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+    from genrec.errors import GenrecError
+
     for args, needle in (
         (["--all-users"], "add --out"),
         (["--out", str(out)], "goes with --all-users"),
         (["--all-users", "--out", str(tmp_path / "x.csv")], "give a .parquet file"),
         (["--all-users", "--out", str(out), "--user", "1"], "takes no --user"),
     ):
-        r = genrec("recommend", str(run.dir), *args)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+        result = CliRunner().invoke(app, ["recommend", str(run.dir), *args])
+        assert isinstance(result.exception, GenrecError) and needle in str(result.exception), result.output
