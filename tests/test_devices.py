@@ -73,7 +73,7 @@ def test_precision_resolution():
     assert runtime.resolve_precision("auto", cpu).name == "fp32"  # the CPU keeps its float32 steps
     bf16 = runtime.resolve_precision("bf16", cpu)
     assert bf16.dtype == torch.bfloat16 and bf16.grad_scaler() is None
-    assert runtime.resolve_precision("fp16", "cuda").grad_scaler() is not None  # fp16 scales its loss
+    assert runtime.resolve_precision("fp16", cpu).grad_scaler() is not None  # fp16 scales its loss
     with pytest.raises(ConfigError, match="precision 'fp64' is not one of auto, fp32, bf16, fp16"):
         runtime.resolve_precision("fp64", cpu)
     x = torch.randn(4, 4)
