@@ -58,7 +58,7 @@ class ItemTable:
 class CatalogueScores:
     """A batch's scores of every item (column 0 = padding), available chunk by chunk: `chunks()` yields
     (first item id, [B, c] float32 scores) with NaN and the padding column at -inf, as `candidate_scores` has them.
-    A chunk is the caller's to change in place (a new tensor each time).
+    `remove` takes items out of a chunk (in place where the chunk is a new tensor each time).
 
     `chunk=None` holds the model's whole `score` matrix as one chunk (any scoring model); an int scores `chunk`
     items at a time from the model's item vectors (needs `chunkable(model)`); `table` reuses an `ItemTable`."""
@@ -82,7 +82,7 @@ class CatalogueScores:
     def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
         """(start, scores [B, c]) of items start..start + c - 1."""
         if self.full is not None:
-            yield 0, self.full.clone()
+            yield 0, self.full
             return
         window = None
         if self.offset is not None:  # the learned offset of the items in the input window, once each
@@ -99,7 +99,9 @@ class CatalogueScores:
             yield start, scores
 
     def remove(self, chunk: torch.Tensor, start: int, places: _Places) -> torch.Tensor:
-        """`chunk` with the items of `places` at -inf, in place."""
+        """`chunk` with the items of `places` at -inf (in place, but never in the whole matrix, which is reused)."""
+        if chunk is self.full:
+            chunk = chunk.clone()
         places.add_to(chunk, start, start + chunk.shape[1])
         if not self.finite:  # +inf - inf: an item scored +inf is removed too
             torch.nan_to_num_(chunk, nan=NEG_INF, posinf=float("inf"), neginf=NEG_INF)
