@@ -25,7 +25,7 @@ import torch
 from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
-from genrec.eval.chunked import CatalogueScores, chunkable, item_chunk, rank_catalogue
+from genrec.eval.chunked import CatalogueScores, ItemTable, chunkable, item_chunk, rank_catalogue
 from genrec.eval.lists import LIST_K, ListAccumulator, ListContext, future_ratings
 from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
 from genrec.eval.sessions import evaluate_sessions, session_protocol
@@ -86,6 +86,7 @@ def evaluate(
         chunk = item_chunk(cfg.batch_size, n_items)
     # None: the model's own `score` matrix, whole (any scoring model, and any catalogue that fits one chunk)
     scoring = chunk if chunk and chunk <= n_items and chunkable(model) else None
+    table = ItemTable(model) if scoring else None  # the item vectors, read once
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
     order = np.argsort(hist.lengths(), kind="stable")  # similar lengths together: less padding per batch
@@ -110,7 +111,7 @@ def evaluate(
 
         if "score" in model.capabilities:
             ranked, cand_scores = rank_catalogue(
-                CatalogueScores(model, batch, scoring),
+                CatalogueScores(model, batch, scoring, table),
                 targets,
                 seen,
                 max_k,

@@ -19,7 +19,7 @@ import torch
 
 from genrec.data.batching import history_batch, pad_left
 from genrec.errors import DataError
-from genrec.eval.chunked import CatalogueScores, chunkable, item_chunk, top_k
+from genrec.eval.chunked import CatalogueScores, ItemTable, chunkable, item_chunk, top_k
 from genrec.runtime import module_device, to_device
 
 
@@ -46,7 +46,7 @@ def recommend_all_users(
     index = users["user"].to_numpy()
     k = min(k, model.n_items)
     chunk = chunk or item_chunk(batch_size, model.n_items)
-    vectors = chunk <= model.n_items and chunkable(model)
+    table = ItemTable(model) if chunk <= model.n_items and chunkable(model) else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
@@ -57,15 +57,15 @@ def recommend_all_users(
             batch = history_batch(offsets, items, rows, model.max_history, index[rows], times)
             seen = None if include_seen else torch.from_numpy(pad_left(offsets, items, rows, None))
             batch, seen = to_device((batch, seen), device)
-            if vectors:
-                ids, scores = top_k(CatalogueScores(model, batch, chunk), k, seen)
+            if table is not None:
+                ids, scores = top_k(CatalogueScores(model, batch, chunk, table), k, seen)
             else:
                 ids, scores = model.recommend(batch, k, seen)
-            table = _rows(run, rows, ids.cpu(), scores.float().cpu())
+            part = _rows(run, rows, ids.cpu(), scores.float().cpu())
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            written += table.num_rows
+                writer = pq.ParquetWriter(tmp, part.schema)
+            writer.write_table(part)
+            written += part.num_rows
         if writer is None:  # a run without users: an empty file with the columns
             writer = pq.ParquetWriter(tmp, _rows(run, np.zeros(0, dtype=np.int64), *_empty(k)).schema)
     finally:
