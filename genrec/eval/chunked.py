@@ -66,14 +66,15 @@ class CatalogueScores:
     def __init__(
         self, model, batch: HistoryBatch, chunk: int | None = None, table: ItemTable | None = None
     ) -> None:
-        self.n = model.n_items + 1
         self.full = None
         if chunk is None or not chunkable(model):
             self.full = candidate_scores(model, batch)
+            self.n = self.full.shape[1]
             self.chunk, self.device, self.finite = self.n, self.full.device, False
             return
         table = table or ItemTable(model)
         self.vectors, self.offset = table.vectors, table.offset
+        self.n = len(self.vectors)  # n_items + 1: row 0 is padding
         self.query = model.query_vectors(batch)
         self.finite = table.finite and bool(torch.isfinite(self.query).all())
         self.window = batch.items
