@@ -289,17 +289,24 @@ def test_ranker_runs_on_the_meta_device(case, feedback):
 
 
 def test_weights_saved_on_one_device_load_on_another(tiny_split, tiny_lm, tmp_path):
+    """A file written from the CPU reads onto the meta device (shapes and dtypes) and into a model built on the
+    meta device (its tensors become the file's), and into a CPU model exactly."""
     model = retrieval_model("hstu", [], tiny_split, tiny_lm)
-    save_weights(tmp_path / "w.safetensors", model.state_dict())
+    state = model.state_dict()
+    save_weights(tmp_path / "w.safetensors", state)
     on_meta = load_weights(tmp_path / "w.safetensors", device=META)
     assert {t.device for t in on_meta.values()} == {META}
-    assert {k: v.shape for k, v in on_meta.items()} == {k: v.shape for k, v in model.state_dict().items()}
-    # A model on another device takes CPU weights (copied onto its device) and gives them back exactly.
-    target = retrieval_model("hstu", [], tiny_split, tiny_lm).to(META)
-    load_model_weights(target, tmp_path / "w.safetensors")
-    assert {p.device for p in target.state_dict().values()} == {META}
-    again = retrieval_model("hstu", ["train.seed=1"], tiny_split, tiny_lm)
+    assert {k: (v.shape, v.dtype) for k, v in on_meta.items()} == {
+        k: (v.shape, v.dtype) for k, v in state.items()
+    }
+    with torch.device(META):  # built without memory, then given the file's tensors
+        shell = build_model(model.cfg, model.n_items, model.n_users)
+    assert {t.device for t in shell.state_dict().values()} == {META}
+    shell.load_state_dict(load_weights(tmp_path / "w.safetensors", device="cpu"), assign=True)
+    again = retrieval_model("hstu", [], tiny_split, tiny_lm)
     torch.nn.init.zeros_(again.item_emb.weight)
     load_model_weights(again, tmp_path / "w.safetensors", device="cpu")
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, again.state_dict()[key]), key
+    for key, value in state.items():
+        assert torch.equal(value, shell.state_dict()[key]) and torch.equal(value, again.state_dict()[key]), (
+            key
+        )
