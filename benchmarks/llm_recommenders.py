@@ -2,76 +2,58 @@
 
     # sid_llm (SmolLM2-135M-Instruct, LoRA): N@10 at each checkpoint against the training tokens, CPU time per
     # 1,000 training examples, share of valid and distinct generated items
-    .venv/bin/python benchmarks/llm_recommenders.py curve --dataset amazon-beauty --checkpoints 4 \\
+    python -m benchmarks llm_recommenders curve --dataset amazon-beauty --checkpoints 4 \\
         --examples 512 --eval-users 200
     # constrained beam-search decoding: users per second, top-10 with beam 20
-    .venv/bin/python benchmarks/llm_recommenders.py decode --dataset amazon-beauty --users 200
+    python -m benchmarks llm_recommenders decode --dataset amazon-beauty --users 200
     # hllm beside sasrec and textrec on the cold-start protocol, each within the same training time
-    .venv/bin/python benchmarks/llm_recommenders.py coldstart --dataset ml-1m --models sasrec,textrec,hllm \
+    python -m benchmarks llm_recommenders coldstart --dataset ml-1m --models sasrec,textrec,hllm \
         --max-minutes 3
 
 The curve trains with genrec's own training step (`genrec.training.trainer.training_step`, AdamW, the recipe's
 lr) on `--examples` recommendation examples per checkpoint, drawn without replacement from every (history ->
 next item) pair of the training sequences, and evaluates each checkpoint on the same `--eval-users` test users
 (sampled with seed 0; leave-one-out test targets, every item ranked, both conventions). CPU time is the process's
-user + system time (`time.process_time`), so it counts both cores. Prints a table and writes JSON to --out.
+user + system time (`time.process_time`), so it counts both cores. Prints a table and writes its JSON report
+(also to --out, which is kept after every checkpoint or model, so a run stopped by a time limit leaves its rows).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.data.batching import history_batch  # noqa: E402
-from genrec.data.split import Csr, EvalSet  # noqa: E402
-from genrec.eval.evaluator import evaluate  # noqa: E402
-from genrec.models import build_model  # noqa: E402
-from genrec.objectives import build_objective  # noqa: E402
-from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.training.trainer import build_optimizer, lr_lambda, training_step  # noqa: E402
-
-
-def sample_users(examples: EvalSet, n: int, seed: int = 0) -> EvalSet:
-    rows = np.sort(np.random.default_rng(seed).choice(len(examples), min(n, len(examples)), replace=False))
-    hist = examples.history
-    lengths = hist.lengths()[rows]
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    gather = np.repeat(hist.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
-    return EvalSet(examples.users[rows], Csr(offsets, hist.items[gather], None), examples.targets[rows])
+from benchmarks._common import Report, add_common, item_table, parser, recipe_for, sample
+from genrec.config import load_config
+from genrec.data.batching import history_batch
+from genrec.eval.evaluator import evaluate
+from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
+from genrec.io import write_json
+from genrec.models import build_model
+from genrec.objectives import build_objective
+from genrec.runs import make_split, prepare_dataset
+from genrec.runs.retrieval import fit_retrieval
+from genrec.training.trainer import FitContext, build_optimizer, lr_lambda, training_step
 
 
 def setup(args, overrides: list[str]):
-    recipe = (
-        f"sid_llm-{args.dataset}"
-        if (ROOT / f"genrec/recipes/sid_llm-{args.dataset}.yaml").exists()
-        else "sid_llm"
-    )
-    cfg = load_config(recipe, overrides, args.dataset)
+    cfg = load_config(recipe_for("sid_llm", args.dataset), overrides, args.dataset)
     ds = prepare_dataset(cfg.data)
     split = make_split(ds, cfg.data)
     seq = split.sequences
-    items = pl.DataFrame({"item_id": seq.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
+    items = item_table(ds, seq.item_ids)
     t0 = time.perf_counter()
     model = build_model(cfg.model, seq.n_items, seq.n_users)
     model.prepare(split, {"items": items})
     return cfg, split, model, time.perf_counter() - t0
 
 
-def validity(model, examples: EvalSet, k: int, batch_size: int) -> dict:
+def validity(model, examples, k: int, batch_size: int) -> dict:
     """Share of generated places that are real catalogue items, distinct within the list, outside the history,
     and produced by the beams themselves (not filled), over every user of `examples`."""
     hist = examples.history
@@ -94,8 +76,8 @@ def curve(args) -> dict:
     torch.set_num_threads(args.threads)
     overrides = [f"model.examples_per_epoch={args.examples}", *args.set]
     cfg, split, model, prep_s = setup(args, overrides)
-    users = sample_users(split.test, args.eval_users)
-    objective = build_objective(model.objective_name(), model)
+    users = sample(split.test, args.eval_users)
+    objective = build_objective(cfg.train.objective, model)
     optimizer = build_optimizer(model, cfg.train)
     total_steps = args.checkpoints * -(-args.examples // cfg.train.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -106,7 +88,9 @@ def curve(args) -> dict:
     for point in range(1, args.checkpoints + 1):
         took = (time.perf_counter() - start) / max(1, point - 1)
         if point > 1 and args.budget_seconds and time.perf_counter() - start + took > args.budget_seconds:
-            print(f"stopping before checkpoint {point}: --budget-seconds {args.budget_seconds}", flush=True)
+            print(
+                f"stopping before checkpoint {point}: --budget-seconds {args.budget_seconds}", file=sys.stderr
+            )
             break
         model.train()
         rng = np.random.default_rng([cfg.train.seed, point])
@@ -133,10 +117,8 @@ def curve(args) -> dict:
             "eval_wall_s": round(time.perf_counter() - e0, 1),
         }
         rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.out:  # kept after every checkpoint: a run stopped by its time limit still leaves its curve
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"curve": rows}, indent=1))
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        keep(args, {"curve": rows})
     model.eval()
     v0 = time.perf_counter()
     valid = validity(model, users, 10, cfg.eval.batch_size)
@@ -158,7 +140,7 @@ def decode(args) -> dict:
     torch.set_num_threads(args.threads)
     cfg, split, model, prep_s = setup(args, [f"model.beam={args.beam}", *args.set])
     model.eval()
-    users = sample_users(split.test, args.users)
+    users = sample(split.test, args.users)
     hist = users.history
     out = {}
     for shared in (True, False) if args.compare_cache else (True,):
@@ -175,7 +157,7 @@ def decode(args) -> dict:
             "seconds": round(seconds, 2),
             "users_per_s": round(len(users) / seconds, 2),
         }
-        print(json.dumps(out), flush=True)
+        print(json.dumps(out), file=sys.stderr, flush=True)
     lengths = [
         len(model.history_prompt(hist.items[hist.offsets[i] : hist.offsets[i + 1]]))
         for i in range(len(users))
@@ -195,24 +177,14 @@ def coldstart(args) -> dict:
     """Each model trained on the cold-start split (`genrec.experiments.coldstart`: the newest `--share` of the
     items held out of training) within `--max-minutes`, then test metrics for warm and cold targets, without and
     with cold places (`--cold-share`, the same policy for every full-catalogue model)."""
-    from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
-    from genrec.runs.retrieval import fit_retrieval
-    from genrec.training.trainer import FitContext
-
     torch.set_num_threads(args.threads)
     results = []
     for name in args.models.split(","):
-        tuned = ROOT / f"genrec/recipes/{name}-{args.dataset}.yaml"
-        recipe = tuned.stem if tuned.exists() else name
+        recipe = recipe_for(name, args.dataset)
         cfg = load_config(recipe, [f"train.max_minutes={args.max_minutes}", *args.set], args.dataset)
         ds = prepare_dataset(cfg.data)
         split, is_cold, details = cold_start_split(make_split(ds, cfg.data), args.share)
-        items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
-            ds.items.select(["item_id", "title", "categories"]),
-            on="item_id",
-            how="left",
-            maintain_order="left",
-        )
+        items = item_table(ds, split.sequences.item_ids)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed % 2**32)
         model = build_model(cfg.model, split.n_items, split.n_users)
@@ -236,11 +208,9 @@ def coldstart(args) -> dict:
             "epochs_run": summary.get("epochs_run"),
             "stopped_by": summary.get("stopped_by"),
         }
-        print(json.dumps(row), flush=True)
+        print(json.dumps(row), file=sys.stderr, flush=True)
         results.append({**row, "metrics": plain, "metrics_cold_places": places})
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"cold_start": details, "results": results}, indent=1))
+        keep(args, {"cold_start": details, "results": results})
     return {
         "dataset": args.dataset,
         "cold_start": details,
@@ -248,11 +218,66 @@ def coldstart(args) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="what", required=True)
+def keep(args, partial: dict) -> None:
+    """The rows so far in --out (when given): a run stopped by its time limit still leaves them."""
+    if args.out:
+        write_json(args.out, partial)
+
+
+def table(report: Report, what: str, result: dict) -> None:
+    if what == "curve":
+        report.table(
+            ["checkpoint", "examples", "tokens", "loss", "train CPU s", "N@10", "R@10", "N@10 unfiltered"],
+            [
+                [
+                    r["checkpoint"],
+                    r["examples"],
+                    f"{r['tokens']:,}",
+                    r["loss"],
+                    r["train_cpu_s"],
+                    f"{r['ndcg@10']:.4f}",
+                    f"{r['recall@10']:.4f}",
+                    f"{r['ndcg@10_unfiltered']:.4f}",
+                ]
+                for r in result["curve"]
+            ],
+        )
+        v = result["validity@10"]
+        report.line(
+            f"\nCPU s per 1,000 training examples: {result['cpu_seconds_per_1000_examples']}; generated places "
+            f"at k=10: {v['valid']:.1%} valid, {v['distinct']:.1%} distinct, {v['from_beams']:.1%} from the beams"
+        )
+    elif what == "decode":
+        modes = [m for m in ("shared_prompt_cache", "prompt_per_beam") if m in result]
+        report.table(
+            ["prompt", "users", "seconds", "users/s", "k", "beam", "batch", "mean prompt tokens"],
+            [
+                [
+                    m.replace("_", " "),
+                    result[m]["users"],
+                    result[m]["seconds"],
+                    result[m]["users_per_s"],
+                    result["k"],
+                    result["beam"],
+                    result["batch"],
+                    f"{result['prompt_tokens_mean']:.0f}",
+                ]
+                for m in modes
+            ],
+        )
+    else:
+        keys = [k for k in result["results"][0] if k not in ("model", "recipe")]
+
+        def cell(v):  # metrics to 4 decimals, seconds and counts as they are
+            return f"{v:.4f}" if isinstance(v, float) and v < 1 else v
+
+        rows = [[r["model"], *(cell(r[k]) for k in keys), r["recipe"]] for r in result["results"]]
+        report.table(["model", *keys, "recipe"], rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parent = parser(__name__, __doc__, sub_commands=True)
+    sub = parent.add_subparsers(dest="what", required=True)
     c = sub.add_parser("curve")
     c.add_argument("--checkpoints", type=int, default=4)
     c.add_argument("--examples", type=int, default=512, help="training examples per checkpoint")
@@ -274,17 +299,14 @@ def main() -> None:
     h.add_argument("--share", type=float, default=0.05, help="share of the catalogue held out as cold items")
     h.add_argument("--cold-share", type=float, default=0.1, help="places kept for cold items (second table)")
     for p in (c, d, h):
+        add_common(p)
         p.add_argument("--dataset", default="amazon-beauty")
-        p.add_argument("--threads", type=int, default=2)
         p.add_argument("--set", action="append", default=[], help="config override key=value")
-        p.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+        p.add_argument("--out", type=Path, default=None, help="also write the result here (JSON)")
+    args = parent.parse_args(argv)
+    report = Report(__name__, args)
     result = {"curve": curve, "decode": decode, "coldstart": coldstart}[args.what](args)
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    table(report, args.what, result)
+    report.results = result
+    keep(args, result)
+    report.save()

@@ -1,7 +1,9 @@
-"""llm_tree (LLM-guided tree retrieval) against popularity on the same sampled test users, with token costs, and
-the agreement of the two LLM backends (local transformers vs llama.cpp's OpenAI-compatible server).
+"""llm_tree (LLM-guided tree retrieval) against popularity on the same test users, and the backends' agreement.
 
-    GENREC_DATA=... python benchmarks/llm_tree.py --users 1000 [--agree-users 50] [--dataset amazon-beauty]
+llm_tree and popularity are measured on the same sampled test users, with the LLM's token costs; the two LLM
+backends are local transformers and llama.cpp's OpenAI-compatible server.
+
+    GENREC_DATA=... python -m benchmarks llm_tree --users 1000 [--agree-users 50] [--dataset amazon-beauty]
 
 Protocol: leave-one-out test split; `--users` test users sampled uniformly (numpy seed `--seed`); every model
 ranks the full catalogue (history excluded: the headline convention; the evaluator is genrec's own). Also listed:
@@ -14,34 +16,20 @@ reported: identical chosen leaves, identical top-20 lists.
 
 from __future__ import annotations
 
-import argparse
+import sys
 import time
 
 import numpy as np
-import polars as pl
 import torch
 
+from benchmarks._common import Report, item_table, parser, sample, take
 from genrec.config import DataConfig, EvalConfig
-from genrec.data.split import Csr, EvalSet
 from genrec.eval.evaluator import evaluate
 from genrec.llm import LLMConfig, Usage
 from genrec.models.base import build_model
 from genrec.models.llm_tree import LLMTree, LLMTreeConfig
 from genrec.models.popularity import PopularityConfig
 from genrec.runs.retrieval import make_split, prepare_dataset
-
-
-def sample(examples: EvalSet, n: int, seed: int) -> EvalSet:
-    rows = np.sort(np.random.default_rng(seed).choice(len(examples), min(n, len(examples)), replace=False))
-    return take(examples, rows)
-
-
-def take(examples: EvalSet, rows: np.ndarray) -> EvalSet:
-    h = examples.history
-    starts, ends = h.offsets[rows], h.offsets[rows + 1]
-    items = np.concatenate([h.items[s:e] for s, e in zip(starts, ends)])
-    offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-    return EvalSet(examples.users[rows], Csr(offsets, items), examples.targets[rows])
 
 
 class TextSimilarity(LLMTree):
@@ -74,18 +62,18 @@ def fitted(cls, cfg, split, items):
     return model.eval()
 
 
-def row(name, metrics, seconds, n, tokens=None):
+def row(name, metrics, seconds, n, tokens=None) -> list[str]:
     f = metrics["filtered"]
     tok = f"{tokens / n:,.0f}" if tokens is not None else "-"
-    return f"| {name} | {f['recall@20']:.4f} | {f['ndcg@10']:.4f} | {tok} | {seconds / n:.2f} |"
+    return [name, f"{f['recall@20']:.4f}", f"{f['ndcg@10']:.4f}", tok, f"{seconds / n:.2f}"]
 
 
-def histories(users: EvalSet, n_read: int) -> list[list[int]]:
+def histories(users, n_read: int) -> list[list[int]]:
     h = users.history
     return [h.items[h.offsets[r] : h.offsets[r + 1]].tolist()[-n_read:] for r in range(len(users))]
 
 
-def walk_and_evaluate(args, tree: LLMTree, split, items, users: EvalSet) -> None:
+def walk_and_evaluate(args, report: Report, tree: LLMTree, split, items, users) -> None:
     """The LLM walks under the time budget, then every model evaluated on the users walked; prints the table."""
     cfg = tree.cfg
     # The LLM walks first, under a time budget (their answers land in the response cache); the evaluator
@@ -98,7 +86,7 @@ def walk_and_evaluate(args, tree: LLMTree, split, items, users: EvalSet) -> None
         done += 1
     walk_seconds = time.perf_counter() - start
     walked = take(users, np.arange(done))
-    print(f"walked {done} users in {walk_seconds:.0f} s", flush=True)
+    print(f"walked {done} users in {walk_seconds:.0f} s", file=sys.stderr, flush=True)
     ev = EvalConfig(ks=[10, 20])
     lines = []
 
@@ -107,7 +95,13 @@ def walk_and_evaluate(args, tree: LLMTree, split, items, users: EvalSet) -> None
         metrics = evaluate(model, walked, split.n_items, ev)
         seconds = seconds if seconds is not None else time.perf_counter() - t
         lines.append(row(name, metrics, seconds, len(walked), tokens))
-        print(lines[-1], flush=True)
+        report.results[name] = {
+            "metrics": metrics,
+            "seconds": seconds,
+            "users": len(walked),
+            "tokens": tokens,
+        }
+        print(" | ".join(lines[-1]), file=sys.stderr, flush=True)
 
     pop = build_model(PopularityConfig(), split.n_items, split.n_users)
     pop.prepare(split, {})
@@ -120,10 +114,9 @@ def walk_and_evaluate(args, tree: LLMTree, split, items, users: EvalSet) -> None
     tokens = tree.llm.usage.total_tokens
     name = f"llm_tree, {args.model} via {args.walk_backend} (beam {args.beam}, {args.scoring})"
     run(name, tree, tokens, walk_seconds * len(walked) / max(done, 1))
-    print(f"usage of the walks: {tree.llm.usage.as_dict()}", flush=True)
-    print("\n| model | R@20 | N@10 | LLM tokens / user | s / user |\n|---|---|---|---|---|")
-    print("\n".join(lines))
-    print(
+    report.line(f"usage of the walks: {tree.llm.usage.as_dict()}\n")
+    report.table(["model", "R@20", "N@10", "LLM tokens / user", "s / user"], lines)
+    report.line(
         f"\n{args.dataset}, {len(walked)} sampled test users (seed {args.seed}; {args.users} asked, "
         f"{args.budget_seconds:.0f} s budget), full catalogue, history excluded; s / user of llm_tree = "
         "its LLM walk (uncached), others = evaluation"
@@ -138,8 +131,8 @@ def served(cfg: LLMTreeConfig, server, args) -> LLMTreeConfig:
     return cfg.model_copy(update={"llm": llm})
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__name__, __doc__)
     p.add_argument("--dataset", default="amazon-beauty")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--users", type=int, default=1000)
@@ -155,7 +148,6 @@ def main() -> None:
         default="<|im_start|>",
         help="SmolLM2's BOS token before every prompt, on both backends (llama.cpp's echo needs it)",
     )
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--only",
         choices=["transformers", "server", "both"],
@@ -168,15 +160,14 @@ def main() -> None:
         default="transformers",
         help="backend of the budgeted walks (server: llama.cpp's OpenAI-compatible server, started here)",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
 
     data_cfg = DataConfig(dataset=args.dataset, data_dir=args.data_dir)
     ds = prepare_dataset(data_cfg)
     split = make_split(ds, data_cfg)
-    items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
+    items = item_table(ds, split.sequences.item_ids)
     users = sample(split.test, args.users, args.seed)
     cfg = LLMTreeConfig(
         beam=args.beam,
@@ -184,7 +175,7 @@ def main() -> None:
         llm=LLMConfig(model=args.model, threads=args.threads, prompt_prefix=args.prompt_prefix),
     )
     tree = fitted(LLMTree, cfg, split, items)
-    print(f"tree: {len(tree.nodes)} nodes, depth {tree._depth()}", flush=True)
+    report.line(f"tree: {len(tree.nodes)} nodes, depth {tree._depth()}")
 
     if args.only in ("transformers", "both"):
         if args.walk_backend == "server":
@@ -192,11 +183,10 @@ def main() -> None:
             from genrec.llm.server import LlamaCppServer
 
             with LlamaCppServer(smollm2_path(), threads=args.threads) as server:
-                walk_and_evaluate(
-                    args, fitted(LLMTree, served(cfg, server, args), split, items), split, items, users
-                )
+                served_tree = fitted(LLMTree, served(cfg, server, args), split, items)
+                walk_and_evaluate(args, report, served_tree, split, items, users)
         else:
-            walk_and_evaluate(args, tree, split, items, users)
+            walk_and_evaluate(args, report, tree, split, items, users)
 
     if args.only in ("server", "both"):
         from genrec.data.batching import HistoryBatch
@@ -221,13 +211,15 @@ def main() -> None:
                 same_lists += la == lb
                 n += 1
             seconds = time.perf_counter() - t
-        print(
+        report.line(
             f"backends agree (first {n} sampled users): same chosen leaves {same_leaves}/{n}, same top-20 "
             f"{same_lists}/{n}; llama.cpp server {served_tree.llm.usage.total_tokens / max(n, 1):,.0f} tokens/user, "
-            f"{seconds / max(n, 1):.2f} s/user (transformers walks partly cached)",
-            flush=True,
+            f"{seconds / max(n, 1):.2f} s/user (transformers walks partly cached)"
         )
-
-
-if __name__ == "__main__":
-    main()
+        report.results["agreement"] = {
+            "users": n,
+            "same_leaves": same_leaves,
+            "same_top20": same_lists,
+            "server_seconds": seconds,
+        }
+    report.save()

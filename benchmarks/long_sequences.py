@@ -1,9 +1,9 @@
 """Long sequences: softmax against linear attention (SASRec and HSTU), and KuaiFormer's compression.
 
-    .venv/bin/python benchmarks/long_sequences.py timing                      # synthetic, lengths 50 ... 4096
-    .venv/bin/python benchmarks/long_sequences.py timing --lengths 50,4096 --models sasrec
-    .venv/bin/python benchmarks/long_sequences.py quality --epochs 8         # ML-1M N@10 (bounded training)
-    .venv/bin/python benchmarks/long_sequences.py rankers --epochs 3         # HSTU ranker compression, ML-1M
+    python -m benchmarks long_sequences timing                      # synthetic, lengths 50 ... 4096
+    python -m benchmarks long_sequences timing --lengths 50,4096 --models sasrec
+    python -m benchmarks long_sequences quality --epochs 8         # ML-1M N@10 (bounded training)
+    python -m benchmarks long_sequences rankers --epochs 3         # HSTU ranker compression, ML-1M
 
 timing: synthetic sequences (every position a real item, 3,000 items, d = 64, 2 blocks, 1 head, batch 4, the
 BCE loss with one negative per position, so that neither the catalogue nor in-batch negatives (whose logits grow
@@ -24,113 +24,123 @@ rankers: the HSTU ranker at 100 events (`hstu_ranker-ml-1m`) against the same wi
 
 from __future__ import annotations
 
-import argparse
 import json
-import multiprocessing as mp
 import resource
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+
+from benchmarks._common import Report, fresh_process, parser, timed
+from genrec.config import load_config
+from genrec.data.batching import HistoryBatch
+from genrec.models import build_model
+from genrec.objectives import build_objective
+from genrec.runs import train_run
 
 
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timing_worker(model: str, attention: str, length: int, steps: int, batch: int, queue) -> None:
-    import torch
-
-    from genrec.config import load_config
-    from genrec.data.batching import HistoryBatch
-    from genrec.models import build_model
-    from genrec.objectives import build_objective
-
+def timing_worker(model: str, attention: str, length: int, steps: int, batch: int) -> dict:
+    """One (model, attention, length) in this process (run in a fresh one): median step and forward seconds,
+    and the peak RSS the training steps added."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    over = ["model.dim=64", "model.layers=2", "model.heads=1", f"model.max_len={length}", "model.dropout=0.1",
-            f"model.attention={attention}", "model.loss=bce"]  # fmt: skip
+    over = [
+        "model.dim=64",
+        "model.layers=2",
+        "model.heads=1",
+        f"model.max_len={length}",
+        "model.dropout=0.1",
+        f"model.attention={attention}",
+        "train.objective=bce",
+    ]
     cfg = load_config(model, over)
     n_items = 3000
     net = build_model(cfg.model, n_items, 10)
     train_items = torch.randint(1, n_items + 1, (10_000,)).numpy()
-    objective = build_objective(net.objective_name(), net, train_items)
+    objective = build_objective(cfg.train.objective, net, train_items)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     items = torch.randint(1, n_items + 1, (batch, length + 1))
     ts = torch.arange(length + 1).expand(batch, -1) * 60 if net.uses_timestamps else None
     base = rss_mib()
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
+
+    def step():
         loss = objective(net, (items, ts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
+
+    train = timed(step, steps)
     train_peak = rss_mib() - base
     net.eval()
-    infer = []
+    history = HistoryBatch(items[:, :-1], timestamps=None if ts is None else ts[:, :-1])
     with torch.no_grad():
-        for i in range(steps + 1):
-            t0 = time.perf_counter()
-            net.score(HistoryBatch(items[:, :-1], timestamps=None if ts is None else ts[:, :-1]))
-            if i:
-                infer.append(time.perf_counter() - t0)
-    queue.put(
-        {"step_s": statistics.median(times), "infer_s": statistics.median(infer), "peak_mib": train_peak}
-    )
+        infer = timed(lambda: net.score(history), steps)
+    return {"step_s": train.median, "infer_s": infer.median, "peak_mib": train_peak}
 
 
-def run_isolated(target, *args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    proc.join()
-    if proc.exitcode:
-        return {"error": f"exit {proc.exitcode}"}
-    return queue.get()
-
-
-def timing(args) -> list[dict]:
+def timing(args, report: Report) -> list[dict]:
     rows = []
     for model in args.models.split(","):
         for length in [int(x) for x in args.lengths.split(",")]:
             got = {
-                a: run_isolated(timing_worker, model, a, length, args.steps, args.batch)
+                a: fresh_process(timing_worker, model, a, length, args.steps, args.batch, check=False)
                 for a in ("softmax", "linear")
             }
             s, lin = got["softmax"], got["linear"]
-            row = {"model": model, "length": length, **{f"softmax_{k}": v for k, v in s.items()},
-                   **{f"linear_{k}": v for k, v in lin.items()}}  # fmt: skip
+            row = {
+                "model": model,
+                "length": length,
+                **{f"softmax_{k}": v for k, v in s.items()},
+                **{f"linear_{k}": v for k, v in lin.items()},
+            }
             if "error" not in s and "error" not in lin:
                 row["step_speedup"] = s["step_s"] / lin["step_s"]
                 row["infer_speedup"] = s["infer_s"] / lin["infer_s"]
                 row["memory_ratio"] = s["peak_mib"] / max(lin["peak_mib"], 1.0)
             rows.append(row)
-            print(format_timing(row), flush=True)
+            print(f"{model} L={length} done", file=sys.stderr, flush=True)
+    columns = (
+        "model | L | step s softmax | step s linear | step speed-up | "
+        "forward s softmax | forward s linear | forward speed-up | peak MiB softmax | peak MiB linear | memory ratio"
+    )
+    cells = []
+    for r in rows:
+        if "step_speedup" not in r:
+            cells.append(
+                [
+                    r["model"],
+                    r["length"],
+                    f"failed: {r.get('softmax_error') or r.get('linear_error')}",
+                    *["-"] * 8,
+                ]
+            )
+            continue
+        cells.append(
+            [
+                r["model"],
+                r["length"],
+                f"{r['softmax_step_s']:.3f}",
+                f"{r['linear_step_s']:.3f}",
+                f"x{r['step_speedup']:.2f}",
+                f"{r['softmax_infer_s']:.3f}",
+                f"{r['linear_infer_s']:.3f}",
+                f"x{r['infer_speedup']:.2f}",
+                f"{r['softmax_peak_mib']:.0f}",
+                f"{r['linear_peak_mib']:.0f}",
+                f"x{r['memory_ratio']:.2f}",
+            ]
+        )
+    report.table(columns, cells)
     return rows
 
 
-def format_timing(r: dict) -> str:
-    if "step_speedup" not in r:
-        return f"{r['model']:7s} {r['length']:5d}  failed: {r}"
-    return (
-        f"{r['model']:7s} L={r['length']:5d}  step {r['softmax_step_s']:.3f}s / {r['linear_step_s']:.3f}s "
-        f"(x{r['step_speedup']:.2f})  infer {r['softmax_infer_s']:.3f}s / {r['linear_infer_s']:.3f}s "
-        f"(x{r['infer_speedup']:.2f})  peak {r['softmax_peak_mib']:.0f} / {r['linear_peak_mib']:.0f} MiB "
-        f"(x{r['memory_ratio']:.2f})"
-    )
-
-
 def train_one(recipe: str, overrides: list[str], out: Path) -> dict:
-    from genrec.config import load_config
-    from genrec.runs import train_run
-
     cfg = load_config(recipe, overrides, "ml-1m")
     t0 = time.perf_counter()
     m = train_run(cfg, out, progress=False)
@@ -143,71 +153,113 @@ def train_one(recipe: str, overrides: list[str], out: Path) -> dict:
     }
 
 
-def quality(args) -> list[dict]:
+QUALITY = {
+    "sasrec softmax": ("sasrec-ml-1m", ["model.attention=softmax"]),
+    "sasrec linear": ("sasrec-ml-1m", ["model.attention=linear"]),
+    "hstu softmax": ("hstu-ml-1m", ["model.attention=softmax"]),
+    "hstu linear": ("hstu-ml-1m", ["model.attention=linear"]),
+    "kuaiformer compressed": ("kuaiformer-ml-1m", ["model.compress=true"]),
+    "kuaiformer uncompressed": ("kuaiformer-ml-1m", ["model.compress=false"]),
+}
+
+
+def quality(args, report: Report) -> list[dict]:
     common = [f"model.max_len={args.max_len}", f"train.epochs={args.epochs}", "train.threads=2"]
-    variants = {
-        "sasrec softmax": ("sasrec-ml-1m", ["model.attention=softmax"]),
-        "sasrec linear": ("sasrec-ml-1m", ["model.attention=linear"]),
-        "hstu softmax": ("hstu-ml-1m", ["model.attention=softmax"]),
-        "hstu linear": ("hstu-ml-1m", ["model.attention=linear"]),
-        "kuaiformer compressed": ("kuaiformer-ml-1m", ["model.compress=true"]),
-        "kuaiformer uncompressed": ("kuaiformer-ml-1m", ["model.compress=false"]),
-    }
-    chosen = args.variants.split(",") if args.variants else list(variants)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(chosen):
-            recipe, over = variants[name]
-            r = {"variant": name, **train_one(recipe, common + over, Path(tmp) / str(i))}
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+        for i, name in enumerate(chosen(args, QUALITY)):
+            recipe, over = QUALITY[name]
+            rows.append({"variant": name, **train_one(recipe, common + over, Path(tmp) / str(i))})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    report.table(
+        ["variant", "test N@10", "valid N@10", "evaluation s", "training s", "epochs"],
+        [
+            [
+                r["variant"],
+                f"{r['test_ndcg@10']:.4f}",
+                f"{r['valid_ndcg@10']:.4f}",
+                r["eval_s"],
+                r["train_s"],
+                r["epochs"],
+            ]
+            for r in rows
+        ],
+    )
     by = {r["variant"]: r for r in rows}
     for model in ("sasrec", "hstu"):
         if f"{model} softmax" in by and f"{model} linear" in by:
             ratio = by[f"{model} linear"]["test_ndcg@10"] / by[f"{model} softmax"]["test_ndcg@10"]
-            print(f"{model}: linear / softmax test N@10 = {ratio:.3f}")
+            report.line(f"{model}: linear / softmax test N@10 = {ratio:.3f}")
     if "kuaiformer compressed" in by and "kuaiformer uncompressed" in by:
         c, u = by["kuaiformer compressed"], by["kuaiformer uncompressed"]
-        print(
+        report.line(
             f"kuaiformer: compressed / uncompressed test N@10 = {c['test_ndcg@10'] / u['test_ndcg@10']:.3f}, "
             f"inference time uncompressed / compressed = {u['eval_s'] / c['eval_s']:.2f}x"
         )
     return rows
 
 
-def rankers(args) -> list[dict]:
-    """HSTU ranker at 100 events, plain against `compress_history`, and GenRank (fused tokens) on ML-1M."""
-    from genrec.config import load_config
-    from genrec.runs import train_run
+RANKERS = {
+    "hstu_ranker": ("hstu_ranker-ml-1m", []),
+    "hstu_ranker compressed": ("hstu_ranker-ml-1m", ["model.compress_history=true"]),
+    "genrank (fused, 100 events)": ("genrank-ml-1m", ["model.max_len=100", "train.batch_size=64"]),
+}
 
-    variants = {
-        "hstu_ranker": ("hstu_ranker-ml-1m", []),
-        "hstu_ranker compressed": ("hstu_ranker-ml-1m", ["model.compress_history=true"]),
-        "genrank (fused, 100 events)": ("genrank-ml-1m", ["model.max_len=100", "train.batch_size=64"]),
-    }
-    chosen = args.variants.split(",") if args.variants else list(variants)
+
+def rankers(args, report: Report) -> list[dict]:
+    """HSTU ranker at 100 events, plain against `compress_history`, and GenRank (fused tokens) on ML-1M."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate(chosen):
-            recipe, over = variants[name]
+        for i, name in enumerate(chosen(args, RANKERS)):
+            recipe, over = RANKERS[name]
             cfg = load_config(recipe, over + [f"train.epochs={args.epochs}", "train.patience=100"])
             m = train_run(cfg, Path(tmp) / str(i), progress=False)
             tr = m["training"]
-            r = {"variant": name, "epochs": tr.get("epochs_run"), "train_s": tr.get("train_seconds"),
-                 "s_per_epoch": tr.get("train_seconds") / max(tr.get("epochs_run") or 1, 1),
-                 "valid_gauc": m["valid"]["gauc"], "test_gauc": m["test"]["gauc"],
-                 "test_auc": m["test"]["auc"]}  # fmt: skip
+            r = {
+                "variant": name,
+                "epochs": tr.get("epochs_run"),
+                "train_s": tr.get("train_seconds"),
+                "s_per_epoch": tr.get("train_seconds") / max(tr.get("epochs_run") or 1, 1),
+                "valid_gauc": m["valid"]["gauc"],
+                "test_gauc": m["test"]["gauc"],
+                "test_auc": m["test"]["auc"],
+            }
             rows.append(r)
-            print(json.dumps(r), flush=True)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+    report.table(
+        ["variant", "epochs", "s per epoch", "valid GAUC", "test GAUC", "test AUC"],
+        [
+            [
+                r["variant"],
+                r["epochs"],
+                f"{r['s_per_epoch']:.1f}",
+                f"{r['valid_gauc']:.4f}",
+                f"{r['test_gauc']:.4f}",
+                f"{r['test_auc']:.4f}",
+            ]
+            for r in rows
+        ],
+    )
     base = rows[0]
     for r in rows[1:]:
-        print(f"{r['variant']}: {base['s_per_epoch'] / r['s_per_epoch']:.2f}x step speed of {base['variant']}, "
-              f"test GAUC {r['test_gauc'] - base['test_gauc']:+.4f}")  # fmt: skip
+        report.line(
+            f"{r['variant']}: {base['s_per_epoch'] / r['s_per_epoch']:.2f}x step speed of "
+            f"{base['variant']}, test GAUC {r['test_gauc'] - base['test_gauc']:+.4f}"
+        )
     return rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def chosen(args, variants: dict) -> list[str]:
+    """The variants `--variants` names (all by default); an unknown one is a usage error."""
+    names = [v.strip() for v in args.variants.split(",")] if args.variants else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise SystemExit(f"error: unknown variant {unknown[0]!r}; choose from {', '.join(variants)}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__name__, __doc__, threads=False)
     p.add_argument("part", choices=["timing", "quality", "rankers"])
     p.add_argument("--models", default="sasrec,hstu")
     p.add_argument("--lengths", default="50,200,512,1024,2048,4096")
@@ -215,14 +267,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--variants", default="", help="comma-separated subset of the quality variants")
-    p.add_argument("--json", type=Path, help="also write the rows here")
-    args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
-    rows = {"timing": timing, "quality": quality, "rankers": rankers}[args.part](args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    p.add_argument("--variants", default="", help="comma-separated subset of the quality or rankers variants")
+    args = p.parse_args(argv)
+    report = Report(__name__, args)
+    report.results = {"timing": timing, "quality": quality, "rankers": rankers}[args.part](args, report)
+    report.save()

@@ -1,6 +1,6 @@
 """M-FALCON vs one-candidate-at-a-time scoring: candidates per second for one user.
 
-    .venv/bin/python benchmarks/mfalcon.py [--model hstu_ranker] [--threads 2]
+    python -m benchmarks mfalcon [--model hstu_ranker] [--threads 2]
 
 The ranker has the ML-1M recipe's size (d=64, 2 HSTU blocks, 2 heads) with max_len 200 and random weights (the
 speed does not depend on them), features from ML-100K. One user: a history of L random (item, rating) events
@@ -12,35 +12,29 @@ best of 3 after a warm-up. The last line is `speedup N=128 L=200: <x>x max_abs_d
 
 from __future__ import annotations
 
-import argparse
-import time
+import sys
 
 import numpy as np
 import torch
 
-from genrec.config import RankDataConfig  # noqa: E402
+from benchmarks._common import Report, parser, timed
+from genrec.config import RankDataConfig
 from genrec.models.ranking.mfalcon import make_batch, score_batch, score_one_at_a_time
 from genrec.registry import get as model_class
 from genrec.runs.ranking import prepare_feedback
 
-
-def best_of(fn, repeats: int = 3) -> tuple[float, torch.Tensor]:
-    fn()  # warm-up
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+COLUMNS = ["N", "history L", "one-at-a-time cand/s", "M-FALCON cand/s", "speedup", "max abs diff"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--model", default="hstu_ranker", choices=["hstu_ranker", "genrank", "mtgr"])
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--micro-batch", type=int, default=128)
     ap.add_argument("--dataset", default="ml-100k")
-    args = ap.parse_args()
+    ap.add_argument("--lengths", default="50,200", help="history lengths L")
+    ap.add_argument("--candidates", default="16,128,1024", help="candidate counts N")
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = prepare_feedback(RankDataConfig(dataset=args.dataset))[0]
@@ -49,15 +43,13 @@ def main() -> None:
     )
     model = model_class(args.model)(cfg, data).eval()
     rng = np.random.default_rng(0)
-    print(
+    report.line(
         f"M-FALCON benchmark: {args.model}, d=64, 2 blocks, 2 heads, micro-batch {args.micro_batch}, "
         f"{args.threads} threads, one user"
     )
-    print("| N | history L | one-at-a-time cand/s | M-FALCON cand/s | speedup | max abs diff |")
-    print("|---|---|---|---|---|---|")
-    final = None
-    for length in (50, 200):
-        for n in (16, 128, 1024):
+    rows, final = [], None
+    for length in [int(x) for x in args.lengths.split(",")]:
+        for n in [int(x) for x in args.candidates.split(",")]:
             hist = rng.integers(1, data.n_items + 1, length)
             acts = rng.integers(1, 6, length)
             times = np.sort(rng.integers(9e8, 9.5e8, length))
@@ -74,21 +66,24 @@ def main() -> None:
                 cross=None if cross is None else cross[:m],
             )
             with torch.no_grad():
-                t_fast, fast = best_of(lambda b=batch: score_batch(model, b, args.micro_batch))
-                t_slow, slow = best_of(
-                    lambda b=small: score_one_at_a_time(model, b), repeats=1 if m > 16 else 3
-                )
-            diff = (fast[:, :m] - slow).abs().max().item()
-            rate_fast, rate_slow = n / t_fast, m / t_slow
+                fast = timed(lambda b=batch: score_batch(model, b, args.micro_batch), repeats=3)
+                slow = timed(lambda b=small: score_one_at_a_time(model, b), repeats=1 if m > 16 else 3)
+            diff = (fast.output[:, :m] - slow.output).abs().max().item()
+            rate_fast, rate_slow = n / fast.best, m / slow.best
             speedup = rate_fast / rate_slow
-            print(
-                f"| {n} | {length} | {rate_slow:,.0f} | {rate_fast:,.0f} | {speedup:.1f}x | {diff:.2e} |",
-                flush=True,
+            rows.append(
+                [n, length, f"{rate_slow:,.0f}", f"{rate_fast:,.0f}", f"{speedup:.1f}x", f"{diff:.2e}"]
             )
+            print(f"N={n} L={length}: {speedup:.1f}x", file=sys.stderr, flush=True)
+            report.results[f"N={n} L={length}"] = {
+                "one_at_a_time_per_s": rate_slow,
+                "mfalcon_per_s": rate_fast,
+                "speedup": speedup,
+                "max_abs_diff": diff,
+            }
             if n == 128 and length == 200:
                 final = (speedup, diff)
-    print(f"speedup N=128 L=200: {final[0]:.1f}x max_abs_diff={final[1]:.2e}")
-
-
-if __name__ == "__main__":
-    main()
+    report.table(COLUMNS, rows)
+    if final:
+        report.line(f"speedup N=128 L=200: {final[0]:.1f}x max_abs_diff={final[1]:.2e}")
+    report.save()

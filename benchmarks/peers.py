@@ -1,4 +1,4 @@
-"""Peer half of the SASRec speed benchmark: RecBole's and RecTools' SASRec on Amazon Beauty.
+"""Peer half of the SASRec speed benchmark: RecBole's and RecTools' SASRec on Amazon Beauty, in their own venvs.
 
 Each peer lives in its own virtualenv under ``.bench/`` (git-ignored) and is trained in a subprocess, so
 their pinned dependency stacks never meet ours or each other's.  This file is stdlib-only at top level: the
@@ -55,15 +55,16 @@ Pins and why:
                    pkg_resources, removed from setuptools 81+.  Not needed by this benchmark's code path,
                    pinned so the RecBole install is whole.
 
-Usage (any python3.11; the repo's .venv/bin/python is fine):
-    python benchmarks/peers.py --setup-only               # build both venvs + data, no training
-    python benchmarks/peers.py --peer recbole --epochs 1  # one JSON line
-    python benchmarks/peers.py --epochs 2                 # both peers, one after the other
-    python benchmarks/peers.py --peer rectools --epochs 1 --max-users 3000 --no-eval   # quick smoke
-    python benchmarks/peers.py --flops                    # matmul peak FLOP/s (needs torch: use .venv)
+Usage (from the repository root, with the repo's .venv/bin/python):
+    python -m benchmarks peers --setup-only               # build both venvs + data, no training
+    python -m benchmarks peers --peer recbole --epochs 1  # one peer
+    python -m benchmarks peers --epochs 2                 # both peers, one after the other
+    python -m benchmarks peers --peer rectools --epochs 1 --max-users 3000 --no-eval   # quick smoke
+    python -m benchmarks peers --flops                    # matmul peak FLOP/s (as `python -m benchmarks matmul_peak`)
     --threads N overrides the 2 threads (smoke runs on a busy machine only, see below).
-From Python: ``run_peer("recbole", 2)`` -> dict; ``matmul_peak_flops("float32")`` -> FLOP/s.
-Worker logs go to ``.bench/runs/<peer>/<tag>.log``.
+Each peer's measurements are a table row and, in full, the JSON report's `results`. From Python:
+``run_peer("recbole", 2)`` -> dict. Worker logs go to ``.bench/runs/<peer>/<tag>.log``. The worker side runs this
+file as a script in the peer's venv, which is why it imports nothing but the standard library at top level.
 
 Measure in a quiet moment.  With 2 torch threads on the 2 cores while another process keeps ~1 core busy,
 OpenMP threads spin-wait on each other and a training step runs ~8x slower than with 1 thread (RecBole step
@@ -300,40 +301,6 @@ def run_peer(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Machine peak: achieved matmul FLOP/s
-# ----------------------------------------------------------------------------------------------------------
-
-
-def matmul_peak_flops(dtype: str = "float32", n: int = 2048, reps: int = 10, threads: int = THREADS) -> float:
-    """Best achieved FLOP/s of an n x n @ n x n matmul (2 n^3 flops) in this interpreter's torch."""
-    import torch
-
-    torch.set_num_threads(threads)
-    dt = getattr(torch, dtype)
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dt)
-    b = torch.randn(n, n, generator=gen).to(dt)
-    c = torch.empty(n, n, dtype=dt)
-    torch.matmul(a, b, out=c)  # warm-up: thread pool, kernel selection
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.matmul(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def machine_peak_flops(threads: int = THREADS) -> dict:
-    """float32 peak, plus bfloat16 where this CPU makes it faster; ``peak`` is the larger."""
-    res = {"float32": matmul_peak_flops("float32", threads=threads)}
-    bf16 = matmul_peak_flops("bfloat16", threads=threads)
-    if bf16 > res["float32"]:
-        res["bfloat16"] = bf16
-    res["peak"] = max(res.values())
-    return res
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Worker side: runs inside the peer's venv; library imports stay inside these functions.
 # ----------------------------------------------------------------------------------------------------------
 
@@ -563,8 +530,25 @@ def _finite(obj):
     return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
+def worker_main() -> None:
+    """What the peer's venv runs (this file as a script): one peer's training, its measurements to --out."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", choices=sorted(WORKERS), required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args()
+    res = WORKERS[args.worker](args.data, args.epochs, not args.no_eval, args.threads)
+    args.out.write_text(json.dumps(_finite(res), allow_nan=False))
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from benchmarks._common import Report, parser
+    from benchmarks.matmul_peak import report_peaks
+
+    ap = parser(__name__, __doc__)
     ap.add_argument(
         "--peer",
         choices=sorted(PEERS),
@@ -574,40 +558,48 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-users", type=int, default=None, help="only the first N users (smoke runs)")
     ap.add_argument("--no-eval", action="store_true", help="skip the validation NDCG@10")
-    ap.add_argument("--threads", type=int, default=THREADS, help="torch/OpenMP threads (benchmark: 2)")
     ap.add_argument("--setup-only", action="store_true", help="create venvs and data files, train nothing")
     ap.add_argument("--flops", action="store_true", help="print this machine's matmul peak FLOP/s")
-    # Internal: run inside a peer's venv.
-    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-
-    if args.worker:
-        res = WORKERS[args.worker](args.data, args.epochs, not args.no_eval, args.threads)
-        args.out.write_text(json.dumps(_finite(res), allow_nan=False))
-        return
+    report = Report(__name__, args)
     if args.flops:
-        flops = machine_peak_flops(args.threads)
-        print(json.dumps({"matmul_flops": flops, "threads": args.threads}), flush=True)
+        report_peaks(report, args.threads)
+        report.save()
         return
+    rows = []
     for name in args.peer or sorted(PEERS):
         if args.setup_only:
             ensure_venv(name, quiet=False)
-            print(
-                json.dumps(
-                    {
-                        "peer": name,
-                        "python": str(venv_python(name)),
-                        "data": str(PREPARE[name](args.max_users)),
-                    }
-                ),
-                flush=True,
-            )
+            report.results[name] = {
+                "python": str(venv_python(name)),
+                "data": str(PREPARE[name](args.max_users)),
+            }
+            rows.append((name, report.results[name]["python"], report.results[name]["data"]))
         else:
-            res = run_peer(name, args.epochs, args.max_users, not args.no_eval, args.threads)
-            print(json.dumps(_finite(res), allow_nan=False), flush=True)
+            res = _finite(run_peer(name, args.epochs, args.max_users, not args.no_eval, args.threads))
+            report.results[name] = res
+            rows.append(
+                (
+                    name,
+                    res["version"],
+                    res["samples_per_epoch"],
+                    f"{res['s_per_epoch']:.1f}",
+                    f"{res['sequences_per_s']:,.0f}",
+                    f"{res['peak_rss_mb']:,.0f}",
+                    res.get("valid_ndcg@10", "-"),
+                    res["loadavg_before"],
+                )
+            )
+    if args.setup_only:
+        report.table(["peer", "python", "data"], rows)
+    else:
+        columns = (
+            "peer | version | samples/epoch | s/epoch | "
+            "sequences/s | peak RSS (MB) | valid NDCG@10 | load average before"
+        )
+        report.table(columns, rows)
+    report.save()
 
 
 if __name__ == "__main__":
-    main()
+    worker_main()

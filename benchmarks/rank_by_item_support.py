@@ -1,8 +1,7 @@
-"""Where does a ranker gain? AUC / GAUC / LogLoss of trained ranking runs, by how many training impressions the
-candidate item has.
+"""Where does a ranker gain? AUC / GAUC / LogLoss of ranking runs by the candidate item's training impressions.
 
-    .venv/bin/python benchmarks/rank_by_item_support.py RUN_DIR [RUN_DIR ...] [--split test] [--bins 20 100]
-    .venv/bin/python benchmarks/rank_by_item_support.py --pairs DIN_RUN TEXT_RUN [DIN_RUN TEXT_RUN ...]
+    python -m benchmarks rank_by_item_support RUN_DIR [RUN_DIR ...] [--split test] [--bins 20 100]
+    python -m benchmarks rank_by_item_support --pairs DIN_RUN TEXT_RUN [DIN_RUN TEXT_RUN ...]
 
 Every run must be a finished `genrec rank-train` directory on the same data. Impressions of the split are put in
 buckets by their item's number of training impressions (the bin edges split them as [0, 20), [20, 100),
@@ -17,17 +16,13 @@ split's labels: an analysis of finished runs, not a way to choose settings.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.eval.ranking import ranking_metrics  # noqa: E402
-from genrec.runs import load_run  # noqa: E402
+from benchmarks._common import Report, parser
+from genrec.eval.ranking import ranking_metrics
+from genrec.runs import load_run
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -52,20 +47,21 @@ def bucket_metrics(imps, logits: np.ndarray, bucket: np.ndarray, n_buckets: int)
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--pairs", nargs="+", type=Path, help="baseline and variant run directories, alternating")
     ap.add_argument("--split", choices=["valid", "test"], default="test")
     ap.add_argument(
         "--bins", nargs="+", type=int, default=[20, 100], help="bucket edges (training impressions)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.pairs and len(args.pairs) % 2:
         ap.error("--pairs takes baseline / variant run directories in pairs")
     runs = args.pairs or args.runs
     if not runs:
         ap.error("give run directories, or --pairs")
+    report = Report(__name__, args)
     edges = sorted(set(args.bins))
     names = [*bucket_names(edges), "all"]
 
@@ -77,36 +73,37 @@ def main() -> None:
         support = np.bincount(data.train.items, minlength=data.n_items + 1)[imps.items]
         bucket = np.searchsorted(np.asarray(edges), support, side="right")
         results[run] = bucket_metrics(imps, model.predict(data, imps), bucket, len(edges) + 1)
+    report.results = {str(run): dict(zip(names, buckets)) for run, buckets in results.items()}
 
     first = results[runs[0]]
-    print(
+    report.line(
         f"{args.split} impressions by the item's training impressions ({len(getattr(data, args.split))} in all)\n"
     )
     if not args.pairs:
-        print("| run | items with | impressions | like rate | AUC | GAUC | LogLoss |")
-        print("|---|---|---|---|---|---|---|")
-        for run in runs:
-            for name, m in zip(names, results[run]):
-                print(
-                    f"| {run.name} | {name} | {m['impressions']} | {m['positive_rate']:.3f} | {m['auc']:.4f} "
-                    f"| {m['gauc']:.4f} | {m['logloss']:.4f} |"
-                )
+        rows = [
+            [
+                run.name,
+                name,
+                m["impressions"],
+                f"{m['positive_rate']:.3f}",
+                f"{m['auc']:.4f}",
+                f"{m['gauc']:.4f}",
+                f"{m['logloss']:.4f}",
+            ]
+            for run in runs
+            for name, m in zip(names, results[run])
+        ]
+        report.table(["run", "items with", "impressions", "like rate", "AUC", "GAUC", "LogLoss"], rows)
+        report.save()
         return
     pairs = list(zip(runs[::2], runs[1::2]))
-    print(f"variant - baseline over {len(pairs)} pairs: mean [min, max]\n")
-    print("| items with | impressions | like rate | " + " | ".join(f"{m} diff" for m in METRICS) + " |")
-    print("|---|---|---|" + "---|" * len(METRICS))
+    report.line(f"variant - baseline over {len(pairs)} pairs: mean [min, max]\n")
+    rows = []
     for i, name in enumerate(names):
         cells = []
         for metric in METRICS:
             diffs = np.array([results[v][i][metric] - results[b][i][metric] for b, v in pairs])
             cells.append(f"{diffs.mean():+.4f} [{diffs.min():+.4f}, {diffs.max():+.4f}]")
-        print(
-            f"| {name} | {first[i]['impressions']} | {first[i]['positive_rate']:.3f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-
-
-if __name__ == "__main__":
-    main()
+        rows.append([name, first[i]["impressions"], f"{first[i]['positive_rate']:.3f}", *cells])
+    report.table(["items with", "impressions", "like rate", *(f"{m} diff" for m in METRICS)], rows)
+    report.save()

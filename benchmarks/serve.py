@@ -1,7 +1,8 @@
-"""Serving benchmark: latency and throughput of `POST /recommend` over loopback, a 60 s load test, and the cost
-of an incremental event update against a full recompute. Prints Markdown tables.
+"""Serving: latency and throughput of `POST /recommend`, a 60 s load test, and an incremental event update's cost.
 
-    .venv/bin/python benchmarks/serve.py            # about 4 minutes on 2 cores
+Over loopback; the update is compared with a full recompute. Prints Markdown tables.
+
+    python -m benchmarks serve            # about 4 minutes on 2 cores
 
 What it builds (so it runs from a clean clone, no dataset needed): for SASRec and HSTU, a run directory with the
 Amazon-Beauty recipe's model shape (`sasrec-amazon-beauty`, `hstu-amazon-beauty`) but `model.max_len=200`, a
@@ -17,10 +18,10 @@ history: the worst case (a known user's request reuses the cached query instead)
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -33,10 +34,12 @@ import numpy as np
 import polars as pl
 import torch
 
+from benchmarks._common import Report, parser, timed
 from genrec.config import dump_config, load_config
 from genrec.data.batching import HistoryBatch
 from genrec.io import write_json, write_text
 from genrec.models import build_model
+from genrec.runs import load_run
 from genrec.training.checkpoint import save_weights
 
 N_ITEMS = 12_101  # Amazon Beauty after the P5 preprocessing
@@ -80,10 +83,24 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, run_dir: Path, backend: str = "exact") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        backend: str = "exact",
+        extra: list[str] | tuple = (),
+        open_files: int | None = None,
+    ) -> None:
+        """`genrec serve RUN_DIR` with `extra` options, under a limit of `open_files` descriptors if given."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "genrec", "serve", str(run_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen([*cmd, "--backend", backend], stdout=subprocess.DEVNULL)
+        limit = (
+            None
+            if open_files is None
+            else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files,) * 2))
+        )
+        self.proc = subprocess.Popen(
+            [*cmd, "--backend", backend, *extra], stdout=subprocess.DEVNULL, preexec_fn=limit
+        )
         for _ in range(600):
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
@@ -177,8 +194,6 @@ def mixed_request(users: pl.DataFrame, k: int = 10):
 
 def bench_update(run_dir: Path, repeats: int) -> dict:
     """Median ms to update a user's query after one event at history 200: incremental (HSTU cache) vs recompute."""
-    from genrec.runs import load_run
-
     model = load_run(run_dir).model
     users = pl.read_parquet(run_dir / "users.parquet")
     items = torch.tensor(users["history"][0].to_list())
@@ -187,19 +202,13 @@ def bench_update(run_dir: Path, repeats: int) -> dict:
 
     torch.set_num_threads(1)  # as `genrec serve` runs (--threads 1)
 
-    def timed(fn) -> float:
-        fn()
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return float(np.median(out)) * 1000
+    def ms(call) -> float:
+        return timed(call, repeats).median * 1000
 
     with torch.no_grad():
-        inc = timed(lambda: model.extend_state(cache, items[-1:], ts[-1:], items, ts))
-        full = timed(lambda: model.user_embedding(HistoryBatch(items[None], None, ts[None])))
-        prefill = timed(lambda: model.init_state(items, ts))
+        inc = ms(lambda: model.extend_state(cache, items[-1:], ts[-1:], items, ts))
+        full = ms(lambda: model.user_embedding(HistoryBatch(items[None], None, ts[None])))
+        prefill = ms(lambda: model.init_state(items, ts))
         new, incremental = model.extend_state(cache, items[-1:], ts[-1:], items, ts)
         ref = model.user_embedding(HistoryBatch(items[None], None, ts[None]))[0]
         err = float((model.state_query(new) - ref).abs().max())
@@ -212,14 +221,16 @@ def bench_update(run_dir: Path, repeats: int) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__name__, __doc__, threads=False)
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell")
     p.add_argument("--load-seconds", type=float, default=60.0, help="length of the load phase")
     p.add_argument("--clients", default="1,8,32")
     p.add_argument("--histories", default="50,200")
     p.add_argument("--models", default="sasrec,hstu")
-    args = p.parse_args()
+    p.add_argument("--update-repeats", type=int, default=200, help="timings of the event update (median)")
+    args = p.parse_args(argv)
+    report = Report(__name__, args)
     clients = [int(c) for c in args.clients.split(",")]
     lengths = [int(h) for h in args.histories.split(",")]
     t_start = time.perf_counter()
@@ -241,22 +252,27 @@ def main() -> None:
             finally:
                 server.stop()
             if model == "hstu":
-                update = bench_update(run_dir, repeats=200)
-    print(
+                update = bench_update(run_dir, repeats=args.update_repeats)
+    report.results = {
+        "cells": [{"model": m, "history": h, "clients": c, **r} for m, h, c, r in rows],
+        "load": load_row,
+        "update": update,
+    }
+    report.line(
         f"\n`POST /recommend`, top-10, {N_ITEMS:,}-item catalogue, ad-hoc history of the given length (encoded "
         f"on every request), exact top-K; recipe shapes with max_len {MAX_LEN}, untrained weights; server "
         f"`genrec serve` (1 torch thread per request) and client threads on the same {os.cpu_count()}-core CPU, "
         f"{args.seconds:g} s per cell after 1 s warm-up.\n"
     )
-    print("| model | history | clients | requests | req/s | p50 (ms) | p99 (ms) | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, length, c, r in rows:
-        print(
-            f"| {model} | {length} | {c} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | "
-            f"{r['p99']:.1f} | {r['errors']} |"
-        )
+    report.table(
+        ["model", "history", "clients", "requests", "req/s", "p50 (ms)", "p99 (ms)", "errors"],
+        [
+            [m, h, c, r["requests"], f"{r['rps']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}", r["errors"]]
+            for m, h, c, r in rows
+        ],
+    )
     if load_row is not None:
-        print(
+        report.line(
             f"\nLoad phase: HSTU, {max(clients)} clients, {args.load_seconds:g} s, mixed requests (60% ad-hoc "
             f"history of {MAX_LEN}, 25% known user, 15% `POST /events`): {load_row['requests']} requests, "
             f"{load_row['rps']:.0f} req/s, p50 {load_row['p50']:.1f} ms, p99 {load_row['p99']:.1f} ms, "
@@ -264,24 +280,25 @@ def main() -> None:
             + (f" (e.g. {load_row['samples']})" if load_row["errors"] else "")
         )
     if update is not None:
-        print(
-            f"\nEvent update at history {MAX_LEN} (HSTU, in process, 1 torch thread, median of 200): the user's "
-            "query after one new item.\n"
+        report.line(
+            f"\nEvent update at history {MAX_LEN} (HSTU, in process, 1 torch thread, median of "
+            f"{args.update_repeats}): the user's query after one new item.\n"
         )
-        print("| update | ms | vs incremental |")
-        print("|---|---|---|")
-        print(f"| incremental (cached keys/values, 199 -> 200 items) | {update['incremental']:.2f} | 1.0x |")
-        for key, label in [
+        labels = [
+            ("incremental", "incremental (cached keys/values, 199 -> 200 items)"),
             ("recompute", "full recompute (encode 200 items, as without a cache)"),
             ("prefill", "rebuild the cache (encode 200 items keeping keys/values)"),
-        ]:
-            print(f"| {label} | {update[key]:.2f} | {update[key] / update['incremental']:.1f}x |")
-        print(
+        ]
+        report.table(
+            ["update", "ms", "vs incremental"],
+            [
+                [label, f"{update[key]:.2f}", f"{update[key] / update['incremental']:.1f}x"]
+                for key, label in labels
+            ],
+        )
+        report.line(
             f"\nIncremental equals recompute: max |difference| of the query {update['max_abs_diff']:.1e} "
             f"(incremental: {update['exact']})."
         )
-    print(f"\nTotal time {time.perf_counter() - t_start:.0f} s.")
-
-
-if __name__ == "__main__":
-    main()
+    report.line(f"\nTotal time {time.perf_counter() - t_start:.0f} s.")
+    report.save()

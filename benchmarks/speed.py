@@ -1,14 +1,14 @@
-"""Training speed on Amazon Beauty: our SASRec and HSTU against RecBole's and RecTools' SASRec, one machine, one run.
+"""Training speed on Amazon Beauty: our SASRec and HSTU against RecBole's and RecTools' SASRec, one machine.
 
-    .venv/bin/python benchmarks/speed.py                    # everything (peers take ~15 min)
-    .venv/bin/python benchmarks/speed.py --skip-peers       # ours only
-    .venv/bin/python benchmarks/speed.py --epochs 3
-    .venv/bin/python benchmarks/speed.py --skip-peers --variant chunk1024:model.loss_chunk=1024 --adam multi_tensor
+    python -m benchmarks speed                    # everything (peers take ~15 min)
+    python -m benchmarks speed --skip-peers       # ours only
+    python -m benchmarks speed --epochs 3
+    python -m benchmarks speed --skip-peers --variant chunk1024:train.objective.chunk=1024 --adam multi_tensor
 
-Matched size (see benchmarks/peers.py): hidden 64, 2 blocks, 1 head, FFN inner 64 with ReLU, length 50,
-dropout 0.3, batch 256, full-softmax cross-entropy, lr 1e-3, 2 threads. Each model trains in its own process
-(peak RSS is the process's); seconds per epoch exclude evaluation and data preparation. Time to best
-validation comes from the leaderboard runs (runs/leaderboard, the tuned recipes), when present.
+Matched size (see `python -m benchmarks peers --help`): hidden 64, 2 blocks, 1 head, FFN inner 64 with ReLU, length
+50, dropout 0.3, batch 256, full-softmax cross-entropy, lr 1e-3, 2 threads. Each model trains in its own process
+(peak RSS is the process's); seconds per epoch (median over `--epochs`) exclude evaluation and data preparation.
+Time to best validation comes from the leaderboard runs (runs/leaderboard, the tuned recipes), when present.
 
 Compute efficiency: FLOPs of one epoch of our training (torch's flop formulas over every matmul, the chunked
 softmax's included), counted per input dtype, divided by the epoch time, against this machine's matmul peak
@@ -18,60 +18,46 @@ the epoch's float32 and bfloat16 FLOPs need at their two peaks) only where the C
 The report names the CPU, torch's vector path (CPU capability) and the dtype each model's matmuls ran in.
 
 Measure on a quiet machine: with 2 threads, any other busy process makes OpenMP threads spin and every
-figure wrong (the load average before each run is printed).
+figure wrong (the load average when it started is in the JSON report, `machine.load_average_before`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import resource
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-MATCHED = ["model.dim=64", "model.layers=2", "model.heads=1", "model.max_len=50", "model.dropout=0.3",
-           "train.batch_size=256", "train.lr=0.001"]  # fmt: skip
+from benchmarks._common import ROOT, Report, cpu_facts, fresh_process, matmul_peak, parser, timed
+from genrec.config import load_config
+from genrec.models import build_model
+from genrec.models.next_item import resolve_dtype
+from genrec.objectives import build_objective
+from genrec.runs import make_split, prepare_dataset
+from genrec.training.trainer import build_optimizer
 
-
-def cpu_report() -> dict:
-    """The CPU's name, core count, torch's vector path and the matmul-relevant flags."""
-    import torch
-
-    from genrec.models.next_item import cpu_has_fast_bf16
-
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown CPU":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-    return {
-        "cpu": name,
-        "cores": os.cpu_count(),
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "flags": [f for f in wanted if f in flags],
-        "native_bf16": cpu_has_fast_bf16(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-    }
+MATCHED = [
+    "model.dim=64",
+    "model.layers=2",
+    "model.heads=1",
+    "model.max_len=50",
+    "model.dropout=0.3",
+    "train.batch_size=256",
+    "train.lr=0.001",
+]
+COLUMNS = (
+    "model | s/epoch | sequences/s | peak RSS (MB) | "
+    "epoch time vs genrec SASRec | achieved GFLOP/s | of fp32 peak | of mixed peak | time to best valid (s)"
+)
 
 
 class DtypeFlops:
     """FLOPs of every op torch has a flop formula for (matmuls, attention), by the dtype of its first input."""
 
     def __init__(self) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
-
         counts: dict[str, int] = {}
         self.counts = counts
 
@@ -96,16 +82,7 @@ class DtypeFlops:
 
 
 def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) -> dict:
-    import numpy as np
-    import torch
-
-    from genrec.config import load_config
-    from genrec.models import build_model
-    from genrec.models.next_item import resolve_dtype
-    from genrec.objectives import build_objective
-    from genrec.runs import make_split, prepare_dataset
-    from genrec.training.trainer import build_optimizer
-
+    """One model's epochs in this process (run in a fresh one): seconds, sequences/s, FLOPs by dtype, peak RSS."""
     torch.set_num_threads(threads)
     extra = ["model.activation=relu"] if model == "sasrec" else []
     cfg = load_config(model, MATCHED + extra + [f"train.adam_kernel={adam}"] + sets, dataset="amazon-beauty")
@@ -115,7 +92,7 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
     # The optimiser `genrec train` builds; train.adam_kernel: loop (default), multi_tensor (same bits), fused.
     opt = build_optimizer(net, cfg.train)
     net.train()
-    objective = build_objective(net.objective_name(), net, split.train.items)
+    objective = build_objective(cfg.train.objective, net, split.train.items)
 
     def step(batch):
         loss = objective(net, batch)
@@ -123,58 +100,32 @@ def worker(model: str, epochs: int, threads: int, sets: list[str], adam: str) ->
         loss.backward()
         opt.step()
 
-    with DtypeFlops() as counter:
+    with DtypeFlops() as counter:  # also the warm-up epoch
         for batch in net.training_batches(split, np.random.default_rng(123), cfg.train.batch_size):
             step(batch)
     flops = sum(counter.counts.values())
-    epoch_s, sequences = [], 0
-    for epoch in range(epochs):
-        batches = list(net.training_batches(split, np.random.default_rng(epoch), cfg.train.batch_size))
-        t0 = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        epoch_s.append(time.perf_counter() - t0)
-        sequences = sum(int(b[0].shape[0]) for b in batches)
-    median = sorted(epoch_s)[len(epoch_s) // 2]
+    per_epoch = [
+        list(net.training_batches(split, np.random.default_rng(e), cfg.train.batch_size))
+        for e in range(epochs)
+    ]
+    epoch_batches = iter(per_epoch)
+    t = timed(lambda: [step(b) for b in next(epoch_batches)], epochs, warmup=0)
+    sequences = sum(int(b[0].shape[0]) for b in per_epoch[-1])
     return {
         "model": f"genrec {model}",
-        "s_per_epoch": round(median, 2),
-        "epoch_s": [round(s, 2) for s in epoch_s],
-        "sequences_per_s": round(sequences / median, 1),
+        "s_per_epoch": round(t.median, 2),
+        "epoch_s": [round(s, 2) for s in t.seconds],
+        "sequences_per_s": round(sequences / t.median, 1),
         "flops_per_epoch": flops,
         "flops_by_dtype": counter.counts,
-        "achieved_flops": flops / median,
+        "achieved_flops": flops / t.median,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "softmax_dtype": str(resolve_dtype(getattr(cfg.model, "softmax_dtype", "float32"))).removeprefix(
+        "softmax_dtype": str(resolve_dtype(getattr(cfg.train.objective, "dtype", "float32"))).removeprefix(
             "torch."
         ),
         "adam": cfg.train.adam_kernel,
         "sets": sets,
     }
-
-
-def run_ours(model: str, epochs: int, threads: int, sets: list[str] = (), adam: str = "loop") -> dict:
-    extra = [a for s in sets for a in ("--set", s)]
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            model,
-            "--epochs",
-            str(epochs),
-            "--threads",
-            str(threads),
-            "--adam",
-            adam,
-            *extra,
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def time_to_best(recipe_prefix: str) -> str:
@@ -185,10 +136,9 @@ def time_to_best(recipe_prefix: str) -> str:
     return f"{tr['seconds_to_best']:.0f} (epoch {tr['best_epoch']})"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--peer-epochs", type=int, default=1)
     ap.add_argument("--adam", default="loop", choices=["loop", "multi_tensor", "fused"])
@@ -199,32 +149,35 @@ def main() -> None:
         help="NAME:key=value[,key=value]: SASRec again with these settings (a speed-up to compare)",
     )
     ap.add_argument("--models", default="sasrec,hstu")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        from genrec.io import json_text
-
-        print(json_text(worker(args.worker, args.epochs, args.threads, args.set, args.adam), indent=None))
-        return
-
-    import peers
-
-    print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    cpu = cpu_report()
-    peak = {dt: peers.matmul_peak_flops(dt, threads=args.threads) for dt in ("float32", "bfloat16")}
-    results = [run_ours(m, args.epochs, args.threads, adam=args.adam) for m in args.models.split(",")]
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
+    peak = {dt: matmul_peak(dt, threads=args.threads) for dt in ("float32", "bfloat16")}
+    cpu = cpu_facts()
+    results = [
+        fresh_process(worker, m, args.epochs, args.threads, [], args.adam) for m in args.models.split(",")
+    ]
     for variant in args.variant:
         name, _, settings = variant.partition(":")
-        r = run_ours("sasrec", args.epochs, args.threads, settings.split(",") if settings else [], args.adam)
+        sets = settings.split(",") if settings else []
+        r = fresh_process(worker, "sasrec", args.epochs, args.threads, sets, args.adam)
         r["model"] = f"genrec sasrec [{name}]"
         results.append(r)
     if not args.skip_peers:
+        from benchmarks import peers
+
         for name in ("recbole", "rectools"):
             r = peers.run_peer(name, args.peer_epochs, evaluate=False, threads=args.threads)
             r["model"] = f"{name} SASRec"
             results.append(r)
-    print("\n".join(report(results, peak, cpu, args.threads)))
+    for line in header(results, peak, cpu, args.threads):
+        report.line(line)
+    report.table(COLUMNS, rows(results, peak, cpu))
+    report.line(
+        "\nSequences: ours and RecTools iterate one sequence per user; RecBole one sample per prefix "
+        "(131,413 per epoch), so compare seconds per epoch, not sequences/s, across libraries."
+    )
+    report.results = {"peak_flops": peak, "models": results}
+    report.save()
 
 
 def native_bf16(cpu: dict, peak: dict) -> bool:
@@ -233,17 +186,14 @@ def native_bf16(cpu: dict, peak: dict) -> bool:
     return bool(cpu["native_bf16"]) and peak["bfloat16"] > peak["float32"]
 
 
-def report(results: list[dict], peak: dict, cpu: dict, threads: int) -> list[str]:
-    """The printed report: CPU, peaks, each model's matmul dtypes, and the table."""
-    ours = results[0]["s_per_epoch"]
-    bf16_ok = native_bf16(cpu, peak)
-    out = []
-    out.append(
+def header(results: list[dict], peak: dict, cpu: dict, threads: int) -> list[str]:
+    """The lines above the table: CPU, peaks, each model's matmul dtypes."""
+    out = [
         f"CPU: {cpu['cpu']}, {cpu['cores']} cores, {threads} threads; torch {cpu['torch_capability']} "
         f"kernels, oneDNN {'on' if cpu['mkldnn'] else 'off'}; flags: {' '.join(cpu['flags']) or 'none of interest'}"
-    )
+    ]
     bf16_text = f"{peak['bfloat16'] / 1e9:.0f} GFLOP/s" + (
-        "" if bf16_ok else " (not native on this CPU: no bfloat16 share is printed)"
+        "" if native_bf16(cpu, peak) else " (not native on this CPU: no bfloat16 share is printed)"
     )
     out.append(f"Matmul peak: float32 {peak['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {bf16_text}")
     for r in results:
@@ -252,18 +202,19 @@ def report(results: list[dict], peak: dict, cpu: dict, threads: int) -> list[str
             out.append(
                 f"  {r['model']}: matmuls per epoch {parts}; full softmax in {r['softmax_dtype']}; AdamW {r['adam']}"
             )
-    out.append("")
-    out.append(
-        "| model | s/epoch | sequences/s | peak RSS (MB) | epoch time vs genrec SASRec | achieved GFLOP/s "
-        "| of fp32 peak | of mixed peak | time to best valid (s) |"
-    )
-    out.append("|---|---|---|---|---|---|---|---|---|")
+    return [*out, ""]
+
+
+def rows(results: list[dict], peak: dict, cpu: dict) -> list[list[str]]:
+    """One table row per model (COLUMNS); the first model is the reference of the time ratio."""
+    ours = results[0]["s_per_epoch"]
+    bf16_ok = native_bf16(cpu, peak)
+    out = []
     for r in results:
         achieved = r.get("achieved_flops")
         eff = ["-", "-", "-"]
         if achieved:
-            by = r.get("flops_by_dtype", {})
-            low = by.get("bfloat16", 0)
+            low = r.get("flops_by_dtype", {}).get("bfloat16", 0)
             mixed = "-"
             if low and bf16_ok:  # the time the epoch's FLOPs need at the two peaks
                 bound = (r["flops_per_epoch"] - low) / peak["float32"] + low / peak["bfloat16"]
@@ -273,15 +224,14 @@ def report(results: list[dict], peak: dict, cpu: dict, threads: int) -> list[str
             eff = [f"{achieved / 1e9:.0f}", f"{achieved / peak['float32']:.0%}", mixed]
         ttb = time_to_best(r["model"].split()[-1]) if r["model"].startswith("genrec") else "-"
         out.append(
-            f"| {r['model']} | {r['s_per_epoch']:.1f} | {r['sequences_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
-            f"{r['s_per_epoch'] / ours:.2f}x | {' | '.join(eff)} | {ttb} |"
+            [
+                r["model"],
+                f"{r['s_per_epoch']:.1f}",
+                f"{r['sequences_per_s']:,.0f}",
+                f"{r['peak_rss_mb']:,.0f}",
+                f"{r['s_per_epoch'] / ours:.2f}x",
+                *eff,
+                ttb,
+            ]
         )
-    out.append(
-        "\nSequences: ours and RecTools iterate one sequence per user; RecBole one sample per prefix "
-        "(131,413 per epoch), so compare seconds per epoch, not sequences/s, across libraries."
-    )
     return out
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """How much each text-interest feature alone separates likes, before any training: AUC / GAUC on validation.
 
-    .venv/bin/python benchmarks/text_interest_signal.py [--dataset ml-1m] [--max-len 100] [--threads 2]
+    python -m benchmarks text_interest_signal [--dataset ml-1m] [--max-len 100] [--threads 2]
 
 Each feature of `TextInterest` (genrec/models/ranking/base.py) is used as the score of every validation
 impression (history = the last `max-len` events before the validation cut-off, as the rankers read it), with
@@ -13,12 +13,11 @@ with the "title | genres" ones. Validation only: nothing here reads the test spl
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 
-from genrec.config import RankDataConfig  # noqa: E402
+from benchmarks._common import Report, parser
+from genrec.config import RankDataConfig
 from genrec.eval.ranking import auc, gauc
 from genrec.items.text import encode_texts
 from genrec.models.ranking.base import TEXT_INTEREST, TextInterest
@@ -36,12 +35,12 @@ def features(model, data, table: np.ndarray) -> np.ndarray:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--dataset", default="ml-1m")
     ap.add_argument("--max-len", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
     data = prepare_feedback(RankDataConfig(dataset=args.dataset))[0]
     full = text_embeddings(data)
@@ -54,19 +53,19 @@ def main() -> None:
     tables = {"title + genres": full, "title only": titles, "genres multi-hot": genres[:, 1:]}
     feats = {name: features(model, data, table) for name, table in tables.items()}
     y, users = data.valid.labels, data.valid.users
-    print(
-        f"{args.dataset} validation, {len(y)} impressions, last {args.max_len} events; AUC / GAUC per feature"
+    report.line(
+        f"{args.dataset} validation, {len(y)} impressions, last {args.max_len} events; AUC / GAUC per feature\n"
     )
-    print("| feature | " + " | ".join(tables) + " |")
-    print("|---|" + "---|" * len(tables))
+    rows = []
     for j, name in enumerate(TEXT_INTEREST):
-        cells = [f"{auc(y, f[:, j]):.4f} / {gauc(users, y, f[:, j])[0]:.4f}" for f in feats.values()]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        scores = {table: (auc(y, f[:, j]), gauc(users, y, f[:, j])[0]) for table, f in feats.items()}
+        report.results[name] = scores
+        rows.append([name, *(f"{a:.4f} / {g:.4f}" for a, g in scores.values())])
+    report.table(["feature", *tables], rows)
     ref = feats["title + genres"]
     for name in ("title only", "genres multi-hot"):
         corr = [np.corrcoef(ref[:, j], feats[name][:, j])[0, 1] for j in range(len(TEXT_INTEREST))]
-        print(f"correlation with title + genres, {name}: median {np.median(corr):.2f} (min {min(corr):.2f})")
-
-
-if __name__ == "__main__":
-    main()
+        report.line(
+            f"correlation with title + genres, {name}: median {np.median(corr):.2f} (min {min(corr):.2f})"
+        )
+    report.save()

@@ -1,13 +1,14 @@
 """genrec: generative recommendation with honest, full-catalogue evaluation.
 
-The Python API (`train`, `load_run`, `load_config`, `register`) is imported on first use, so that importing
-one part of the package (say `genrec.data`) does not import all of it.
+The Python API (`train`, `load_run`, `load_config`, `register`, `register_objective`, `register_task`) is
+imported on first use, so that importing one part of the package (say `genrec.data`) does not import all of it.
 """
 
 from genrec.version import __version__
 
-_API = {"train": "genrec.api", "load_run": "genrec.api", "load_config": "genrec.api", "Run": "genrec.api",
-        "register": "genrec.registry"}  # fmt: skip
+_API = {"train": "genrec.api", "load_run": "genrec.api", "Run": "genrec.api", "load_config": "genrec.config",
+        "register": "genrec.registry", "register_objective": "genrec.registry",
+        "register_task": "genrec.registry"}  # fmt: skip
 
 __all__ = ["__version__", *_API]
 

@@ -9,25 +9,15 @@ Everything here is a thin layer over `genrec.runs`: the same run directories as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from genrec.config import RunConfig
-from genrec.config import load_config as _load_config
+from genrec.config import load_config
 from genrec.data.loaders import dataset_from_frame
 from genrec.errors import ConfigError
 from genrec.runs import Run, load_run, train_run
 from genrec.runs.store import INPUT_FILE, default_run_dir
 
 __all__ = ["Run", "load_config", "load_run", "train"]
-
-
-def load_config(
-    recipe: str, overrides: dict | list[str] | None = None, dataset: str | None = None
-) -> RunConfig:
-    """A resolved, validated config: a built-in recipe name or YAML path, with overrides as a dict
-    ({"train.epochs": 3}) or `key=value` strings. Raises ConfigError (unknown keys name the nearest one)."""
-    return _load_config(recipe, _pairs(overrides), dataset)
 
 
 def train(
@@ -58,14 +48,6 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         frame.drop("position").write_parquet(out / INPUT_FILE)
         dataset = str((out / INPUT_FILE).resolve())
-    cfg = _load_config(recipe, _pairs(overrides), dataset)
+    cfg = load_config(recipe, overrides, dataset)
     train_run(cfg, out, resume=resume, progress=progress)
     return load_run(out)
-
-
-def _pairs(overrides: dict | list[str] | None) -> list[str]:
-    if overrides is None:
-        return []
-    if isinstance(overrides, dict):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
-    return list(overrides)

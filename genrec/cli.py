@@ -164,9 +164,8 @@ def recipes() -> None:
     table.add_column("dataset")
     for name in list_recipes():
         raw = recipe_dict(name)
-        table.add_row(
-            name, raw.get("model", {}).get("name", "?"), raw.get("data", {}).get("dataset", "(default)")
-        )
+        model = raw.get("model", {}).get("name", "(its init_from run's)")
+        table.add_row(name, model, raw.get("data", {}).get("dataset", "(default)"))
     out.print(table)
 
 
@@ -197,35 +196,50 @@ def print_ranking_metrics(metrics: dict, ks: list[int], title: str) -> None:
 
 
 def print_metrics(cfg, metrics: dict) -> None:
+    """The metrics' table and protocol line: catalogue metrics (recall, NDCG, MRR) or impression metrics (AUC,
+    GAUC, LogLoss), whichever the run's metrics hold."""
     title = f"{cfg.model.name} on {metrics['protocol']['dataset']}"
-    if cfg.task == "ranking":
-        print_ranking_metrics(metrics, cfg.eval.ks, title)
-    else:
+    if any(isinstance(m, dict) and "mrr" in m for m in metrics.values()):
         out.print(metrics_table(metrics, title))
         print_protocol(metrics["protocol"])
+    else:
+        print_ranking_metrics(metrics, cfg.eval.ks, title)
 
 
 @app.command("config")
 def config_reference(
-    model: list[str] = typer.Argument(None, help="model names (default: every registered model)"),
+    names: list[str] = typer.Argument(
+        None,
+        help="model, task or objective names (default: every registered model, every task no model runs by "
+        "default, every objective)",
+    ),
     markdown: bool = typer.Option(False, "--markdown", help="print docs/config.md's Markdown"),
 ) -> None:
-    """Every config key a model's runs accept, with type, default and description (set them with --set)."""
+    """Every config key a model's runs accept, and the keys of the other tasks and of every objective, with type,
+    default and description (set them with --set)."""
     from genrec import registry
-    from genrec.config import reference
+    from genrec.config import objective_reference, reference, task_reference
 
-    names = model or registry.names()
-    for name in names:
-        rows = reference(name)
+    models = registry.names()
+    tasks = [t for t in registry.TASKS.names() if t not in {registry.config_class(m).task for m in models}]
+    sections = []
+    for name in names or [*models, *tasks, *registry.OBJECTIVES.names()]:
+        if name in models:
+            sections.append((f"{name} ({registry.config_class(name).task})", reference(name)))
+        elif name in registry.TASKS.names():
+            sections.append((f"task {name} (task={name}, beside a model's keys)", task_reference(name)))
+        else:
+            sections.append((f"{name} (objective: train.objective.name={name})", objective_reference(name)))
+    for title, rows in sections:
         if markdown:
-            print(f"## {name} ({registry.get(name).task})\n")
+            print(f"## {title}\n")
             print("| key | type | default | description |\n|---|---|---|---|")
             for key, kind, default, text in rows:
                 cells = [f"`{key}`", kind.replace("|", "\\|"), f"`{default}`", text.replace("|", "\\|")]
                 print("| " + " | ".join(cells) + " |")
             print()
             continue
-        table = Table(title=f"{name} ({registry.get(name).task})", title_justify="left")
+        table = Table(title=title, title_justify="left")
         for col in ("key", "type", "default", "description"):
             table.add_column(col)
         for row in rows:
@@ -254,23 +268,35 @@ def train(
 ) -> None:
     """Train a retrieval model or a ranker, evaluate it, write a run directory."""
     from genrec.config import load_config
-    from genrec.runs import load_run, train_run
-    from genrec.runs.store import default_run_dir
-    from genrec.training import distributed
 
     cfg = load_config(recipe, set_, dataset)  # a bad config fails here, before any process is started
+    run_config(cfg, recipe, out_dir, resume, progress, nproc, examples)
+
+
+def run_config(
+    cfg, recipe: str, out_dir: Path | None, resume: bool, progress: bool, nproc: int, examples: int
+) -> dict | None:
+    """Train `cfg` into `out_dir` (one process, or `nproc` under torchrun), print its metrics and return them
+    (None in a process that is not rank 0): `train` and `align` end here."""
+    from genrec.runs import load_run, train_run
+    from genrec.runs.store import default_run_dir
+    from genrec.runs.task import make_task
+    from genrec.training import distributed
+
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(launch_torchrun(nproc))
     if not distributed.init_from_env().is_main:
         train_run(cfg, out_dir or Path("unused"), resume=resume, progress=False)
         distributed.shutdown()
-        return
+        return None
     if out_dir is None:
         if resume:
             raise GenrecError("--resume needs --out RUN_DIR")
         out_dir = default_run_dir(recipe, cfg.data.dataset)
-    kind = "ranker " if cfg.task == "ranking" else ""
-    out.print(f"training {kind}[bold]{cfg.model.name}[/bold] on [bold]{cfg.data.dataset}[/bold] -> {out_dir}")
+    task = make_task(cfg)
+    out.print(
+        f"training [bold]{cfg.model.name}[/bold] ({task.name}) on [bold]{cfg.data.dataset}[/bold] -> {out_dir}"
+    )
     metrics = train_run(cfg, out_dir, resume=resume, progress=progress)
     print_metrics(cfg, metrics)
     tr = metrics["training"]
@@ -279,10 +305,11 @@ def train(
             f"[dim]trained {tr['epochs_run']} epochs in {tr['train_seconds']}s; best validation at epoch "
             f"{tr['best_epoch']} ({tr['seconds_to_best']}s)[/dim]"
         )
-    if examples and cfg.task == "retrieval":
+    if examples and task.can("recommend"):
         print_examples(load_run(out_dir), examples)
     out.print(f"run directory: {out_dir}")
     distributed.shutdown()
+    return metrics
 
 
 def launch_torchrun(nproc: int) -> int:
@@ -323,54 +350,85 @@ def evaluate(
     run = load_run(run_dir)
     reward = None
     if reward_run is not None:
-        from genrec.alignment.reward import load_reward_model
+        from genrec.runs.preference import load_reward_model
 
         reward = load_reward_model(reward_run)
     metrics = evaluate_run(run, dataset, progress, reward)
     print_metrics(run.cfg, metrics)
-    if run.task == "retrieval":
-        print_list_metrics(metrics["test"])
-        print_session_metrics(metrics)
+    print_list_metrics(metrics["test"])
+    print_session_metrics(metrics)
+
+
+# `genrec align --set KEY=VALUE` also takes the flat keys of the align section it had before alignment became a
+# task: each is the run config key it now is.
+ALIGN_KEYS = {
+    "pairs": "data.pairs",
+    "objective": "train.objective.name",
+    "beta": "train.objective.beta",
+    "sft_weight": "train.objective.sft_weight",
+    "negatives": "data.negatives",
+    "rounds": "train.epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "grad_clip": "train.grad_clip",
+    "seed": "train.seed",
+    "threads": "train.threads",
+    **{
+        key: f"data.{key}"
+        for key in ("anchors_per_user", "like", "dislike", "self_play_top", "reward_run", "reward_diversity")
+        + ("beams", "session_len", "users_per_round")
+    },
+}
 
 
 @app.command()
 def align(
     run_dir: Path = typer.Argument(..., help="a trained retrieval run (the reference model)"),
     recipe: str | None = typer.Option(
-        None, "--recipe", help="alignment recipe (genrec/recipes/align) or YAML"
+        None, "--recipe", help="preference recipe (e.g. sasrec-dpo-ml-1m) or YAML; default: preference"
     ),
     pairs: str | None = typer.Option(None, "--pairs", help="ratings | self-play | reward-beams"),
-    objective: str | None = typer.Option(None, "--objective", help="dpo | sdpo"),
+    objective: str | None = typer.Option(None, "--objective", help="dpo | sdpo (or a registered objective)"),
     beta: float | None = typer.Option(None, "--beta", help="DPO beta"),
     negatives: int | None = typer.Option(None, "--negatives", help="rejected items per pair (K)"),
     reward_run: Path | None = typer.Option(None, "--reward-run", help="ranking run used as reward model"),
-    rounds: int | None = typer.Option(None, "--rounds", help="pair generation rounds"),
-    set_: list[str] = typer.Option([], "--set", help="any align key, e.g. --set lr=3e-4"),
+    rounds: int | None = typer.Option(None, "--rounds", help="pair generation rounds (= epochs)"),
+    set_: list[str] = typer.Option([], "--set", help="any config key, e.g. --set train.lr=3e-4"),
     out_dir: Path | None = typer.Option(
         None, "--out", help="run directory (default RUN_DIR-PAIRS-OBJECTIVE)"
     ),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted alignment in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on one node (as in train)"),
 ) -> None:
-    """Preference-align a trained run (DPO / S-DPO on rating, self-play or reward-model pairs) into a new run."""
+    """Preference-align a trained run (DPO / S-DPO on rating, self-play or reward-model pairs) into a new run:
+    a run of task `preference` that starts from RUN_DIR (`genrec train RECIPE --set init_from=RUN_DIR`)."""
     import time
 
-    from genrec.alignment.align import align_run
-    from genrec.alignment.config import align_recipe
-    from genrec.config import parse_overrides
+    from genrec.config import load_config
 
     flags = {
-        "pairs": pairs,
-        "objective": objective,
-        "beta": beta,
-        "negatives": negatives,
-        "reward_run": None if reward_run is None else str(reward_run),
-        "rounds": rounds,
+        "data.pairs": pairs,
+        "train.objective.name": objective,
+        "train.objective.beta": beta,
+        "data.negatives": negatives,
+        "data.reward_run": None if reward_run is None else str(reward_run),
+        "train.epochs": rounds,
     }
-    cfg = align_recipe(recipe, {**parse_overrides(set_), **flags})
-    out_dir = out_dir or run_dir.parent / f"{run_dir.name}-{cfg.pairs}-{cfg.objective}"
-    out.print(f"aligning {run_dir} ({cfg.pairs} pairs, {cfg.objective}, beta {cfg.beta:g}) -> {out_dir}")
+    overrides = [f"init_from={json.dumps(str(run_dir))}"]
+    for pair in set_:
+        key, sep, value = pair.partition("=")
+        overrides.append(f"{ALIGN_KEYS.get(key, key)}{sep}{value}")
+    overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+    cfg = load_config(recipe or "preference", overrides)
+    obj = cfg.train.objective
+    out_dir = out_dir or run_dir.parent / f"{run_dir.name}-{cfg.data.pairs}-{obj.name}"
+    beta_text = f", beta {obj.beta:g}" if hasattr(obj, "beta") else ""
+    out.print(f"aligning {run_dir} ({cfg.data.pairs} pairs, {obj.name}{beta_text}) -> {out_dir}")
     t0 = time.perf_counter()
-    metrics = align_run(run_dir, cfg, out_dir, log=lambda line: out.print(f"[dim]{line}[/dim]"))
-    out.print(metrics_table(metrics, "aligned"))
+    metrics = run_config(cfg, recipe or "preference", out_dir, resume, progress, nproc, examples=0)
+    if metrics is None:  # a process of a distributed run other than rank 0
+        return
     print_list_metrics(metrics["test"])
     print_session_metrics(metrics)
     out.print(f"aligned in {time.perf_counter() - t0:.1f}s; run directory: {out_dir}")
@@ -406,7 +464,7 @@ def recommend(
         if not raw_history:
             raise GenrecError("--history is empty")
     who = f"user {user}" if user is not None else f"history of {len(raw_history)} items"
-    if candidates is not None or run.task == "ranking":
+    if candidates is not None or not run.task.can("recommend"):
         if candidates is None:
             raise GenrecError("a ranking run scores given items: add --candidates ID,ID,...")
         cands = [x.strip() for x in candidates.split(",") if x.strip()]
@@ -472,7 +530,7 @@ def expand(
     from genrec.data.expand import expand as fractal_expand
     from genrec.data.registry import load_dataset
 
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise GenrecError(f"{out_dir} exists and is not empty; choose another --out")
     ds = load_dataset(dataset, data_dir)
     meta = fractal_expand(
@@ -497,21 +555,50 @@ def serve(
     threads: int = typer.Option(
         1, "--threads", min=1, help="torch threads per request (requests already run in parallel)"
     ),
+    state: Path | None = typer.Option(
+        None,
+        "--state",
+        help="SQLite file of live events (default RUN_DIR/live-events.sqlite; an existing database is fine)",
+    ),
+    state_sync: str = typer.Option(
+        "full",
+        "--state-sync",
+        help="full: each event fsynced before its answer | normal: fsync at checkpoints",
+    ),
+    max_live_users: int = typer.Option(
+        2_000, "--max-live-users", min=1, help="users whose history and state stay in memory"
+    ),
+    max_connections: int = typer.Option(
+        512, "--max-connections", min=1, help="open connections; more are answered 503 and closed"
+    ),
+    request_timeout: float = typer.Option(
+        10.0, "--request-timeout", min=0.1, help="seconds for a whole request to arrive; slower ones get 408"
+    ),
 ) -> None:
-    """HTTP API (/recommend, /rank, /events, /items/{id}, /healthz, /docs) and a demo page at /."""
+    """HTTP API (/recommend, /rank, /events, /items, /healthz, /docs) and a demo page at /."""
     import torch
-    import uvicorn
 
     from genrec.serve import create_app
+    from genrec.serve.server import ensure_descriptors, make_server
 
     if backend not in ("exact", "faiss"):
         raise GenrecError(f"--backend must be exact or faiss, got {backend!r}")
+    if state_sync not in ("full", "normal"):
+        raise GenrecError(f"--state-sync must be full or normal, got {state_sync!r}")
     # One request's matmuls are small: threads inside an op cost more in synchronisation than they save,
     # and spin badly when the cores are busy with other requests.
     torch.set_num_threads(threads)
-    application = create_app(run_dir, backend)
-    out.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    ensure_descriptors(max_connections)
+    application = create_app(
+        run_dir, backend, state=state, max_live_users=max_live_users, state_sync=state_sync
+    )
+    server = make_server(application, host, port, max_connections, request_timeout)
+    engine = application.state.engine
+    out.print(
+        f"serving {run_dir} on http://{host}:{port} (docs at /docs); live events in {engine.store.path}, "
+        f"up to {max_live_users} users in memory (at most {max_live_users * engine.user_bytes / 2**20:.0f} MB)"
+    )
+    server.run()
 
 
 @app.command()

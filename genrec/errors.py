@@ -11,3 +11,7 @@ class DataError(GenrecError):
 
 class ConfigError(GenrecError):
     pass
+
+
+class StorageError(GenrecError):
+    """A file cannot be written or read back: a full disk, a read-only place, a damaged run file."""

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.alignment.align import align_run
-from genrec.alignment.config import AlignConfig, align_recipe
 from genrec.alignment.pairs import (
     histories,
     preference_batches,
@@ -19,8 +17,15 @@ from genrec.alignment.pairs import (
     reward_beam_pairs,
     self_play_pairs,
 )
-from genrec.alignment.reward import RewardModel, load_reward_model
-from genrec.config import DataConfig, load_config
+from genrec.alignment.reward import RewardModel
+from genrec.config import (
+    DataConfig,
+    PreferenceDataConfig,
+    dump_config,
+    list_recipes,
+    load_config,
+    recipe_dict,
+)
 from genrec.data.batching import HistoryBatch
 from genrec.data.schema import Sequences
 from genrec.data.split import Csr, EvalSet, Split
@@ -29,6 +34,7 @@ from genrec.eval.lists import ListAccumulator, ListContext, future_ratings, popu
 from genrec.models import build_model
 from genrec.objectives import DPO, SDPO, PreferenceBatch
 from genrec.runs import evaluate_run, load_run, train_run
+from genrec.runs.preference import load_reward_model
 from genrec.runs.retrieval import make_split, prepare_dataset
 from genrec.training.trainer import training_step
 
@@ -78,7 +84,7 @@ def _train_events(split, u):
 
 
 def test_rating_pairs_respect_the_ratings(split):
-    cfg = AlignConfig(negatives=3, anchors_per_user=2)
+    cfg = PreferenceDataConfig(negatives=3, anchors_per_user=2)
     pairs = rating_pairs(split, cfg, np.random.default_rng(0))
     assert len(pairs) > 500 and pairs.rejected.shape == (len(pairs), 3)
     from_dislikes = 0
@@ -102,7 +108,7 @@ def test_self_play_rejected_are_the_models_own_unliked_top_items(split):
     model = build_model(
         load_config("sasrec", ["model.dim=8", "model.max_len=10"]).model, split.n_items, 1
     ).eval()
-    cfg = AlignConfig(pairs="self-play", negatives=2, anchors_per_user=1, self_play_top=10)
+    cfg = PreferenceDataConfig(pairs="self-play", negatives=2, anchors_per_user=1, self_play_top=10)
     pairs = self_play_pairs(split, cfg, model, np.random.default_rng(0))
     batch = histories(split, pairs.users[:50], pairs.hist_len[:50], model.max_history)
     top, _ = model.recommend(batch, 10, exclude=batch.items)
@@ -168,7 +174,9 @@ def test_dpo_on_sessions_equals_a_hand_computation():
 
 
 def test_reward_beams_pick_best_and_worst_sessions(split):
-    cfg = AlignConfig(pairs="reward-beams", beams=4, session_len=3, negatives=2, users_per_round=20)
+    cfg = PreferenceDataConfig(
+        pairs="reward-beams", beams=4, session_len=3, negatives=2, users_per_round=20, reward_run="unused"
+    )
 
     def reward(users, hist_len, lists):  # higher item ids are better
         return lists.float().mean(-1)
@@ -226,17 +234,32 @@ def test_list_metrics_on_a_hand_made_example():
     assert m["popular_share@3"] == pytest.approx(2 / 5) and m["reward@3"] == pytest.approx(0.25)
 
 
+# `genrec align` flags of a small S-DPO alignment (flat `--set` keys are the old align section's).
+ALIGN = ["--objective", "sdpo", "--negatives", "2", "--beta", "0.5", "--set", "anchors_per_user=1"]
+ALIGN += ["--set", "threads=1", "--no-progress"]
+
+
 def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
-    cfg = AlignConfig(pairs="ratings", objective="sdpo", negatives=2, anchors_per_user=1, beta=0.5, threads=1)
+    overrides = [f"init_from={sasrec_run}", "train.objective.name=sdpo", "train.objective.beta=0.5"]
+    overrides += ["data.negatives=2", "data.anchors_per_user=1", "train.threads=1", "train.seed=0"]
+    cfg = load_config("preference", overrides)
+    reference = load_run(sasrec_run)
+    # An ordinary run config: the model, data and eval sections of the run it starts from.
+    assert cfg.task == "preference" and cfg.model == reference.cfg.model and cfg.eval == reference.cfg.eval
+    assert cfg.data.split == "temporal" and cfg.data.pairs == "ratings" and cfg.train.objective.name == "sdpo"
     out = tmp_path / "aligned"
-    metrics = align_run(sasrec_run, cfg, out, log=lambda _: None)
+    metrics = train_run(cfg, out, progress=False)
     proto = metrics["protocol"]["alignment"]
     assert proto["reference_run"] == str(sasrec_run.resolve()) and proto["pair_source"] == "ratings"
     assert proto["objective"] == "sdpo" and proto["beta"] == 0.5 and proto["seed"] == 0
+    assert (
+        metrics["protocol"]["task"] == "preference"
+        and "valid_liked_precision@10" in metrics["training"]["history"][0]
+    )
     assert {"liked_precision@10", "disliked_share@10", "ild@10", "popular_share@10"} <= set(metrics["test"])
+    assert {"ndcg@10", "liked_precision@10"} <= set(metrics["training"]["reference_valid"])
     run = load_run(out)
-    reference = load_run(sasrec_run)
-    assert run.task == "retrieval" and (out / "align.yaml").exists()
+    assert run.task.name == "preference" and run.task.can("recommend") and not (out / "align.yaml").exists()
     assert any(
         not torch.equal(a, b)
         for a, b in zip(run.model.state_dict().values(), reference.model.state_dict().values())
@@ -246,22 +269,99 @@ def test_align_end_to_end_writes_a_loadable_run(sasrec_run, tmp_path):
     again = evaluate_run(run, progress=False)  # `genrec evaluate` of the aligned run
     assert again["test"]["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"])
     assert again["protocol"]["alignment"] == metrics["protocol"]["alignment"]
-    with pytest.raises(ConfigError, match="not empty"):
-        align_run(sasrec_run, cfg, out)
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train_run(cfg, out, progress=False)
 
 
 def test_align_cli_and_reward_beams(sasrec_run, ranker_run, tmp_path):
     out = tmp_path / "beams"
     args = ["--pairs", "reward-beams", "--objective", "dpo", "--beta", "0.2", "--reward-run", str(ranker_run)]
     args += ["--rounds", "2", "--set", "users_per_round=50", "--set", "threads=1", "--out", str(out)]
-    r = genrec_cli("align", str(sasrec_run), *args)
+    r = genrec_cli("align", str(sasrec_run), *args, "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "aligned in" in r.stdout
+    assert "aligned in" in r.stdout and "reward-beams pairs, dpo, beta 0.2" in r.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"]["alignment"]["rounds"] == 2 and "reward@10" in metrics["test"]
-    assert [h["round"] for h in metrics["training"]["history"]] == [0, 1, 2]
+    history = metrics["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and "valid_reward@10" in history[0]
+    assert "reward@10" in metrics["training"]["reference_valid"]
     r = genrec_cli("align", str(sasrec_run), "--pairs", "reward-beams", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "error: --pairs reward-beams needs a reward model" in r.stderr
+    assert r.returncode == 2 and "pairs reward-beams needs a reward model: --reward-run" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_align_resume_continues_a_killed_alignment(sasrec_run, tmp_path, monkeypatch):
+    """An alignment killed right after its first epoch's checkpoint ends, with `genrec align ... --resume`, in the
+    run an uninterrupted alignment writes."""
+    from genrec.cli import app
+    from genrec.training.trainer import Trainer
+
+    args = [str(sasrec_run), *ALIGN, "--rounds", "3"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    r = genrec_cli("align", *args, "--out", str(whole))
+    assert r.returncode == 0, r.stderr
+    save = Trainer._save
+
+    class Killed(BaseException):
+        pass
+
+    def save_and_die(self, best_state):
+        save(self, best_state)
+        raise Killed  # the process dies once the checkpoint is on disk
+
+    monkeypatch.setattr(Trainer, "_save", save_and_die)
+    with pytest.raises(Killed):
+        app(["align", *args, "--out", str(killed)], standalone_mode=False)
+    monkeypatch.undo()
+    assert (killed / "checkpoint.pt").exists() and not (killed / "metrics.json").exists()
+    r = genrec_cli("align", *args, "--out", str(killed), "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
+    assert a["test"] == b["test"] and a["valid"] == b["valid"]
+    assert [h["loss"] for h in a["training"]["history"]] == [h["loss"] for h in b["training"]["history"]]
+
+
+def test_align_on_two_processes_equals_one(sasrec_run, tmp_path):
+    """`genrec align --nproc 2` (torchrun, gloo): each process takes half of every batch of pairs."""
+    import os
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "genrec", "align", str(sasrec_run), *ALIGN, "--rounds", "2"]
+    for out, extra in ((tmp_path / "one", []), (tmp_path / "two", ["--nproc", "2"])):
+        done = subprocess.run(
+            [*args, "--out", str(out), *extra], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert two["protocol"]["data_parallel"]["world_size"] == 2
+    a = {f"{s}/{k}": v for s in ("valid", "test") for k, v in one[s].items() if isinstance(v, float)}
+    b = {f"{s}/{k}": v for s in ("valid", "test") for k, v in two[s].items() if isinstance(v, float)}
+    assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) <= 1e-4
+    losses = zip(one["training"]["history"], two["training"]["history"])
+    assert all(abs(x["loss"] - y["loss"]) <= 1e-4 for x, y in losses)
+
+
+def test_the_aligned_runs_checkpoint_is_chosen_on_validation(sasrec_run, tmp_path):
+    """The weights kept are those of the best validation epoch: a 4-epoch alignment whose validation peaks earlier
+    ends with the weights of a run stopped at that epoch (every epoch's pairs and order are seeded by the epoch)."""
+    common = [
+        f"init_from={sasrec_run}",
+        "train.objective.beta=0.5",
+        "data.anchors_per_user=1",
+        "train.threads=1",
+    ]
+    common += ["train.lr=0.1", "eval.select_metric=mrr"]  # large steps: validation peaks at epoch 2
+    long = train_run(
+        load_config("preference", [*common, "train.epochs=4"]), tmp_path / "long", progress=False
+    )
+    history = long["training"]["history"]
+    best = max(history, key=lambda h: h["valid_mrr"])["epoch"]
+    assert long["training"]["best_epoch"] == best < 4
+    short = train_run(
+        load_config("preference", [*common, f"train.epochs={best}"]), tmp_path / "short", progress=False
+    )
+    assert long["test"] == short["test"] and long["valid"] == short["valid"]
 
 
 def test_reward_model_scores_lists_and_rejects_wrong_runs(sasrec_run, ranker_run, split):
@@ -277,10 +377,16 @@ def test_reward_model_scores_lists_and_rejects_wrong_runs(sasrec_run, ranker_run
     other = Sequences(np.array([1]), np.array([999991, 999992]), np.array([0, 1]), np.array([1]))
     with pytest.raises(ConfigError, match="item ids do not match"):
         model.bind(other)
-    with pytest.raises(ConfigError, match="unknown alignment recipe"):
-        align_recipe("no-such", {})
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        load_config("no-such", [f"init_from={sasrec_run}"])
     with pytest.raises(ConfigError, match="beta"):
-        align_recipe(None, {"beta": -1})
+        load_config("preference", [f"init_from={sasrec_run}", "train.objective.beta=-1"])
+    with pytest.raises(ConfigError, match="task preference aligns a trained run: set init_from"):
+        load_config("sasrec", ["task=preference"])
+    with pytest.raises(ConfigError, match="trains on preference pairs: use task: preference"):
+        load_config("sasrec", ["train.objective=dpo"])
+    with pytest.raises(ConfigError, match="init_from: .* is not a genrec run directory"):
+        load_config("preference", ["init_from=/no/such/run"])
 
 
 @pytest.mark.parametrize("name", ["sasrec", "hstu"])
@@ -289,7 +395,9 @@ def test_dpo_on_rating_pairs_moves_any_log_likelihood_model(name, split):
     cfg = load_config(name, ["model.dim=8", "model.max_len=10", "model.dropout=0.0"]).model
     model = build_model(cfg, split.n_items, split.n_users)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    pairs = rating_pairs(split, AlignConfig(negatives=2, anchors_per_user=1), np.random.default_rng(0))
+    pairs = rating_pairs(
+        split, PreferenceDataConfig(negatives=2, anchors_per_user=1), np.random.default_rng(0)
+    )
     batch = next(preference_batches(split, pairs, 64, model.max_history, np.random.default_rng(0)))
     assert batch.history.timestamps is not None  # HSTU reads the events' times
 
@@ -305,11 +413,18 @@ def test_dpo_on_rating_pairs_moves_any_log_likelihood_model(name, split):
     assert margin() > start
 
 
-def test_every_alignment_recipe_resolves():
-    from genrec.alignment.config import ALIGN_RECIPES
-
-    names = sorted(p.stem for p in ALIGN_RECIPES.glob("*.yaml"))
-    assert {"sasrec-dpo-ml-1m", "sasrec-sdpo-ml-1m", "tiger-dpo-ml-1m"} <= set(names)
+def test_every_preference_recipe_resolves(tmp_path):
+    """Alignment recipes are ordinary recipes of task preference without a model section: the run in init_from
+    gives it (with its data and eval sections)."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "config.yaml").write_text(dump_config(load_config("sasrec-temporal-ml-1m")))
+    names = [n for n in list_recipes() if "model" not in recipe_dict(n)]
+    assert {"preference", "sasrec-dpo-ml-1m", "sasrec-sdpo-ml-1m", "tiger-dpo-ml-1m"} <= set(names)
     for name in names:
-        assert align_recipe(name, {}).beta > 0
-    assert align_recipe("sasrec-sdpo-ml-1m", {"beta": 0.7, "negatives": None}).beta == 0.7
+        cfg = load_config(name, [f"init_from={ref}", f"data.reward_run={ref}"])
+        assert cfg.task == "preference" and cfg.train.objective.beta > 0 and cfg.data.split == "temporal"
+    sdpo = load_config("sasrec-sdpo-ml-1m", [f"init_from={ref}", "train.objective.beta=0.7"])
+    assert (
+        sdpo.train.objective.name == "sdpo" and sdpo.train.objective.beta == 0.7 and sdpo.data.negatives == 4
+    )

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import polars as pl
@@ -83,12 +83,13 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
         "din", dataset="ml-100k", overrides={"model.dim": 8, "model.max_len": 8, "train.epochs": 1},
         out=tmp_path / "ranker",
     )  # fmt: skip
-    assert run.task == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
+    assert run.task.name == "ranking" and 0 <= run.metrics["test"]["auc"] <= 1
     scored = run.rank([1, 50, 100], user=1)
     client = TestClient(create_app(tmp_path / "ranker"))
     body = client.post("/rank", json={"user_id": 1, "candidates": [1, 50, 100]}).json()
     by_id = {i["item_id"]: i["score"] for i in body["items"]}
-    assert by_id == pytest.approx(dict(zip(scored["item_id"].to_list(), scored["score"].to_list())), abs=1e-5)
+    expected = {str(i): s for i, s in zip(scored["item_id"].to_list(), scored["score"].to_list())}
+    assert by_id == pytest.approx(expected, abs=1e-5)
     assert (
         client.post("/recommend", json={"user_id": 1, "k": 3}).status_code == 422
     )  # rankers do not retrieve
@@ -116,6 +117,7 @@ def test_a_ranking_run_answers_rank_over_http_and_the_cli(tmp_path):
 
 class ItemBiasConfig(ModelConfig):
     name: Literal["item_bias_test"] = "item_bias_test"
+    default_objective: ClassVar[str | None] = "bpr"
 
 
 class ItemBias(Recommender):
@@ -127,9 +129,6 @@ class ItemBias(Recommender):
     def __init__(self, cfg, n_items, n_users):
         super().__init__(cfg, n_items, n_users)
         self.bias = torch.nn.Parameter(torch.zeros(n_items + 1))
-
-    def objective_name(self):
-        return "bpr"
 
     def training_batches(self, split, rng, batch_size):
         items = split.train.items
@@ -156,7 +155,7 @@ def test_a_model_defined_outside_the_package_trains_evaluates_and_serves(tmp_pat
     assert run.metrics["test"]["recall@50"] > 0
     client = TestClient(create_app(tmp_path / "run"))
     body = client.post("/recommend", json={"user_id": 1, "k": 5}).json()
-    assert [i["item_id"] for i in body["items"]] == run.recommend(user=1, k=5)["item_id"].to_list()
+    assert [i["item_id"] for i in body["items"]] == [str(i) for i in run.recommend(user=1, k=5)["item_id"]]
 
 
 def test_a_run_written_with_a_removed_key_loads_when_it_was_off_and_says_how_to_retrain_when_not(tmp_path):
@@ -190,6 +189,20 @@ def test_served_ranking_run_keeps_a_live_users_ratings_and_titles(tmp_path):
     }
     _, hist, times = run.user_history(1)
     expected = run.rank_internal(run.item_index([1, 2, 3]), 0, np.append(hist, run.item_index([50])), None)
-    assert [live[i] for i in (1, 2, 3)] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert [live[i] for i in ("1", "2", "3")] == pytest.approx(expected.tolist(), abs=1e-5)
+    # A late event (older than the user's newest) goes to its place in time; the stored ratings keep theirs.
+    at = int(times[len(times) // 2])
+    r = client.post("/events", json={"user_id": 1, "items": [60], "timestamps": [at]})
+    assert r.json()["update"] == "recompute (late event)"
+    place = int(np.searchsorted(times, at, side="right"))
+    history = np.insert(np.append(hist, run.item_index([50])), place, run.item_index([60])[0])
+    arrived = np.insert(np.append(np.zeros(len(hist), bool), True), place, True)
+    served_items, served_times, _ = client.app.state.engine.history(1)
+    assert served_items.tolist() == history.tolist()
+    expected = run.rank_internal(run.item_index([1, 2, 3]), 0, history, served_times, arrived)
+    ranked = client.post("/rank", json={"user_id": 1, "candidates": [1, 2, 3]}).json()["items"]
+    assert [{i["item_id"]: i["score"] for i in ranked}[c] for c in ("1", "2", "3")] == pytest.approx(
+        expected.tolist(), abs=1e-5
+    )
     # An id that cannot be one of this run's (integer) ids starts a new live user instead of failing.
     assert client.post("/events", json={"user_id": "newbie", "items": [50]}).json()["new_user"] is True

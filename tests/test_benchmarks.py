@@ -1,20 +1,111 @@
-import importlib.util
+import argparse
+import ast
+import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from benchmarks import _common, allocator, decode, leaderboard, optimizer_step, rank_by_item_support, speed
 from genrec.config import dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "benchmarks"
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def read_report(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_every_module_is_a_listed_benchmark_of_the_documented_shape_and_none_edits_sys_path():
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in run.stdout.splitlines()[1:] if line.strip()}
+    modules = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_")}
+    assert set(listed) == modules
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        touches = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and getattr(node.value, "id", None) == "sys"
+        ]
+        assert not touches, f"{path.name} uses sys.path (line {touches[0]})"
+        if path.stem.startswith("_"):
+            continue
+        summary = ast.get_docstring(tree).splitlines()[0]
+        assert listed[path.stem] == summary and len(summary) <= 120, path.name
+        main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+        assert [a.arg for a in main.args.args] == ["argv"], path.name
+        # Every benchmark imports: an internal it uses that was renamed fails here, not at its next run.
+        importlib.import_module(f"benchmarks.{path.stem}")
+
+
+def test_an_unknown_benchmark_is_a_one_line_error():
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "no_such"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "error: no benchmark 'no_such'; `python -m benchmarks` lists them"
+    ]
+
+
+def test_alternate_warms_each_call_up_then_times_them_in_turn():
+    calls = []
+    timed = _common.alternate(
+        {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b")}, 2, warmup=1
+    )
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert len(timed["a"].seconds) == 2 and timed["a"].output == 1
+    assert timed["b"].best <= timed["b"].median <= timed["b"].total
+
+
+def test_report_prints_markdown_and_writes_the_table_settings_and_results(tmp_path, capsys):
+    path = tmp_path / "out" / "demo.json"
+    report = _common.Report("benchmarks.demo", argparse.Namespace(json=path, threads=2, runs=[Path("a")]))
+    report.table("model | s/epoch", [["sasrec [x]", "1.5"], ["hstu", 12.25]], title="Speed")
+    report.results = {"sasrec": 1.5}
+    report.save()
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["Speed", ""]
+    assert out[2:] == [
+        "| model      | s/epoch |",
+        "|------------|---------|",
+        "| sasrec [x] | 1.5     |",
+        "| hstu       | 12.25   |",
+    ]
+    data = read_report(path)
+    assert data["benchmark"] == "demo" and data["settings"] == {
+        "json": str(path),
+        "threads": 2,
+        "runs": ["a"],
+    }
+    assert data["tables"] == [
+        {
+            "title": "Speed",
+            "columns": ["model", "s/epoch"],
+            "rows": [["sasrec [x]", "1.5"], ["hstu", "12.25"]],
+        }
+    ]
+    assert data["results"] == {"sasrec": 1.5} and data["machine"]["cores"] == os.cpu_count()
+
+
+def test_fresh_process_returns_the_result_of_a_new_interpreter_and_reports_its_failure():
+    facts = _common.fresh_process(_common.cpu_facts)
+    assert facts["cores"] == os.cpu_count() and "torch" not in facts  # torch is imported here, not there
+    assert _common.fresh_process(_common.recipe_for, "sasrec", check=False) == {"error": "exit 1"}
+    with pytest.raises(RuntimeError, match="TypeError"):
+        _common.fresh_process(_common.recipe_for, "sasrec")
 
 
 def test_leaderboard_row_command_carries_the_settings_the_run_differs_in(tmp_path):
-    leaderboard = load_script("leaderboard")
     run = tmp_path / "run"
     run.mkdir()
     overrides = ["train.epochs=10", "model.dropout=0.25", "eval.ks=[5,10]"]
@@ -26,96 +117,97 @@ def test_leaderboard_row_command_carries_the_settings_the_run_differs_in(tmp_pat
     assert leaderboard.run_overrides(run, "tiger-amazon-sports", "amazon-sports") == []
 
 
-def test_optimizer_step_benchmark_prints_each_implementation(monkeypatch, capsys):
-    bench = load_script("optimizer_step")
-    monkeypatch.setattr(
-        "sys.argv",
-        [
-            "optimizer_step.py",
-            "--recipes",
-            "sasrec-ml-100k",
-            "--steps",
-            "3",
-            "--repeats",
-            "1",
-            "--train-steps",
-            "2",
-        ],
-    )
-    bench.main()
-    rows = [
-        line.split(" | ") for line in capsys.readouterr().out.splitlines() if "| sasrec-ml-100k |" in line
-    ]
-    assert [r[2] for r in rows] == ["loop", "multi_tensor", "fused"]
-    diffs = {r[2]: float(r[5].rstrip(" |")) for r in rows}
+def test_optimizer_step_benchmark_prints_each_implementation(tmp_path):
+    path = tmp_path / "report.json"
+    argv = ["--recipes", "sasrec-ml-100k", "--steps", "3", "--repeats", "1", "--train-steps", "2"]
+    optimizer_step.main([*argv, "--json", str(path)])
+    (table,) = read_report(path)["tables"]
+    rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
+    assert [r["implementation"] for r in rows] == ["loop", "multi_tensor", "fused"]
+    diffs = {r["implementation"]: float(r["max weight diff vs loop"]) for r in rows}
     assert diffs["loop"] == 0.0 and diffs["multi_tensor"] == 0.0 and diffs["fused"] < 1e-5
+    assert all(float(r["ms per training step"]) > 0 for r in rows)
 
 
-def test_allocator_benchmark_compares_both_malloc_settings_in_fresh_processes(monkeypatch, capsys):
-    bench = load_script("allocator")
-    argv = ["allocator.py", "--recipe", "sasrec-ml-100k", "--rounds", "1", "--train-steps", "2"]
-    monkeypatch.setattr("sys.argv", [*argv, "--val-passes", "1"])
-    bench.main()
-    out = capsys.readouterr().out
-    rows = [
-        line.split(" | ")
-        for line in out.splitlines()
-        if line.startswith("| glibc") or line.startswith("| keep")
+def test_allocator_benchmark_alternates_both_malloc_settings_in_fresh_processes(tmp_path, monkeypatch):
+    """The parent: each round runs both settings, each in a fresh process without MALLOC_* variables, and the
+    table gives medians and ratios to glibc's defaults (the child's figures are faked here; `measure` below)."""
+    calls = []
+
+    def fake(function, recipe, keep, train_steps, val_passes, threads, env):
+        calls.append(keep)
+        assert function is allocator.measure and not any(k.startswith("MALLOC_") for k in env)
+        assert (recipe, train_steps, val_passes, threads) == ("sasrec-ml-100k", 2, 1, 2)
+        return {"applied": keep, "train_ms": 8.0 if keep else 10.0, "val_s": 1.0 if keep else 2.0}
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    monkeypatch.setattr(allocator, "fresh_process", fake)
+    path = tmp_path / "report.json"
+    allocator.main(["--recipe", "sasrec-ml-100k", "--rounds", "2", "--train-steps", "2", "--val-passes", "1",
+                    "--json", str(path)])  # fmt: skip
+    assert calls == [False, True, False, True]
+    data = read_report(path)
+    assert data["tables"][0]["rows"] == [
+        ["glibc defaults", "10.0", "1.00x", "2.00", "1.00x"],
+        ["keep freed memory", "8.0", "1.25x", "1.00", "2.00x"],
     ]
-    assert [r[0] for r in rows] == ["| glibc defaults", "| keep freed memory"]
-    assert rows[0][2] == "1.00x" and rows[0][4] == "1.00x |"
-    assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in rows)
-    assert out.strip().splitlines()[-1].startswith("speedup validation: ")
+    assert data["lines"][-1] == "\nspeedup validation: 2.00x train: 1.25x"
 
 
-def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(
-    tmp_path, monkeypatch, capsys
-):
-    from genrec.config import load_config as load_rank_config
-    from genrec.runs import train_run as rank_train
+def test_allocator_measurement_times_training_steps_and_validation_passes():
+    figures = allocator.measure("sasrec-ml-100k", False, 2, 1, 2)
+    assert figures["applied"] is False and figures["train_ms"] > 0 and figures["val_s"] > 0
 
-    cfg = load_rank_config(
-        "din", ["model.dim=8", "model.max_len=10", "train.epochs=1", "train.batch_size=256"]
+
+def test_decode_benchmark_decodes_every_synthetic_user(tmp_path):
+    path = tmp_path / "report.json"
+    decode.main(
+        ["--items", "40", "--users", "6", "--beam", "4", "-k", "3", "--batch-size", "4", "--json", str(path)]
     )
-    metrics = rank_train(cfg, tmp_path / "run", progress=False)
-    bench = load_script("rank_by_item_support")
+    data = read_report(path)
+    assert data["results"]["users"] == 6 and data["results"]["items"] == 40
+    assert data["tables"][0]["rows"][0][:3] == ["6", "3", "4"]
+
+
+def test_rank_by_item_support_buckets_add_up_and_pairs_of_one_run_differ_by_zero(tmp_path, tiny_ratings):
+    from genrec.runs import train_run
+
+    over = ["model.dim=8", "model.max_len=10", "train.epochs=1", f"data.data_dir={tiny_ratings}"]
+    metrics = train_run(load_config("din", over), tmp_path / "run", progress=False)
     run = str(tmp_path / "run")
-    monkeypatch.setattr("sys.argv", ["rank_by_item_support.py", run])
-    bench.main()
-    rows = [
-        line.split(" | ")
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("| run | ") and "items with" not in line
-    ]
-    assert [r[1] for r in rows] == ["0-19", "20-99", ">= 100", "all"]
-    assert sum(int(r[2]) for r in rows[:3]) == int(rows[3][2]) == metrics["test"]["impressions"]
-    assert float(rows[3][4]) == round(metrics["test"]["auc"], 4)
-    monkeypatch.setattr("sys.argv", ["rank_by_item_support.py", "--pairs", run, run])
-    bench.main()
-    diffs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| all |")]
-    assert diffs and diffs[0].count("+0.0000 [+0.0000, +0.0000]") == 3
+    rank_by_item_support.main([run, "--bins", "2", "5", "--json", str(tmp_path / "runs.json")])
+    (table,) = read_report(tmp_path / "runs.json")["tables"]
+    rows = [dict(zip(table["columns"], row)) for row in table["rows"]]
+    assert [r["items with"] for r in rows] == ["0-1", "2-4", ">= 5", "all"]
+    assert all(int(r["impressions"]) > 0 for r in rows)
+    assert sum(int(r["impressions"]) for r in rows[:3]) == int(rows[3]["impressions"])
+    assert int(rows[3]["impressions"]) == metrics["test"]["impressions"]
+    assert float(rows[3]["AUC"]) == round(metrics["test"]["auc"], 4)
+    rank_by_item_support.main(
+        ["--pairs", run, run, "--bins", "2", "5", "--json", str(tmp_path / "pairs.json")]
+    )
+    (table,) = read_report(tmp_path / "pairs.json")["tables"]
+    assert table["rows"][-1][0] == "all" and table["rows"][-1][3:] == ["+0.0000 [+0.0000, +0.0000]"] * 3
 
 
 def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
     """The 2026-11-30 AMD report printed a bfloat16 share of 16342% against a bfloat16 peak of ~0."""
-    speed = load_script("speed")
     row = {"model": "genrec sasrec", "s_per_epoch": 10.0, "sequences_per_s": 2236.0, "peak_rss_mb": 900.0,
            "achieved_flops": 48e9, "flops_per_epoch": 480e9, "flops_by_dtype": {"float32": 480e9},
            "softmax_dtype": "float32", "adam": "loop"}  # fmt: skip
     amd = {"cpu": "AMD EPYC", "cores": 2, "torch_capability": "AVX2", "flags": ["avx2"], "native_bf16": False,
            "mkldnn": True}  # fmt: skip
-    lines = speed.report([row], {"float32": 144e9, "bfloat16": 0.3e9}, amd, 2)
-    text = "\n".join(lines)
+    slow_bf16 = {"float32": 144e9, "bfloat16": 0.3e9}
+    text = "\n".join(speed.header([row], slow_bf16, amd, 2))
     assert "AMD EPYC" in text and "AVX2" in text and "no bfloat16 share" in text
-    table = next(line for line in lines if line.startswith("| genrec sasrec"))
-    assert "| 33% | (all fp32) |" in table and "16000%" not in text
+    (cells,) = speed.rows([row], slow_bf16, amd)
+    assert cells[6:8] == ["33%", "(all fp32)"]
     # Emulated bfloat16 FLOPs get no share either; on a native-bf16 CPU the mixed peak is used.
     mixed = {**row, "flops_by_dtype": {"float32": 80e9, "bfloat16": 400e9}, "softmax_dtype": "bfloat16"}
-    assert "| 33% | - |" in speed.report([mixed], {"float32": 144e9, "bfloat16": 0.3e9}, amd, 2)[-2]
+    assert speed.rows([mixed], slow_bf16, amd)[0][6:8] == ["33%", "-"]
     intel = {**amd, "cpu": "Intel Xeon", "native_bf16": True, "flags": ["avx512_bf16"]}
-    line = speed.report([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel, 2)[-2]
     # Bound: 80e9 / 100e9 + 400e9 / 400e9 = 1.8 s, so the mixed peak is 480e9 / 1.8 = 267 GFLOP/s: 18%.
-    assert "| 48% | 18% |" in line, line
+    assert speed.rows([mixed], {"float32": 100e9, "bfloat16": 400e9}, intel)[0][6:8] == ["48%", "18%"]
 
 
 def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():

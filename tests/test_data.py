@@ -111,3 +111,88 @@ def test_length_buckets_cover_every_row_once():
     assert sorted(rows.tolist()) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < np.ptp(lengths) / 2
+
+
+@pytest.mark.parametrize("bad", ["five", "5 stars", "N/A", "nan", ""])
+def test_unreadable_ratings_are_an_error_naming_column_and_row_or_dropped(tmp_path, bad):
+    path = tmp_path / "log.csv"
+    path.write_text(f"user_id,item_id,timestamp,rating\n1,10,100,5\n1,11,101,{bad}\n2,10,102,4\n2,12,103,3\n")
+    with pytest.raises(
+        DataError, match=r"log.csv: column 'rating': 1 of 4 ratings are not numbers \(e.g. line 3"
+    ):
+        load_dataset(str(path))
+    ds = load_dataset(str(path), unreadable_ratings="drop")
+    assert ds.interactions["rating"].to_list() == [5.0, 4.0, 3.0]
+    assert any("dropped 1 rows whose 'rating' is not a number" in n for n in ds.notes)
+
+
+def test_ratings_keep_their_values_and_an_empty_column_means_none(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,score\n1,10, 7.5\n1,11,-1\n2,10,10\n2,12,1e1\n")
+    assert load_dataset(str(path)).interactions["rating"].to_list() == [7.5, -1.0, 10.0, 10.0]
+    path.write_text("user_id,item_id,rating\n1,10,\n1,11,\n")
+    assert load_dataset(str(path)).interactions["rating"].null_count() == 2
+
+
+def test_a_blank_line_anywhere_is_refused_naming_it(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id\n1,10\n1,11\n")  # the newline that ends the last row is no blank line
+    assert load_dataset(str(path)).interactions.height == 2
+    for text, line in (
+        ("user_id,item_id\n1,10\n1,11\n\n", 4),  # the file ends in a blank line
+        ("user_id,item_id\n1,10\n\n1,11\n", 3),
+        ("user_id,item_id\n1,10\n  \n1,11\n", 3),
+    ):
+        path.write_text(text)
+        with pytest.raises(DataError, match=f"line {line} is a blank line"):
+            load_dataset(str(path))
+
+
+def test_duplicate_rows_unseen_targets_and_repeated_targets_are_reported(tmp_path, caplog):
+    path = tmp_path / "log.csv"
+    # User 1's last two rows are one event written twice; user 2's test target (item 99) is never trained on.
+    path.write_text(
+        "user_id,item_id,timestamp\n1,10,1\n1,11,2\n1,12,3\n1,12,3\n2,10,1\n2,11,2\n2,13,3\n2,99,4\n3,11,1\n"
+    )
+    ds = load_dataset(str(path))
+    assert any(n.startswith("1 exact duplicate rows") for n in ds.notes)
+    with caplog.at_level("WARNING", logger="genrec.data"):
+        split = leave_one_out(ds.encode())
+    assert split.details["test_targets_not_in_training"] == 2  # item 12 (user 1) and item 99 (user 2)
+    assert split.details["valid_targets_not_in_training"] == 2  # item 12 and item 13
+    assert split.details["test_target_repeats_valid_target"] == 1
+    assert "1 of 2 users' test target is the same item" in caplog.text
+
+
+def test_dataset_cache_tells_apart_same_named_folders(tmp_path):
+    """Two P5 folders named alike, with files of the same names, sizes and times, are two datasets."""
+    import os
+
+    first = tmp_path / "a" / "beauty"
+    second = tmp_path / "b" / "beauty"
+    for folder, items in ((first, "1 2 3 4"), (second, "1 5 6 7")):
+        folder.mkdir(parents=True)
+        (folder / "sequential.txt").write_text(f"{items}\n")
+        os.utime(folder / "sequential.txt", ns=(1_700_000_000 * 10**9,) * 2)
+    one, two = load_dataset(str(first)), load_dataset(str(second))
+    assert one.interactions["item_id"].to_list() == [2, 3, 4]
+    assert two.interactions["item_id"].to_list() == [5, 6, 7]
+    assert one.fingerprint() != two.fingerprint()
+    assert load_dataset(str(first)).fingerprint() == one.fingerprint()  # from the cache, checked
+
+
+def test_fingerprint_follows_content_only(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,timestamp,rating\n1,10,100,5\n1,11,101,4\n2,10,102,3\n")
+    base = load_dataset(str(path)).fingerprint()
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "log.csv").write_text(path.read_text())
+    assert load_dataset(str(tmp_path / "copy" / "log.csv")).fingerprint() == base
+    for changed in ("1,10,100,5\n1,12,101,4\n2,10,102,3\n", "1,10,100,5\n1,11,101,4\n2,10,102,2\n"):
+        path.write_text("user_id,item_id,timestamp,rating\n" + changed)
+        ds = load_dataset(str(path))
+        assert ds.fingerprint() != base
+        assert (
+            ds.encode().fingerprint()
+            != load_dataset(str(tmp_path / "copy" / "log.csv")).encode().fingerprint()
+        )

@@ -67,7 +67,7 @@ def test_shards_cover_the_batch_and_negatives_match_one_process():
 
 def test_two_processes_equal_one_sasrec_bce(tmp_path):
     """BCE draws a negative per position: the per-step stream keeps the two runs equal."""
-    sets = TINY + ["model.loss=bce"]
+    sets = TINY + ["train.objective=bce"]
     one = train_run(load_config("sasrec", sets), tmp_path / "one", progress=False)
     run_two_processes("sasrec", sets, tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

@@ -251,7 +251,7 @@ def test_server_tells_an_exhausted_catalogue_from_a_list_that_stopped_short(tmp_
     train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
     client = TestClient(create_app(tmp_path / "run"))
     got = client.post("/recommend", json={"history": [1, 2, 3, 4], "k": 5}).json()
-    assert sorted(x["item_id"] for x in got["items"]) == [5, 6]
+    assert sorted(x["item_id"] for x in got["items"]) == ["5", "6"]
     assert got["notes"][-1] == "catalogue exhausted: only 2 items are left after excluding the history"
     assert shortfall_note(4, 5, 7, scores_every_item=False) == (
         "4 of the 7 items left were returned (the beam search ran out); asked for 5"
@@ -424,10 +424,10 @@ def test_server_answers_with_null_for_a_nan_score_and_never_lets_nan_take_a_plac
     client = TestClient(create_app(tmp_path / "run"))
     client.app.state.engine.model.counts.copy_(torch.tensor([0, 5, float("nan"), 4, 3, 2, 1]))
     got = client.post("/recommend", json={"history": [6], "k": 3}).json()
-    assert [x["item_id"] for x in got["items"]] == [1, 3, 4]
+    assert [x["item_id"] for x in got["items"]] == ["1", "3", "4"]
     r = client.post("/rank", json={"history": [6], "candidates": [2, 1, 3]})
     assert r.status_code == 200
-    assert [(x["item_id"], x["score"]) for x in r.json()["items"]] == [(1, 5.0), (3, 4.0), (2, None)]
+    assert [(x["item_id"], x["score"]) for x in r.json()["items"]] == [("1", 5.0), ("3", 4.0), ("2", None)]
     r = client.post("/events", json={"user_id": 1, "items": [1], "timestamps": [-5]})
     assert r.status_code == 422 and "greater than or equal to 0" in r.json()["detail"]
 

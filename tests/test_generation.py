@@ -50,7 +50,7 @@ test_batch.__test__ = False  # a helper, not a test
 
 
 def train_steps(model, split, steps, lr=3e-3):
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     opt = torch.optim.AdamW(model.parameters(), lr)
     model.train()
     losses = []
@@ -323,14 +323,14 @@ def test_dpo_moves_tiger_and_onerec_towards_the_chosen(ml100k_temporal, backbone
     against a rejected one) raises the chosen-minus-rejected margin against the frozen reference."""
     import copy
 
-    from genrec.alignment.config import AlignConfig
     from genrec.alignment.pairs import preference_batches, rating_pairs
+    from genrec.config import PreferenceDataConfig
     from genrec.objectives import DPO, PreferenceBatch
     from genrec.training.trainer import training_step
 
     split = ml100k_temporal
     tiger = small_model(split, [f"model.backbone={backbone}", "model.dropout=0.0"])
-    pairs = rating_pairs(split, AlignConfig(anchors_per_user=1), np.random.default_rng(0))
+    pairs = rating_pairs(split, PreferenceDataConfig(anchors_per_user=1), np.random.default_rng(0))
     items = next(preference_batches(split, pairs, 32, tiger.cfg.max_len, np.random.default_rng(0)))
     onerec = small_model(split, ["model.name=onerec", "model.session_len=2", f"model.backbone={backbone}"])
     onerec.eval()  # no dropout: margins start at 0 against the reference

@@ -25,8 +25,8 @@ LAYERS = [
     {"objectives"},
     {"eval"},
     {"training"},
-    {"runs"},
     {"alignment"},
+    {"runs"},
     {"inference"},
     {"serve"},
     {"experiments"},
@@ -106,15 +106,45 @@ def test_readme_layout_lists_the_package_folders():
     assert listed == folders
 
 
-def test_import_graph_script_finds_no_cycle():
-    """benchmarks/import_graph.py (the graph in the docs) agrees with this test: no cycle."""
+def test_import_graph_script_finds_no_cycle(tmp_path):
+    """`python -m benchmarks import_graph` (the graph in the docs) agrees with this test: no cycle."""
     import subprocess
     import sys
 
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "import_graph.py")],
+        [sys.executable, "-m", "benchmarks", "import_graph", "--json", str(tmp_path / "graph.json")],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert r.returncode == 0 and "in a cycle: none" in r.stdout.splitlines()[0], r.stdout + r.stderr
+
+
+def test_registry_names_config_and_model_classes_lazily_and_configs_import_no_torch():
+    """Every built-in model is two "module:Class" strings: its config class under genrec.config.models (torch-free)
+    and its model class under genrec.models, whose `config_class` is that config class."""
+    import subprocess
+    import sys
+
+    from genrec import registry
+
+    for name, (config_path, model_path) in registry.MODELS.builtin.items():
+        assert config_path.startswith("genrec.config.models.") and model_path.startswith("genrec.models."), (
+            name
+        )
+        assert config_path.split(":")[0].removeprefix("genrec.config.") == model_path.split(":")[
+            0
+        ].removeprefix("genrec."), f"{name}: a model's config file mirrors its model file's path"
+    code = (
+        "import sys, genrec; from genrec import registry\n"
+        "for n in registry.names(): registry.config_class(n)\n"
+        "genrec.load_config('tiger'); genrec.load_config('din')\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('genrec'))\n"
+        "from genrec.cli import app\n"
+        "app(['config', 'tiger', '--markdown'], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules\n"
+        "for n in registry.names(): assert registry.get(n).config_class is registry.config_class(n), n\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -234,15 +234,10 @@ def test_hllm_scores_items_it_never_trained_on_from_their_text(root, lm_dir, dat
     cfg = load_config("hllm", [f"model.item_lm={lm_dir}", "model.dim=16", "model.max_len=8"], str(data))
     ds = prepare_dataset(cfg.data)
     split, is_cold, _ = cold_start_split(make_split(ds, cfg.data), share=0.2)
-    from genrec.runs.retrieval import train_retrieval  # noqa: F401  (the runs layer is what builds items)
+    from genrec.runs.task import item_table  # the runs layer builds the item table a run stores
 
     model = build_model(cfg.model, split.n_items, split.sequences.n_users)
-    import polars as pl
-
-    items = pl.DataFrame({"item_id": split.sequences.item_ids}).join(
-        ds.items.select(["item_id", "title", "categories"]), on="item_id", how="left", maintain_order="left"
-    )
-    model.prepare(split, {"items": items})
+    model.prepare(split, {"items": item_table(split.sequences.item_ids, ds)})
     cold = torch.from_numpy(np.flatnonzero(is_cold))
     assert len(cold) and not np.isin(cold.numpy(), split.train.items).any()
     scores = model.eval().score(HistoryBatch(torch.tensor([[1, 2, 3]])))
@@ -314,9 +309,6 @@ def test_genrec_align_runs_dpo_on_sid_llm_from_rating_pairs(root, lm_dir, tmp_pa
     ratings, DPO against the frozen SFT copy, an aligned run that loads and generates real items."""
     import polars as pl
 
-    from genrec.alignment.align import align_run
-    from genrec.alignment.config import AlignConfig
-
     rng = np.random.default_rng(0)
     rows = []
     for u in range(1, 31):
@@ -337,10 +329,11 @@ def test_genrec_align_runs_dpo_on_sid_llm_from_rating_pairs(root, lm_dir, tmp_pa
     train_run(
         load_config("sid_llm", overrides, str(folder / "interactions.csv")), tmp_path / "sft", progress=False
     )
-    cfg = AlignConfig(
-        pairs="ratings", objective="dpo", beta=0.5, lr=0.01, anchors_per_user=2, threads=1, epochs=3
+    aligning = [f"init_from={tmp_path / 'sft'}", "data.pairs=ratings", "train.objective.name=dpo"]
+    aligning += ["train.objective.beta=0.5", "train.lr=0.01", "data.anchors_per_user=2", "train.threads=1"]
+    metrics = train_run(
+        load_config("preference", [*aligning, "train.epochs=3"]), tmp_path / "dpo", progress=False
     )
-    metrics = align_run(tmp_path / "sft", cfg, tmp_path / "dpo", log=lambda _: None)
     assert metrics["protocol"]["alignment"]["pair_source"] == "ratings"
     assert "disliked_share@10" in metrics["test"]
     sft, aligned = load_run(tmp_path / "sft"), load_run(tmp_path / "dpo")

@@ -4,8 +4,6 @@ is registered), and every built-in recipe resolving and running one tiny epoch."
 import numpy as np
 import pytest
 import torch
-from conftest import write_p5
-from tiny_llm import tiny_llama
 
 from genrec import registry
 from genrec.config import RankDataConfig, list_recipes, load_config, recipe_dict
@@ -41,15 +39,11 @@ TINY = {
 }
 
 
-# LLM-based models read a tiny random LLaMA saved to disk (`lm_overrides`), never the packaged SmolLM2.
+# LLM-based models read a tiny random LLaMA saved to disk (`lm_overrides`), never the packaged SmolLM2. The tiny
+# data and LM are session fixtures of conftest.py, built once per test run.
 LLM_KEYS = {"sid_llm": "model.lm", "hllm": "model.item_lm"}
 TINY["sid_llm"] = ["model.tokenizer.levels=2", "model.tokenizer.codebook_size=4", "model.max_len=8"]
 TINY["hllm"] = ["model.dim=16", "model.max_len=8"]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    return tiny_llama(tmp_path_factory.mktemp("tiny_lm") / "lm")
 
 
 def lm_overrides(name: str, lm_dir) -> list[str]:
@@ -57,15 +51,7 @@ def lm_overrides(name: str, lm_dir) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    rows = [[u] + [(u + j) % 20 + 1 for j in range(5 + u % 4)] for u in range(1, 41)]
-    return write_p5(
-        tmp_path_factory.mktemp("contract") / "tiny", rows, {i: f"Item {i} thing" for i in range(1, 21)}
-    )
-
-
-@pytest.fixture(scope="module")
-def retrieval_runs(tiny_data, tiny_lm, tmp_path_factory):
+def retrieval_runs(tiny_sequences, tiny_lm, tmp_path_factory):
     """One trained run directory per registered retrieval model (2 epochs on the tiny data)."""
     out = {}
     root = tmp_path_factory.mktemp("runs")
@@ -77,7 +63,7 @@ def retrieval_runs(tiny_data, tiny_lm, tmp_path_factory):
             "train.epochs=2",
             "train.batch_size=8",
         ]
-        cfg = load_config(name, overrides, str(tiny_data))
+        cfg = load_config(name, overrides, str(tiny_sequences))
         train_run(cfg, root / name, progress=False)
         out[name] = load_run(root / name)
     return out
@@ -138,7 +124,7 @@ def test_ranker_contract(name, feedback, tmp_path):
     cfg = load_config(name, ["model.dim=8", "model.max_len=8"]).model
     torch.manual_seed(0)
     model = build_ranker(cfg, feedback)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     batches = list(model.training_batches(feedback, np.random.default_rng(0), 64))[:30]
     model.train()
     before = float(sum(objective(model, b) for b in batches[:5]).detach())
@@ -166,15 +152,18 @@ def test_every_model_declares_a_task_and_known_capabilities():
     known |= {"generate_sessions", "session_log_likelihood", "search"}
     for name in registry.names():
         cls = registry.get(name)
-        assert cls.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
+        assert cls.config_class.task in ("retrieval", "ranking") and set(cls.capabilities) <= known, name
         assert cls.config_class.model_fields["name"].default == name
 
 
-@pytest.mark.parametrize("recipe", list_recipes())
-def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data, tiny_lm, tmp_path):
-    """The recipe's own model and training settings, on small data for one epoch (ranking: ML-100K)."""
+@pytest.mark.parametrize("recipe", [r for r in list_recipes() if "model" in recipe_dict(r)])  # not preference
+def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(
+    recipe, tiny_sequences, tiny_ratings, tiny_lm, tmp_path
+):
+    """The recipe's own model and training settings for one epoch on tiny data: retrieval on 40 users over 20
+    items, ranking on ML-100K's 40 users with the fewest ratings (`tiny_ratings`)."""
     raw = recipe_dict(recipe)
-    task = registry.get(raw["model"]["name"]).task
+    task = registry.config_class(raw["model"]["name"]).task
     overrides = ["train.epochs=1"]
     if raw.get("model", {}).get("tokenizer", {}).get("collab_run"):
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training
@@ -186,14 +175,11 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(recipe, tiny_data
             "eval.session_len=0",
         ]  # the tiny data has an order but no timestamps
     overrides += lm_overrides(raw["model"]["name"], tiny_lm)
-    dataset = "ml-100k" if task == "ranking" else str(tiny_data)
+    dataset = "ml-100k" if task == "ranking" else str(tiny_sequences)
     if task == "ranking":
-        overrides += [
-            "model.max_len=8",
-            "model.stride=8",
-            "data.valid_quantile=0.97",
-            "data.test_quantile=0.98",
-        ]
+        overrides += ["model.max_len=8", "model.stride=8", f"data.data_dir={tiny_ratings}"]
     cfg = load_config(recipe, overrides, dataset)
     metrics = train_run(cfg, tmp_path / "run", progress=False)
-    assert metrics["test"] and load_run(tmp_path / "run").task == task
+    assert metrics["test"] and load_run(tmp_path / "run").task.name == task
+    if task == "ranking":
+        assert metrics["protocol"]["dataset_stats"]["interactions"] == 808  # the tiny ratings, not ML-100K

@@ -83,3 +83,65 @@ def test_sample_users_keeps_whole_users():
 def test_clean_config_rejects_bad_shares():
     with pytest.raises(ValueError):
         CleanConfig(drop_events=1.5)
+
+
+def _log(path, rows):
+    """A CSV of (user, item, timestamp) rows, for the configs' data path."""
+    path.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows))
+    return str(path)
+
+
+def _noisy_log(seed=0):
+    rows = community(seed, users=60)
+    rng = np.random.default_rng(seed + 1)
+    # Random items inside sequences, and a bot, so that every signal has something to find.
+    rows += [(u, int(rng.integers(1, 21)), 86400 * 4 + 7 + u) for u in range(0, 60, 3)]
+    rows += [(999, 1 + k % 20, 86400 * 3 + k) for k in range(40)]
+    return rows
+
+
+def _heldout(rows, split):
+    """The rows a split holds out for evaluation: each user's last two of at least three events
+    (leave-one-out), or every event at or after the 0.8 quantile of all times (temporal)."""
+    if split == "temporal":
+        cut = int(np.quantile([t for _, _, t in rows], 0.8))
+        return {r for r in rows if r[2] >= cut}
+    by_user = {}
+    for r in sorted(rows, key=lambda r: (r[0], r[2])):
+        by_user.setdefault(r[0], []).append(r)
+    return {r for events in by_user.values() if len(events) >= 3 for r in events[-2:]}
+
+
+def _events(ds):
+    return set(ds.interactions.select("user_id", "item_id", "timestamp").rows())
+
+
+@pytest.mark.parametrize("split", ["leave_one_out", "temporal"])
+def test_cleaning_never_sees_or_edits_evaluation_targets(tmp_path, split):
+    """What cleaning drops is fitted on training events only: changing only the evaluation part (each user's last
+    two events, or everything after the validation cut-off) leaves the dropped set as it was; the evaluation
+    targets and a temporal split's cut-offs are the same with and without cleaning."""
+    from genrec.config import DataConfig
+    from genrec.runs import make_split, prepare_dataset
+
+    rows = _noisy_log()
+    held = _heldout(rows, split)
+    rng = np.random.default_rng(7)
+    changed = [(u, int(rng.integers(1, 21)) if (u, i, t) in held else i, t) for u, i, t in rows]
+    assert sum(a != b for a, b in zip(rows, changed)) > 20  # many evaluation targets differ
+    clean = CleanConfig(drop_users=0.02, drop_events=0.15, exact_duplicates=True)
+    dropped, splits = [], []
+    for name, data in (("a", rows), ("b", changed)):
+        plain_cfg = DataConfig(dataset=_log(tmp_path / f"{name}.csv", data), split=split)
+        cfg = plain_cfg.model_copy(update={"clean": clean})
+        before, after = prepare_dataset(plain_cfg), prepare_dataset(cfg)
+        dropped.append(_events(before) - _heldout(data, split) - _events(after))
+        splits.append((make_split(before, plain_cfg), make_split(after, cfg), after))
+    assert dropped[0] and dropped[0] == dropped[1]
+    for plain, cleaned, after in splits:
+        kept = np.isin(plain.sequences.user_ids[plain.test.users], after.interactions["user_id"].unique())
+        targets = plain.sequences.item_ids[plain.test.targets - 1][kept]
+        assert np.array_equal(cleaned.sequences.item_ids[cleaned.test.targets - 1], targets)
+        if split == "temporal":
+            assert cleaned.details["valid_cutoff"] == plain.details["valid_cutoff"]
+            assert cleaned.details["test_cutoff"] == plain.details["test_cutoff"]

@@ -12,7 +12,7 @@ import yaml
 from genrec.config import RankDataConfig
 from genrec.config import load_config as load_rank_config
 from genrec.data.feedback import FeedbackData
-from genrec.errors import ConfigError
+from genrec.errors import ConfigError, DataError
 from genrec.eval.ranking import auc, gauc, logloss, ndcg_at, ranking_metrics
 from genrec.models.ranking import RankBatch
 from genrec.models.ranking.mfalcon import make_batch, score_batch, score_candidates, score_one_at_a_time
@@ -192,7 +192,7 @@ def test_training_reduces_loss_and_run_dir(tmp_path, data: FeedbackData):
     hist = metrics["training"]["history"]
     assert hist[-1]["loss"] < hist[0]["loss"] + 1e-6
     assert 0.0 <= metrics["test"]["auc"] <= 1.0 and metrics["test"]["impressions"] == len(data.test)
-    assert metrics["protocol"]["split"]["label"] == "like = rating >= 4"
+    assert metrics["protocol"]["split"]["label"] == "like = rating >= 4 on a 1 to 5 scale (from the data)"
     run = load_run(tmp_path / "run")
     again = evaluate_ranker(run.model, run.feedback, run.feedback.test)
     assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
@@ -342,3 +342,68 @@ def test_text_interest_config_round_trips():
     assert again == cfg and again.model.text_interest is True
     with pytest.raises(ConfigError, match="does not read text_interest"):
         load_rank_config("hstu_ranker", ["model.text_interest=true"])
+
+
+def _feedback_log(tmp_path, rating, n_users=30, events=12, column="rating"):
+    """A timed CSV of explicit feedback: user u's event k at time 1000 u + 50000 k, rated rating(u, k)."""
+    path = tmp_path / f"fb-{column}.csv"
+    rows = [
+        f"{u},{(u * 7 + k) % 40 + 1},{1000 * u + 50_000 * k},{rating(u, k)}"
+        for u in range(n_users)
+        for k in range(events)
+    ]
+    path.write_text(f"user_id,item_id,timestamp,{column}\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "values,scale,threshold",
+    [
+        ([0, 1], (0.0, 1.0), 1.0),  # binary labels: 1 is a like
+        ([-1, 1], (-1.0, 1.0), 1.0),  # signed
+        ([1, 2, 3, 4, 5], (1.0, 5.0), 4.0),
+        (list(range(1, 11)), (1.0, 10.0), 8.0),  # 1-10: read, not clipped to 5
+    ],
+)
+def test_feedback_scale_is_read_from_the_data(tmp_path, values, scale, threshold):
+    path = _feedback_log(tmp_path, lambda u, k: values[(u + k) % len(values)], column="label")
+    data, _, _ = prepare_feedback(RankDataConfig(dataset=path))
+    assert data.details["scale"] == {"low": scale[0], "high": scale[1], "like_threshold": threshold}
+    ratings = data.seq.ratings
+    assert np.array_equal(data.labels, (ratings >= threshold).astype(np.float32))
+    assert np.array_equal(data.actions >= 4, ratings >= threshold)  # models read actions >= 4 as liked
+    # Ordered, and never clipped: the highest rating and the lowest keep distinct actions.
+    order = np.argsort(ratings, kind="stable")
+    assert (np.diff(data.actions[order]) >= 0).all()
+    assert data.actions[ratings == scale[1]].min() == 5 and data.actions[ratings == scale[0]].max() == 1
+    assert 0 < data.train.labels.mean() < 1
+
+
+def test_feedback_scale_and_threshold_from_config(tmp_path):
+    path = _feedback_log(tmp_path, lambda u, k: 1 + (u + k) % 5)
+    data, _, _ = prepare_feedback(RankDataConfig(dataset=path, rating_scale=(0, 10), like_threshold=3))
+    assert data.details["scale"] == {"low": 0.0, "high": 10.0, "like_threshold": 3.0}
+    assert np.array_equal(data.labels, (data.seq.ratings >= 3).astype(np.float32))
+    with pytest.raises(DataError, match=r"rating 5 lies outside data.rating_scale \[1, 4\]"):
+        prepare_feedback(RankDataConfig(dataset=path, rating_scale=(1, 4)))
+    with pytest.raises(ValueError):
+        RankDataConfig(rating_scale=(5, 1))
+
+
+def test_ranker_refuses_labels_of_one_class(tmp_path):
+    """The last two events of every user (all test impressions, the last 10% of times) rated 5: every test
+    impression is a like; the error names the key to change."""
+    path = _feedback_log(tmp_path, lambda u, k: 5 if k >= 10 else 1 + (u + k) % 5)
+    with pytest.raises(
+        DataError, match=r"every test impression is one of the likes.*set data.like_threshold"
+    ):
+        prepare_feedback(RankDataConfig(dataset=path))
+    with pytest.raises(DataError, match="data.like_threshold=9 makes every rating"):
+        prepare_feedback(RankDataConfig(dataset=path, like_threshold=9))
+
+
+def test_ranking_docs_name_the_like_threshold():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ranking.md").read_text()
+    assert "data.like_threshold" in doc and "data.rating_scale" in doc

@@ -258,7 +258,9 @@ def test_history_bias_with_a_loss_that_cannot_fit_it_is_a_config_error():
     from genrec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="history_bias"):
-        load_config("sasrec", ["model.history_bias=true", "model.loss=bce"])
+        load_config("sasrec", ["model.history_bias=true", "train.objective=bce"])
+    # The contrastive term on top of the full softmax keeps it.
+    load_config("sasrec", ["model.history_bias=true", "train.objective.name=contrastive"])
 
 
 def test_twin_info_nce_rewards_views_that_match_row_for_row():
@@ -277,21 +279,21 @@ def test_contrastive_term_is_added_in_training_only(name):
     overrides = ["model.dim=16", "model.max_len=8", "model.dropout=0.0"]
     items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8, 2]])
     torch.manual_seed(0)
-    plain = build_model(load_config(name, overrides).model, 30, 5)
-    weighted = build_model(load_config(name, [*overrides, "model.contrastive_weight=0.5"]).model, 30, 5)
-    weighted.load_state_dict(plain.state_dict())
+    model = build_model(load_config(name, overrides).model, 30, 5)
+    cfg = load_config(name, [*overrides, "train.objective.name=contrastive", "train.objective.weight=0.5"])
+    assert cfg.train.objective.base.name == "full_softmax"
     batch = (items, None)
     # Without dropout both passes agree, so the term is exactly InfoNCE of the states against themselves.
-    hidden = plain.encode(items[:, :-1], None)[:, -1]
-    plain_loss, weighted_loss = loss_of(plain), loss_of(weighted)
-    expected = plain_loss(plain, batch) + 0.5 * losses.twin_info_nce(hidden, hidden, 0.1)
-    assert torch.allclose(weighted_loss(weighted.train(), batch), expected, atol=1e-5)
-    assert torch.allclose(weighted_loss(weighted.eval(), batch), plain_loss(plain.eval(), batch))
+    hidden = model.encode(items[:, :-1], None)[:, -1]
+    plain_loss, weighted_loss = loss_of(model), build_objective(cfg.train.objective, model)
+    expected = plain_loss(model, batch) + 0.5 * losses.twin_info_nce(hidden, hidden, 0.1)
+    assert torch.allclose(weighted_loss(model.train(), batch), expected, atol=1e-5)
+    assert torch.allclose(weighted_loss(model.eval(), batch), plain_loss(model.eval(), batch))
 
 
 def loss_of(model):
-    """The objective the model trains with (its config's `loss`)."""
-    return build_objective(model.objective_name(), model)
+    """The objective the model trains with by default (its config's `default_objective`)."""
+    return build_objective(model.cfg.default_objective, model)
 
 
 def no_validation(model, progress) -> float:

@@ -1,2 +1,2 @@
-"""Preference alignment of a trained retrieval run: pair sources, a reward model from a ranking run, and
-`align_run`, which writes the aligned model as a new run directory (docs/alignment.md)."""
+"""Preference alignment's parts: pair sources built from a retrieval split (`pairs`) and a reward model from a
+ranking run (`reward`). The preference task (`genrec.runs.preference`) trains on them (docs/alignment.md)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genrec.alignment.config import AlignConfig
+from genrec.config import PreferenceDataConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError
@@ -72,7 +72,7 @@ def _ratings(split: Split) -> np.ndarray:
     return split.sequences.ratings
 
 
-def rating_anchors(split: Split, cfg: AlignConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rating_anchors(split: Split, cfg: PreferenceDataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, hist_len, chosen): per training user, the latest `anchors_per_user` training events rated >= like
     that have at least one event before them."""
     seq, ratings = split.sequences, _ratings(split)
@@ -93,7 +93,7 @@ def rating_anchors(split: Split, cfg: AlignConfig) -> tuple[np.ndarray, np.ndarr
 class UserSets:
     """Per-user training item sets (all, liked), built once."""
 
-    def __init__(self, split: Split, cfg: AlignConfig) -> None:
+    def __init__(self, split: Split, cfg: PreferenceDataConfig) -> None:
         seq, lengths = split.sequences, train_lengths(split)
         ratings = seq.ratings
         self.all, self.liked = {}, {}
@@ -121,7 +121,7 @@ def _fill_unseen(row: list, k: int, seen: set, n_items: int, rng: np.random.Gene
 
 
 def rating_pairs(
-    split: Split, cfg: AlignConfig, rng: np.random.Generator, sets: UserSets | None = None
+    split: Split, cfg: PreferenceDataConfig, rng: np.random.Generator, sets: UserSets | None = None
 ) -> Pairs:
     """`ratings` pairs (see the module docstring): K = cfg.negatives rejected per chosen item."""
     seq, ratings = split.sequences, _ratings(split)
@@ -145,7 +145,7 @@ def rating_pairs(
 
 @torch.no_grad()
 def self_play_pairs(
-    split: Split, cfg: AlignConfig, model, rng: np.random.Generator, sets: UserSets | None = None
+    split: Split, cfg: PreferenceDataConfig, model, rng: np.random.Generator, sets: UserSets | None = None
 ) -> Pairs:
     """`self-play` pairs: rejected = the model's top predictions the user did not like (nor chose)."""
     sets = sets or UserSets(split, cfg)
@@ -171,7 +171,9 @@ def self_play_pairs(
 
 
 @torch.no_grad()
-def reward_beam_pairs(split: Split, cfg: AlignConfig, model, reward, rng: np.random.Generator) -> Pairs:
+def reward_beam_pairs(
+    split: Split, cfg: PreferenceDataConfig, model, reward, rng: np.random.Generator
+) -> Pairs:
     """`reward-beams` pairs: best vs the `negatives` worst of the model's own candidates by `reward` (a
     `BoundReward`): sessions [P, N] / [P, R, N] when the model declares `generate_sessions`, else items."""
     if cfg.negatives >= cfg.beams:

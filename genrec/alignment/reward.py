@@ -1,4 +1,4 @@
-"""A reward model on real feedback: a trained ranker (like = rating >= 4) scoring whole recommendation lists.
+"""A reward model on real feedback: a trained ranker (like = rating >= its threshold) scoring whole lists.
 
 reward(user, history, list) = mean over the list's items of sigmoid(like-logit of the ranker), plus
 `diversity` x the list's intra-list genre diversity (mean pairwise Jaccard distance of the items' genre
@@ -27,9 +27,9 @@ class RewardModel:
     index and histories (see `BoundReward`)."""
 
     def __init__(self, run, diversity: float = 0.0) -> None:
-        if run.task != "ranking":
+        if not run.model.can("score_candidates"):
             raise ConfigError(
-                f"{run.dir} is a {run.task} run; a reward model is a ranking run (e.g. `genrec train "
+                f"{run.dir} is a {run.task.name} run; a reward model is a ranking run (e.g. `genrec train "
                 f"hstu_ranker-ml-1m`)"
             )
         if run.model.n_cross:
@@ -65,8 +65,13 @@ class BoundReward:
 
     def __init__(self, model: RewardModel, seq: Sequences, item_map: np.ndarray, user_map: np.ndarray):
         self.model, self.seq, self.item_map, self.user_map = model, seq, item_map, user_map
-        ratings = seq.ratings if seq.ratings is not None else np.full(len(seq.items), 5.0)
-        self.actions = np.clip(np.rint(ratings), 1, 5).astype(np.int64)
+        scale = model.run.feedback.scale  # the ranker's own rating scale turns ratings into its actions
+        if seq.ratings is None:
+            self.actions = np.full(
+                len(seq.items), 5, dtype=np.int64
+            )  # no ratings: every event counts as liked
+        else:
+            self.actions = scale.actions(seq.ratings)
         self.micro_batch = 256
 
     @torch.no_grad()
@@ -134,11 +139,3 @@ class BoundReward:
         has = real & (size > 0)
         pair = has[..., :, None] & has[..., None, :] & ~torch.eye(lists.shape[-1], dtype=torch.bool)
         return (dist * pair).sum((-1, -2)) / pair.sum((-1, -2)).clamp(min=1)
-
-
-def load_reward_model(run_dir: str | Path, diversity: float = 0.0) -> RewardModel:
-    """The reward model of a ranking run directory. Raises DataError (not a finished run) or ConfigError (not
-    a ranking run, or a ranker it cannot use)."""
-    from genrec.runs import load_run
-
-    return RewardModel(load_run(Path(run_dir)), diversity)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from genrec.data.schema import Sequences
-from genrec.errors import DataError
-from genrec.io import write_json
+from genrec.errors import DataError, StorageError
+from genrec.io import check_out_dir, io_reason, write_json
 
 DAY = 86_400
 
@@ -107,6 +107,7 @@ def expand(
     ratings = seq.ratings if seq.ratings is not None else np.ones(len(seq.items), dtype=np.float32)
     span_days = max(1, int((times.max() - times.min()) // DAY))
     out = Path(out)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "interactions.parquet"
     tmp = out / ".interactions.parquet.partial"
@@ -118,41 +119,45 @@ def expand(
             ("rating", pa.float32()),
         ]
     )
-    total = 0
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for a in range(m):
-            shift = int(rng.integers(0, span_days + 1)) * DAY if a else 0
-            parts = []
-            for b in range(n):
-                keep = np.flatnonzero(rng.random(len(users)) < k[a, b])
-                # Ids: user copy a of u is a * U + u + 1, item copy b of i is b * I + i (both from 1).
-                parts.append(
-                    (
-                        users[keep],
-                        b * seq.n_items + seq.items[keep],
-                        times[keep] + shift + b,
-                        ratings[keep],
-                        keep,
+    try:  # a full disk while writing: one line, and no partial file left
+        total = 0
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for a in range(m):
+                shift = int(rng.integers(0, span_days + 1)) * DAY if a else 0
+                parts = []
+                for b in range(n):
+                    keep = np.flatnonzero(rng.random(len(users)) < k[a, b])
+                    # Ids: user copy a of u is a * U + u + 1, item copy b of i is b * I + i (both from 1).
+                    parts.append(
+                        (
+                            users[keep],
+                            b * seq.n_items + seq.items[keep],
+                            times[keep] + shift + b,
+                            ratings[keep],
+                            keep,
+                        )
+                    )
+                u = np.concatenate([p[0] for p in parts])
+                pos = np.concatenate([p[4] for p in parts])
+                t = np.concatenate([p[2] for p in parts])
+                # By user, then time (the copies of one event in b's order), then source order.
+                order = np.lexsort((pos, t, u))
+                writer.write_table(
+                    pa.table(
+                        {
+                            "user_id": a * seq.n_users + u[order] + 1,
+                            "item_id": np.concatenate([p[1] for p in parts])[order].astype(np.int64),
+                            "timestamp": t[order],
+                            "rating": np.concatenate([p[3] for p in parts])[order].astype(np.float32),
+                        },
+                        schema=schema,
                     )
                 )
-            u = np.concatenate([p[0] for p in parts])
-            pos = np.concatenate([p[4] for p in parts])
-            t = np.concatenate([p[2] for p in parts])
-            # By user, then time (the copies of one event in b's order), then source order.
-            order = np.lexsort((pos, t, u))
-            writer.write_table(
-                pa.table(
-                    {
-                        "user_id": a * seq.n_users + u[order] + 1,
-                        "item_id": np.concatenate([p[1] for p in parts])[order].astype(np.int64),
-                        "timestamp": t[order],
-                        "rating": np.concatenate([p[3] for p in parts])[order].astype(np.float32),
-                    },
-                    schema=schema,
-                )
-            )
-            total += len(order)
-    tmp.replace(target)
+                total += len(order)
+        tmp.replace(target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {target}: {io_reason(e)}") from None
     meta = {
         "method": "fractal expansion (Belletti et al. 2019, arXiv:1901.08910): R kron K with Bernoulli(K) "
         "sampling",

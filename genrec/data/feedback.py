@@ -1,6 +1,8 @@
 """Explicit feedback for ranking: histories of (item, rating), labelled impressions, side features.
 
-Every rated item is an impression whose label is `like = rating >= like_threshold`. Two global time cut-offs
+Every rated item is an impression whose label is `like = rating >= like_threshold`. The feedback scale (lowest
+and highest rating) is read from the data or given, never clipped (`FeedbackScale`); the threshold defaults to
+the lowest rating in the top quarter of the scale. Two global time cut-offs
 (quantiles of all timestamps) split the impressions, so nothing later than a cut-off is ever used to predict
 something before it:
 - train: impressions before the validation cut; each one's history is the user's earlier events (the model
@@ -30,9 +32,88 @@ import numpy as np
 from genrec.data.schema import Dataset, Sequences
 from genrec.errors import DataError
 
-N_ACTIONS = 5  # ratings 1..5 become action ids 1..5; 0 is padding
+N_ACTIONS = 5  # ratings become action ids 1..5 (`FeedbackScale.actions`; 4 and 5 = liked); 0 is padding
 AGE_BUCKETS = [1, 18, 25, 35, 45, 50, 56]  # ML-1M's age codes; raw ages (ML-100K) are mapped onto them
 CROSS_FEATURES = ["log_history", "like_rate", "mean_rating", "genre_share", "genre_like_rate", "genre_rating"]
+
+
+@dataclass(frozen=True)
+class FeedbackScale:
+    """The range of a feedback signal and where a like starts.
+
+    `low` / `high`: the lowest and highest rating (from the data, or `data.rating_scale`); `like_threshold`: like
+    = rating >= it (from `data.like_threshold`, else the lowest observed rating at or above low + 3/4 (high -
+    low): 1-5 -> 4, 0/1 -> 1, -1/+1 -> 1, 1-10 -> 8). `source` says where low / high came from."""
+
+    low: float
+    high: float
+    like_threshold: float
+    source: str = "data"
+
+    @property
+    def name(self) -> str:
+        if (self.low, self.high) == (0.0, 1.0):
+            return "binary 0/1"
+        if (self.low, self.high) == (-1.0, 1.0):
+            return "signed -1/+1"
+        return f"{self.low:g} to {self.high:g}"
+
+    def labels(self, ratings: np.ndarray) -> np.ndarray:
+        """float32 0/1: like = rating >= like_threshold."""
+        return (ratings >= self.like_threshold).astype(np.float32)
+
+    def actions(self, ratings: np.ndarray) -> np.ndarray:
+        """int64 action ids 1..N_ACTIONS: dislikes spread linearly over 1..3 from `low` up to the threshold, likes
+        over 4..5 from the threshold up to `high` (on 1-5 with threshold 4 the action is the rating itself; 0/1
+        gives 1 and 5). Models read actions >= 4 as liked, so an action never disagrees with its label."""
+        r = np.asarray(ratings, dtype=np.float64)
+        theta = self.like_threshold
+        below = 1 + np.floor(3 * (r - self.low) / max(theta - self.low, 1e-12))
+        above = (
+            4 + np.floor(2 * (r - theta) / (self.high - theta)) if self.high > theta else np.full_like(r, 5)
+        )
+        return np.where(r >= theta, np.clip(above, 4, 5), np.clip(below, 1, 3)).astype(np.int64)
+
+    def describe(self) -> str:
+        return f"like = rating >= {self.like_threshold:g} on a {self.name} scale (from the {self.source})"
+
+
+def feedback_scale(
+    ratings: np.ndarray,
+    where: str,
+    scale: tuple[float, float] | None = None,
+    like_threshold: float | None = None,
+) -> FeedbackScale:
+    """The `FeedbackScale` of `ratings` (finite numbers). `scale` fixes [low, high] (ratings outside it are a
+    DataError, never clipped); without it the data's range is the scale. Raises DataError when every rating is
+    the same value or a given threshold lies outside the scale."""
+    values = np.unique(np.asarray(ratings, dtype=np.float64))
+    if scale is not None:
+        low, high = float(scale[0]), float(scale[1])
+        outside = values[(values < low) | (values > high)]
+        if len(outside):
+            raise DataError(
+                f"{where}: rating {outside[0]:g} lies outside data.rating_scale [{low:g}, {high:g}]; widen the "
+                "scale or fix the ratings"
+            )
+    else:
+        low, high = float(values[0]), float(values[-1])
+        if low == high:
+            raise DataError(
+                f"{where}: every rating is {low:g}; a ranker needs likes and dislikes (give ratings of more than one "
+                "value, or set data.rating_scale and data.like_threshold)"
+            )
+    if like_threshold is None:
+        top = values[values >= low + 0.75 * (high - low)]
+        theta = float(top[0]) if len(top) else high
+    else:
+        theta = float(like_threshold)
+        if not low < theta <= high:
+            raise DataError(
+                f"{where}: data.like_threshold={theta:g} makes every rating on the {low:g} to {high:g} scale a "
+                f"{'like' if theta <= low else 'dislike'}; set it above {low:g} and at most {high:g}"
+            )
+    return FeedbackScale(low, high, theta, "config" if scale is not None else "data")
 
 
 @dataclass
@@ -68,7 +149,7 @@ class Impressions:
 @dataclass
 class FeedbackData:
     seq: Sequences  # chronological events per user (CSR)
-    actions: np.ndarray  # action id of every event (rating rounded to 1..5)
+    actions: np.ndarray  # action id of every event (`FeedbackScale.actions`, 1..5)
     labels: np.ndarray  # like label of every event
     train_end: np.ndarray  # [n_users] flat index: events before it (per user, from its start) are training
     features: SideFeatures
@@ -76,6 +157,7 @@ class FeedbackData:
     valid: Impressions
     test: Impressions
     details: dict
+    scale: FeedbackScale | None = None  # how ratings became labels and actions
 
     @property
     def n_items(self) -> int:
@@ -153,6 +235,19 @@ def _categorical(values: list, vocab: dict | None = None) -> tuple[np.ndarray, i
     return np.array([vocab.get(v, 0) for v in values], dtype=np.int64), len(vocab) + 1
 
 
+def _check_both_classes(name: str, scale: FeedbackScale, parts: dict[str, Impressions]) -> None:
+    """DataError (one line, naming data.like_threshold) when a part's impressions are all likes or all dislikes:
+    a ranker trained or selected on one class learns nothing, and AUC is undefined."""
+    for part, imps in parts.items():
+        rate = float(imps.labels.mean())
+        if rate in (0.0, 1.0):
+            kind = "likes" if rate == 1.0 else "dislikes"
+            raise DataError(
+                f"{name}: every {part} impression is one of the {kind} ({scale.describe()}); set "
+                f"data.like_threshold to a rating between {scale.low:g} and {scale.high:g} that splits them"
+            )
+
+
 def side_features(ds: Dataset, seq: Sequences) -> SideFeatures:
     items = (
         seq.item_map.to_series("item_id")
@@ -195,21 +290,31 @@ def build_feedback(
     ds: Dataset,
     valid_quantile: float = 0.8,
     test_quantile: float = 0.9,
-    like_threshold: float = 4.0,
+    like_threshold: float | None = None,
     candidate_time: str = "impression",
+    rating_scale: tuple[float, float] | None = None,
 ) -> FeedbackData:
+    """Labelled impressions of `ds` split by time (module docstring). The scale and the like threshold come from
+    `rating_scale` / `like_threshold` or the data (`feedback_scale`). Raises DataError (one line) for data
+    without ratings or times, events without a rating, and a split whose train, valid or test impressions hold
+    one class only (naming `data.like_threshold`)."""
     seq = ds.encode()
     if seq.ratings is None or np.isnan(seq.ratings).all():
         raise DataError(f"{ds.name}: ranking needs explicit ratings (the data has none)")
+    missing = int(np.isnan(seq.ratings).sum())
+    if missing:
+        raise DataError(
+            f"{ds.name}: {missing} of {len(seq.ratings)} events have no rating; a ranker needs one on every event "
+            "(--set data.unreadable_ratings=drop drops such rows of a CSV / Parquet file)"
+        )
     if seq.timestamps is None or (seq.timestamps < 0).any():
         raise DataError(f"{ds.name}: ranking needs a timestamp on every interaction (drop unordered users)")
     if not 0 < valid_quantile < test_quantile < 1:
         raise DataError("ranking split needs 0 < valid_quantile < test_quantile < 1")
     if candidate_time not in ("impression", "last_event"):
         raise DataError(f"candidate_time must be 'impression' or 'last_event', got {candidate_time!r}")
-    ratings = np.nan_to_num(seq.ratings, nan=0.0)
-    actions = np.clip(np.rint(ratings), 1, N_ACTIONS).astype(np.int64)
-    labels = (ratings >= like_threshold).astype(np.float32)
+    scale = feedback_scale(seq.ratings, ds.name, rating_scale, like_threshold)
+    actions, labels = scale.actions(seq.ratings), scale.labels(seq.ratings)
     cut_valid, cut_test = np.quantile(seq.timestamps, [valid_quantile, test_quantile]).astype(np.int64)
     lengths = seq.lengths()
     user_of = np.repeat(np.arange(seq.n_users), lengths)
@@ -241,6 +346,7 @@ def build_feedback(
         raise DataError(
             f"{ds.name}: no impressions after the time cut-offs (valid {len(valid)}, test {len(test)})"
         )
+    _check_both_classes(ds.name, scale, {"train": train, "valid": valid, "test": test})
     features = side_features(ds, seq)
     details = {
         "split": "temporal (ranking)",
@@ -248,7 +354,8 @@ def build_feedback(
         "(history = the user's earlier events); valid impressions in [cut1, cut2) and test impressions after "
         "cut2, each predicted from the user's events before its cut-off; users without earlier events are "
         "not evaluated",
-        "label": f"like = rating >= {like_threshold:g}",
+        "label": scale.describe(),
+        "scale": {"low": scale.low, "high": scale.high, "like_threshold": scale.like_threshold},
         "candidate_time": "the impression's own time"
         if candidate_time == "impression"
         else "the time of the last event in the impression's history (the user's last event before the "
@@ -270,6 +377,8 @@ def build_feedback(
             "test": round(float(test.labels.mean()), 4),
         },
     }
-    data = FeedbackData(seq, actions, labels, start + before_valid, features, train, valid, test, details)
+    data = FeedbackData(
+        seq, actions, labels, start + before_valid, features, train, valid, test, details, scale
+    )
     data._build_cumulative()
     return data

@@ -238,13 +238,18 @@ COLUMN_ALIASES = {
 
 
 def load_table(
-    path: Path, columns: dict[str, str | None] | None = None, items_path: Path | None = None
+    path: Path,
+    columns: dict[str, str | None] | None = None,
+    items_path: Path | None = None,
+    unreadable_ratings: str = "error",
 ) -> Dataset:
     """A user's own interactions as CSV / TSV (ids read as text) or Parquet (ids keep their dtype).
 
     `columns` maps canonical names (user_id, item_id, timestamp, rating) to the file's names; unset ones are
     looked up among common aliases. Rows keep their file order as a tie-breaker for equal or missing times.
     The item table is `items_path`, else `items.jsonl` / `items.csv` beside the file, else ids only.
+    A blank line anywhere in a text file (between rows or after the last one) is a DataError.
+    Rating values that are not numbers follow `unreadable_ratings` (`read_ratings`).
     """
     suffix = path.suffix.lower()
     try:
@@ -256,7 +261,8 @@ def load_table(
             chosen = _choose_columns(header, columns, str(path))
             # Ids are read as text so that "007" and "7" stay two ids (genrec.data.ids decides the dtype), and
             # times too, so that fractional seconds are read from their digits, not from a float64 rounding.
-            as_text = {chosen[c]: pl.Utf8 for c in ("user_id", "item_id", "timestamp") if chosen[c]}
+            # Ratings as text as well, so that every value is read by one rule (`read_ratings`) whatever row it is on.
+            as_text = {chosen[c]: pl.Utf8 for c in ("user_id", "item_id", "timestamp", "rating") if chosen[c]}
             raw = pl.read_csv(path, separator=separator, infer_schema_length=10000, schema_overrides=as_text)
         else:
             raise DataError(f"{path}: expected a .csv, .tsv or .parquet file")
@@ -264,6 +270,8 @@ def load_table(
         raise DataError(f"{path}: file is empty") from None
     except pl.exceptions.ComputeError as e:
         raise DataError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+    if suffix != ".parquet":
+        _refuse_blank_lines(raw, path)
     if raw.height == 0:
         raise DataError(f"{path}: file has a header but no rows")
     if items_path is not None:
@@ -273,7 +281,37 @@ def load_table(
             (p for p in (path.parent / "items.jsonl", path.parent / "items.csv") if p.exists()), None
         )
         items = read_item_table(sibling) if sibling else None
-    return _table_dataset(raw, path.stem, str(path), columns, suffix != ".parquet", items)
+    text = suffix != ".parquet"
+    ds = _table_dataset(
+        raw,
+        path.stem,
+        str(path),
+        columns,
+        text,
+        items,
+        unreadable_ratings=unreadable_ratings,
+        line_offset=2 * text,
+    )
+    return ds
+
+
+def _refuse_blank_lines(raw: pl.DataFrame, path: Path) -> None:
+    """DataError naming the first blank line of a text data file, wherever it is (between rows or after the last
+    one): a blank line is no interaction, and it often marks files pasted together or cut short. The newline that
+    ends the last row is no blank line."""
+    blank = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.col(c).cast(pl.Utf8).str.strip_chars() == "") for c in raw.columns]
+    )
+    if not raw.select(blank.any()).item():
+        return  # rows without values that are not blank lines (",,,") are left to the id checks, which name them
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                raise DataError(
+                    f"{path}: line {n} is a blank line; remove it (one interaction per line, no empty lines, "
+                    "also none at the end)"
+                )
 
 
 def dataset_from_frame(
@@ -351,17 +389,38 @@ def _table_dataset(
     text: bool,
     items: pl.DataFrame | None,
     setting: str = "data.columns.{}",
+    unreadable_ratings: str = "error",
+    line_offset: int = 0,
 ) -> Dataset:
     """The canonical Dataset of a table of interactions; `text` says ids were read as text (see the module).
 
-    `source` (a path, or which DataFrame) starts every error message; `setting` names the column mapping.
+    `source` (a path, or which DataFrame) starts every error message; `setting` names the column mapping;
+    `line_offset` > 0 names rows by their line in a text file (row index + offset) rather than as "row N".
     """
     where = source
     chosen = _choose_columns(raw.columns, columns, where, setting)
+    for canonical in ("user_id", "item_id"):  # rows without ids are named before their ratings
+        check_ids(raw[chosen[canonical]].alias(canonical), where, chosen[canonical])
+    notes = []
+    rating_name = chosen["rating"]
+    if rating_name:
+        row = "line {}" if line_offset else "row {}"
+        ratings, keep = read_ratings(
+            raw[rating_name], f"{where}: column {rating_name!r}", unreadable_ratings, row, line_offset or 1
+        )
+        if keep is not None:
+            notes.append(
+                f"dropped {int((~keep).sum())} rows whose {rating_name!r} is not a number "
+                "(data.unreadable_ratings=drop)"
+            )
+            raw, ratings = raw.filter(keep), ratings.filter(keep)
+            if raw.height == 0:
+                raise DataError(f"{where}: no row has a readable {rating_name!r}")
+    else:
+        ratings = pl.Series([None] * raw.height, dtype=pl.Float32)
     out = {}
     for canonical in ("user_id", "item_id"):
         col = raw[chosen[canonical]].alias(canonical)
-        check_ids(col, where, chosen[canonical])
         out[canonical] = (
             ids_from_text(col) if text else ids_from_typed(col, f"{where} (column {chosen[canonical]!r})")
         )
@@ -371,14 +430,8 @@ def _table_dataset(
         out["timestamp"], sub_second = read_times(raw[ts_name], f"{where}: column {ts_name!r}")
     else:
         out["timestamp"] = pl.Series([None] * raw.height, dtype=pl.Int64)
-    rating_name = chosen["rating"]
-    out["rating"] = (
-        raw[rating_name].cast(pl.Float32, strict=False)
-        if rating_name
-        else pl.Series([None] * raw.height, dtype=pl.Float32)
-    )
+    out["rating"] = ratings.alias("rating")
     inter = pl.DataFrame(out).with_row_index("position").with_columns(pl.col("position").cast(pl.Int64))
-    notes = []
     if sub_second is not None and sub_second.any():
         # Timestamps are kept in whole seconds; the position carries the exact order of events within one
         # second (file order where the exact times tie too), so sorting by (timestamp, position) is exact.
@@ -393,6 +446,40 @@ def _table_dataset(
     if items is None:
         items = pl.DataFrame({"item_id": inter["item_id"].unique().sort()})
     return Dataset(name, inter, items, source=source, notes=notes)
+
+
+def read_ratings(
+    col: pl.Series, where: str, unreadable: str = "error", row: str = "row {}", first: int = 1
+) -> tuple[pl.Series, pl.Series | None]:
+    """A rating / label column read as numbers -> (Float32 ratings, rows to keep or None).
+
+    Every value must be a finite number: numeric text ("4", " 4.5 ", "-1", "1e1") is read as such, booleans as
+    0 / 1. Text that is not a number ("five", "5 stars", "N/A"), NaN, infinities and empty cells are refused
+    with a DataError naming `where` (the file and column), how many and an example (`row` formats its number,
+    counted from `first`); with `unreadable="drop"` those rows are dropped instead (keep mask returned). A
+    column with no value at all counts as no ratings (all null, no error). Values are never rounded or clipped:
+    the scale is read later (`genrec.data.feedback`)."""
+    if col.dtype == pl.Boolean or col.dtype.is_numeric():
+        values, present = col.cast(pl.Float64), col.is_not_null()
+    else:
+        text = col.cast(pl.Utf8, strict=False).str.strip_chars().replace("", None)
+        values, present = text.cast(pl.Float64, strict=False), text.is_not_null()
+    if not present.any():
+        return pl.Series([None] * len(col), dtype=pl.Float32), None
+    bad = (values.is_null() | values.is_nan() | values.is_infinite()).fill_null(True)
+    if not bad.any():
+        return values.cast(pl.Float32), None
+    if unreadable == "drop":
+        return values.cast(pl.Float32), ~bad
+    first_bad = int(bad.arg_true()[0])
+    shown = col[first_bad]
+    example = (
+        "an empty cell" if shown is None or (isinstance(shown, str) and not shown.strip()) else repr(shown)
+    )
+    raise DataError(
+        f"{where}: {int(bad.sum())} of {len(col)} ratings are not numbers (e.g. {row.format(first_bad + first)}: "
+        f"{example}); fix them, or drop those rows with --set data.unreadable_ratings=drop"
+    )
 
 
 NS = 1_000_000_000  # nanoseconds a second

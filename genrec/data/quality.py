@@ -26,6 +26,8 @@ import polars as pl
 
 from genrec.config import CleanConfig
 from genrec.data.schema import Dataset
+from genrec.data.split import heldout_events
+from genrec.errors import DataError
 
 
 def event_table(ds: Dataset) -> pl.DataFrame:
@@ -161,38 +163,84 @@ def user_scores(events: pl.DataFrame) -> pl.DataFrame:
     return users.with_columns(pl.Series("bot", np.mean(z, axis=0)))
 
 
-def clean(ds: Dataset, cfg: CleanConfig, implausibility: np.ndarray | None = None) -> Dataset:
-    """`ds` without what `cfg` asks to drop (exact duplicates, the top `drop_users` share of users by bot score,
-    the top `drop_events` share of events by noise), each user's `keep_last` newest events always kept. Notes say
-    what went."""
+def clean(
+    ds: Dataset,
+    cfg: CleanConfig,
+    implausibility: np.ndarray | None = None,
+    split: str = "leave_one_out",
+    valid_quantile: float = 0.8,
+    test_quantile: float = 0.9,
+) -> Dataset:
+    """`ds` without what `cfg` asks to drop: exact duplicates, the top `drop_users` share of users by bot score
+    (all their events), the top `drop_events` share of events by noise. Notes say what went.
+
+    Only the training part is seen and edited: the events the split (`split`, with the quantiles of a temporal
+    one) will hold out for evaluation (`split.heldout_events`) are neither scored nor dropped, so nothing about
+    them (a changed test target) changes what goes; the scores are fitted on the training events alone. Each
+    user's `keep_last` newest events are kept, and a user keeps at least one training event. A temporal split's
+    cut-offs are fixed before anything is dropped and travel with the result (`Dataset.cutoffs`).
+    `implausibility` is aligned to `event_table(ds)`'s rows."""
     if not (cfg.exact_duplicates or cfg.drop_users or cfg.drop_events):
         return ds
-    events = event_scores(ds, cfg.burst_seconds, cfg.context, implausibility)
+    table = event_table(ds)
+    ts = table["timestamp"].to_numpy() if table["timestamp"].null_count() == 0 else None
+    heldout, cutoffs = heldout_events(table["user"].to_numpy(), ts, split, valid_quantile, test_quantile)
+    fit = ~heldout
+    if not fit.any():
+        raise DataError(f"{ds.name}: no training events to clean (every event is held out for evaluation)")
+    part = Dataset(ds.name, table.filter(pl.Series(fit)).select(ds.interactions.columns), ds.items, ds.users)
+    events = event_scores(
+        part,
+        cfg.burst_seconds,
+        cfg.context,
+        None if implausibility is None else np.asarray(implausibility)[fit],
+    )
     notes = []
     drop = np.zeros(events.height, dtype=bool)
+    gone_users = pl.Series("user_id", [], dtype=table.schema["user_id"])
     if cfg.drop_users:
         users = user_scores(events)
         n_drop = int(round(cfg.drop_users * users.height))
-        bots = users.sort("bot", descending=True).head(n_drop)["user_id"]
-        drop |= events["user_id"].is_in(bots.implode()).to_numpy()
-        notes.append(f"dropped {n_drop} users with the highest bot score")
-    newest = (
-        events.select(pl.int_range(pl.len()).reverse().over("user_id").alias("age"))["age"].to_numpy()
-        < cfg.keep_last
-    )
+        gone_users = users.sort("bot", descending=True).head(n_drop)["user_id"]
+        drop |= events["user_id"].is_in(gone_users.implode()).to_numpy()
+        notes.append(f"dropped {n_drop} users with the highest bot score (all their events)")
+    age = table.select(pl.int_range(pl.len()).reverse().over("user_id").alias("age"))["age"].to_numpy()
+    newest = (age < cfg.keep_last)[fit]
     if cfg.exact_duplicates:
         dup = events["exact_duplicate"].to_numpy() & ~newest & ~drop
         drop |= dup
-        notes.append(f"dropped {int(dup.sum())} exact duplicate events")
+        notes.append(f"dropped {int(dup.sum())} exact duplicate training events")
     if cfg.drop_events:
-        noise = events["noise"].to_numpy()
         eligible = ~newest & ~drop
         n_drop = int(round(cfg.drop_events * eligible.sum()))
-        worst = np.flatnonzero(eligible)[np.argsort(-noise[eligible], kind="stable")[:n_drop]]
+        worst = _noisiest(events["user"].to_numpy(), events["noise"].to_numpy(), eligible, ~drop, n_drop)
         drop[worst] = True
-        notes.append(f"dropped {n_drop} events with the highest noise score")
-    kept = events.filter(~pl.Series(drop)).select(ds.interactions.columns)
-    return Dataset(ds.name, kept, ds.items, ds.users, ds.unordered_users, ds.source, ds.notes + notes)
+        notes.append(f"dropped {len(worst)} training events with the highest noise score")
+    keep = np.ones(table.height, dtype=bool)
+    keep[np.flatnonzero(fit)[drop]] = False
+    keep &= ~table["user_id"].is_in(gone_users.implode()).to_numpy()
+    kept = table.filter(pl.Series(keep)).select(ds.interactions.columns)
+    return Dataset(
+        ds.name, kept, ds.items, ds.users, ds.unordered_users, ds.source, ds.notes + notes, cutoffs=cutoffs
+    )
+
+
+def _noisiest(
+    user: np.ndarray, noise: np.ndarray, eligible: np.ndarray, left: np.ndarray, n: int
+) -> np.ndarray:
+    """Rows of the `n` noisiest eligible events, skipping any that would take a user's last remaining event
+    (`left`: the events still there)."""
+    order = np.flatnonzero(eligible)[np.argsort(-noise[eligible], kind="stable")]
+    protected = np.bincount(user[left & ~eligible], minlength=user.max() + 1)  # stay whatever happens
+    cap = np.bincount(user[eligible], minlength=user.max() + 1) - (protected == 0)  # droppable per user
+    rank = np.zeros(len(order), dtype=np.int64)  # how many of the user's events come earlier in `order`
+    if len(order):
+        by_user = np.argsort(user[order], kind="stable")
+        grouped = user[order][by_user]
+        starts = np.r_[0, np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]
+        run = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        rank[by_user] = run
+    return order[rank < cap[user[order]]][:n]
 
 
 def sample_users(ds: Dataset, share: float, seed: int = 0) -> Dataset:

@@ -27,7 +27,7 @@ from genrec.data.schema import Dataset
 from genrec.errors import DataError
 
 BUNDLED = Path(__file__).parent / "bundled"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the resolved source path; entries store and check the data's fingerprint
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,20 @@ def load_dataset(
     columns: dict | None = None,
     items_path: str | None = None,
     download: bool = False,
+    unreadable_ratings: str = "error",
 ) -> Dataset:
-    """Resolve a SPEC into a Dataset, using the Parquet cache when the source has not changed."""
+    """Resolve a SPEC into a Dataset, using the Parquet cache when the source has not changed.
+
+    `unreadable_ratings` ("error" or "drop") is what a CSV / Parquet file's rating values that are not numbers
+    get (`loaders.read_ratings`). The dataset's notes count its exact duplicate rows (`duplicate_note`)."""
+    ds = _load(spec, data_dir, columns, items_path, download, unreadable_ratings)
+    note = duplicate_note(ds)
+    if note:
+        ds.notes.append(note)
+    return ds
+
+
+def _load(spec, data_dir, columns, items_path, download, unreadable_ratings) -> Dataset:
     if spec in REGISTRY:
         folder = locate(spec, data_dir)
         if folder is None:
@@ -122,21 +134,48 @@ def load_dataset(
     if path.is_dir():
         if loaders.find_p5_sequence_file(path) is None:
             raise DataError(f"{path}: folder has no sequential.txt / sequential_data.txt (P5 layout)")
-        return _cached(path.resolve().name, [path], lambda: loaders.load_p5(path))
+        return _cached(path.resolve().name, [path], lambda: loaders.load_p5(path.resolve()))
     if path.is_file():
         if path.stat().st_size == 0:
             raise DataError(f"{path}: file is empty")
-        return loaders.load_table(path, columns, Path(items_path) if items_path else None)
+        return loaders.load_table(path, columns, Path(items_path) if items_path else None, unreadable_ratings)
     known = ", ".join(REGISTRY)
     raise DataError(
         f"unknown dataset {spec!r}: not a registered name ({known}), a P5 folder or a CSV/Parquet file"
     )
 
 
-def _fingerprint(paths: list[Path]) -> str:
+def duplicate_note(ds: Dataset) -> str | None:
+    """A note counting rows identical in user, item, time and rating to an earlier row (without times: to the
+    user's previous row), or None. They are kept; `data.dedup` or `data.clean.exact_duplicates` drop them."""
+    inter = ds.interactions
+    if ds.has_timestamps:
+        n = inter.height - inter.select(["user_id", "item_id", "timestamp", "rating"]).n_unique()
+        what = "user, item, time and rating"
+    else:
+        order = inter.sort(["user_id", "position"])
+        same = (
+            (order["user_id"] == order["user_id"].shift(1))
+            & (order["item_id"] == order["item_id"].shift(1))
+            & order["rating"].eq_missing(order["rating"].shift(1))
+        )
+        n, what = int(same.fill_null(False).sum()), "user, item and rating as the user's previous row"
+    if not n:
+        return None
+    return (
+        f"{n} exact duplicate rows (same {what}), kept; data.dedup=first or data.clean.exact_duplicates=true "
+        "drops them"
+    )
+
+
+def _source_key(paths: list[Path]) -> str:
+    """Where the source is (resolved absolute paths) and the state of its files (names, sizes, mtimes): two
+    folders with the same name, size and times are two keys."""
     h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
     for root in paths:
-        for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        root = Path(root).resolve()
+        h.update(f"{root}\n".encode())
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
             st = f.stat()
             h.update(f"{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
@@ -147,19 +186,14 @@ def cache_root() -> Path:
 
 
 def _cached(name: str, sources: list[Path], build: Callable[[], Dataset]) -> Dataset:
-    folder = cache_root() / "datasets" / f"{name}-{_fingerprint(sources)}"
-    if (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
-        users = pl.read_parquet(folder / "users.parquet") if (folder / "users.parquet").exists() else None
-        return Dataset(
-            meta["name"],
-            pl.read_parquet(folder / "interactions.parquet"),
-            pl.read_parquet(folder / "items.parquet"),
-            users,
-            unordered_users=id_array(meta["unordered_users"]),
-            source=meta["source"],
-            notes=meta["notes"],
-        )
+    """The dataset of `sources` from the cache when an entry for the same resolved paths and file states holds
+    data with the fingerprint it recorded; else built, and stored with its paths and fingerprint. A damaged or
+    mismatching entry is rebuilt (the cache is never trusted over the source)."""
+    resolved = [str(Path(p).resolve()) for p in sources]
+    folder = cache_root() / "datasets" / f"{name}-{_source_key(sources)}"
+    cached = _read_entry(folder, resolved)
+    if cached is not None:
+        return cached
     ds = build()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -171,14 +205,38 @@ def _cached(name: str, sources: list[Path], build: Callable[[], Dataset]) -> Dat
         meta = {
             "name": ds.name,
             "source": ds.source,
+            "paths": resolved,
+            "fingerprint": ds.fingerprint(),
             "notes": ds.notes,
             "unordered_users": ds.unordered_users.tolist(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged entry of the same key
         os.replace(tmp, folder)  # atomic: a reader sees a whole cache entry or none
     except OSError:
         shutil.rmtree(locals().get("tmp", folder.parent / ".none"), ignore_errors=True)  # cache is optional
     return ds
+
+
+def _read_entry(folder: Path, resolved: list[str]) -> Dataset | None:
+    """The cache entry in `folder` if it is whole, was made from `resolved` and still has its fingerprint."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("paths") != resolved:
+            return None
+        users = pl.read_parquet(folder / "users.parquet") if (folder / "users.parquet").exists() else None
+        ds = Dataset(
+            meta["name"],
+            pl.read_parquet(folder / "interactions.parquet"),
+            pl.read_parquet(folder / "items.parquet"),
+            users,
+            unordered_users=id_array(meta["unordered_users"]),
+            source=meta["source"],
+            notes=meta["notes"],
+        )
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError, DataError):
+        return None
+    return ds if ds.fingerprint() == meta.get("fingerprint") else None
 
 
 def _download(info: DatasetInfo, root: Path) -> Path:

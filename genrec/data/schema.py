@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
+from genrec.data.fingerprint import arrays_fingerprint, frames_fingerprint
 from genrec.data.ids import IdMap, check_ids, ids_from_typed, match_dtype
 from genrec.errors import DataError
 
@@ -45,6 +46,9 @@ class Dataset:
     unordered_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    # The temporal split's (valid, test) cut-offs when fixed before events were dropped (`quality.clean`), so
+    # that cleaning the training period does not move them; None = computed from the data at split time.
+    cutoffs: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in (*ID_COLUMNS, *INTERACTION_SCHEMA) if c not in self.interactions.columns]
@@ -78,6 +82,15 @@ class Dataset:
         if lost:
             self.notes.append(f"ignored {lost} {what} rows whose {column} cannot match the {dtype} ids")
         return table.with_columns(ids).filter(pl.col(column).is_not_null())
+
+    def fingerprint(self) -> str:
+        """16 hex digits that change with any interaction (ids, time, order, rating), item table row (id, title,
+        categories, other columns) or user table row, and only then (`genrec.data.fingerprint`). Its name, source
+        and notes do not count: the same data found in two places has one fingerprint."""
+        unordered = (
+            pl.DataFrame({"unordered_users": self.unordered_users}) if len(self.unordered_users) else None
+        )
+        return frames_fingerprint(self.interactions, self.items, self.users, unordered)
 
     @property
     def has_timestamps(self) -> bool:
@@ -189,6 +202,14 @@ class Sequences:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the encoded events and the id tables (`genrec.data.fingerprint`): equal exactly when
+        every user's sequence, time and rating and the raw id of every index are."""
+        return arrays_fingerprint(
+            user_ids=np.asarray(self.user_ids), item_ids=np.asarray(self.item_ids), offsets=self.offsets,
+            items=self.items, timestamps=self.timestamps, ratings=self.ratings,
+        )  # fmt: skip
 
     def row(self, user: int) -> np.ndarray:
         return self.items[self.offsets[user] : self.offsets[user + 1]]

@@ -7,16 +7,24 @@ Every evaluation example is (user, history, target): the model sees the history 
   a user's validation target is their first interaction in [cut1, cut2) with history before cut1; the test target
   is their first interaction at or after cut2 with history before cut2. Users with no earlier history are cold
   users and are not evaluated (the count is recorded).
+
+Both record how many validation / test targets never occur in training and warn (log `genrec.data`, and the
+details' `warnings`) when users' test target repeats their validation target, which exact duplicate rows cause.
+`heldout_events` marks, before any index exists, the events a split will hold out: what fits statistics on the
+data (cleaning) must leave them alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from genrec.data.schema import Sequences
 from genrec.errors import DataError
+
+log = logging.getLogger("genrec.data")
 
 
 @dataclass
@@ -83,6 +91,60 @@ def _eval_set(seq: Sequences, users: np.ndarray, history_len: np.ndarray) -> Eva
     return EvalSet(users.astype(np.int64), Csr(offsets, seq.items[gather], ts), targets)
 
 
+def time_cutoffs(timestamps: np.ndarray, valid_quantile: float, test_quantile: float) -> tuple[int, int]:
+    """The temporal split's (validation, test) cut-offs: those quantiles of all timestamps, in whole seconds."""
+    if not 0 < valid_quantile < test_quantile < 1:
+        raise DataError("temporal split needs 0 < valid_quantile < test_quantile < 1")
+    cut_valid, cut_test = np.quantile(timestamps, [valid_quantile, test_quantile]).astype(np.int64)
+    return int(cut_valid), int(cut_test)
+
+
+def heldout_events(
+    user: np.ndarray,
+    timestamps: np.ndarray | None,
+    kind: str,
+    valid_quantile: float = 0.8,
+    test_quantile: float = 0.9,
+) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(bool [E] mask of the events the split `kind` holds out for evaluation, the temporal cut-offs or None), for
+    events sorted by (user, time, position) with `user` their user codes: leave-one-out, each user's last two
+    events when the user has at least three (`leave_one_out` evaluates only those); temporal, every event at or
+    after the validation cut-off (targets and the test period's histories). Raises DataError for a temporal
+    split without a time on every event."""
+    n = len(user)
+    if kind == "temporal":
+        if timestamps is None or (timestamps < 0).any():
+            raise DataError("a temporal split needs a timestamp on every interaction")
+        cuts = time_cutoffs(timestamps, valid_quantile, test_quantile)
+        return timestamps >= cuts[0], cuts
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    lengths = np.diff(np.r_[starts, n])
+    from_end = np.repeat(starts + lengths, lengths) - np.arange(n)  # 1 for a user's last event
+    return (from_end <= 2) & (np.repeat(lengths, lengths) >= 3), None
+
+
+def _target_details(train: Csr, valid: EvalSet, test: EvalSet, n_items: int) -> dict:
+    """Counts a reader of the results needs: targets that never occur in training, and users whose test target
+    repeats their validation target (a warning: usually duplicate rows, an easy hit for models that repeat)."""
+    seen = np.zeros(n_items + 1, dtype=bool)
+    seen[train.items] = True
+    both, in_valid, in_test = np.intersect1d(valid.users, test.users, return_indices=True)
+    repeats = int((valid.targets[in_valid] == test.targets[in_test]).sum())
+    out = {
+        "valid_targets_not_in_training": int((~seen[valid.targets]).sum()),
+        "test_targets_not_in_training": int((~seen[test.targets]).sum()),
+        "test_target_repeats_valid_target": repeats,
+    }
+    if repeats:
+        warning = (
+            f"{repeats} of {len(both)} users' test target is the same item as their validation target "
+            "(duplicate rows?); data.dedup=first removes repeated (user, item) pairs"
+        )
+        log.warning("warning: %s", warning)
+        out["warnings"] = [warning]
+    return out
+
+
 def leave_one_out(seq: Sequences) -> Split:
     lengths = seq.lengths()
     eligible = np.flatnonzero(lengths >= 3)
@@ -96,16 +158,24 @@ def leave_one_out(seq: Sequences) -> Split:
         "training on the items before",
         "evaluated_users": int(len(eligible)),
         "train_only_users": int(seq.n_users - len(eligible)),
+        **_target_details(train, valid, test, seq.n_items),
     }
     return Split("leave_one_out", seq, train, valid, test, details)
 
 
-def temporal(seq: Sequences, valid_quantile: float = 0.8, test_quantile: float = 0.9) -> Split:
+def temporal(
+    seq: Sequences,
+    valid_quantile: float = 0.8,
+    test_quantile: float = 0.9,
+    cutoffs: tuple[int, int] | None = None,
+) -> Split:
+    """The temporal split (module docstring) at the quantiles' cut-offs, or at `cutoffs` when given (fixed
+    before cleaning, which must not move them)."""
     if seq.timestamps is None or (seq.timestamps < 0).any():
         raise DataError("a temporal split needs a timestamp on every interaction")
-    if not 0 < valid_quantile < test_quantile < 1:
-        raise DataError("temporal split needs 0 < valid_quantile < test_quantile < 1")
-    cut_valid, cut_test = np.quantile(seq.timestamps, [valid_quantile, test_quantile]).astype(np.int64)
+    if cutoffs is None:
+        cutoffs = time_cutoffs(seq.timestamps, valid_quantile, test_quantile)
+    cut_valid, cut_test = cutoffs
     lengths = seq.lengths()
     user_of = np.repeat(np.arange(seq.n_users), lengths)
     # Sequences are sorted by time within a user, so "count before cut" is a prefix length.
@@ -134,5 +204,6 @@ def temporal(seq: Sequences, valid_quantile: float = 0.8, test_quantile: float =
         "valid_users": int(len(v_users)),
         "test_users": int(len(t_users)),
         "cold_users_not_evaluated": {"valid": cold_valid, "test": cold_test},
+        **_target_details(train, valid, test, seq.n_items),
     }
     return Split("temporal", seq, train, valid, test, details)

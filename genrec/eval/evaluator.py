@@ -254,19 +254,9 @@ def code_version() -> str:
     return f"genrec {__version__}" + (f" ({sha})" if sha else "")
 
 
-def protocol(
-    split: Split,
-    cfg: EvalConfig,
-    dataset_name: str,
-    dataset_stats: dict,
-    notes: list[str],
-    checkpoint_selection: str,
-    seed: int,
-    model: Recommender,
-    training_stop: str | None = None,
-) -> dict:
-    """The metrics.json `protocol`: data, split, candidates, conventions, ties, checkpoint selection and, for a
-    trained model, what ended its training (`training_stop`: all epochs, early stopping, a time budget, ...)."""
+def protocol(split: Split, cfg: EvalConfig, model: Recommender) -> dict:
+    """The evaluator's part of metrics.json's `protocol` (`genrec.runs.protocol`): candidates, conventions, ties,
+    metrics, and the sessions / sampled-candidate metrics when they are computed."""
     headline = "history items excluded from the ranking" if cfg.exclude_history else "all items ranked"
     candidates = f"full catalogue: all {split.n_items} items scored, exact top-K"
     if "score" not in model.capabilities:
@@ -274,10 +264,6 @@ def protocol(
             f"generated top-{min(max(cfg.ks), split.n_items)} list; targets outside it count as misses"
         )
     out = {
-        "dataset": dataset_name,
-        "dataset_stats": dataset_stats,
-        "preprocessing": notes,
-        "split": split.details,
         "candidates": candidates,
         "headline_convention": headline,
         "keys": {
@@ -289,10 +275,6 @@ def protocol(
         "ties": TIE_RULE,
         "metrics": "recall@K = hr@K (one target per example), ndcg@K, mrr (full ranking), coverage@K (share of "
         "the catalogue appearing in any top-K list)",
-        "checkpoint_selection": checkpoint_selection,
-        **({"training_stop": training_stop} if training_stop else {}),
-        "seed": seed,
-        "code_version": code_version(),
     }
     if cfg.session_len:
         out["sessions"] = session_protocol(cfg)

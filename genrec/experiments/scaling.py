@@ -1,11 +1,12 @@
 """Scaling laws: a sweep of runs over width, depth, history length and data size, and power-law fits to it.
 
 `sweep(recipe, grid, out)` trains one normal run directory per grid point (`out/NAME`, resumable: finished points
-are kept), smallest estimated compute first, within an optional budget; `summarise(out)` reads them back: per point
-its parameters, a training-compute estimate, validation loss (mean -log p(target) under the full softmax, nats) and
-validation / test N@10; `fit_power_law` fits L(x) = a x^-b + c (Kaplan et al. 2020, https://arxiv.org/abs/2001.08361,
-with the irreducible floor c of Hoffmann et al. 2022) by least squares in log space of x, with bootstrap
-confidence intervals; `holdout_check` fits the smaller 2/3 of the points and predicts the rest.
+are kept, interrupted ones continue, a folder holding a run of another config or other data is an error), smallest
+estimated compute first, within an optional budget; `summarise(out)` reads them back: per point its parameters,
+a training-compute estimate, validation loss (mean -log p(target) under the full softmax, nats) and validation /
+test N@10; `fit_power_law` fits L(x) = a x^-b + c (Kaplan et al. 2020, https://arxiv.org/abs/2001.08361, with the
+irreducible floor c of Hoffmann et al. 2022) by least squares in log space of x, with bootstrap confidence
+intervals; `holdout_check` fits the smaller 2/3 of the points and predicts the rest.
 
 Compute estimate (FLOPs): 6 x (non-embedding parameters + attention's L d per layer + the output layer's d x
 n_items) per trained position (forward + backward = 3 x the forward's 2 FLOPs per multiply-add), times the
@@ -25,9 +26,11 @@ import numpy as np
 import yaml
 
 from genrec.config import RunConfig, load_config
+from genrec.data.provenance import PATH_KEYS, absolute_path, check_same_data, resolve_data_paths
+from genrec.data.registry import REGISTRY
 from genrec.errors import ConfigError
 from genrec.eval.likelihood import mean_negative_log_likelihood
-from genrec.io import write_bytes, write_json, write_text
+from genrec.io import check_out_dir, read_json, read_yaml, write_bytes, write_json, write_text
 from genrec.runs import load_run, make_split, prepare_dataset, train_run
 
 POINTS_FILE = "sweep.json"
@@ -82,9 +85,12 @@ def sweep(
     log=print,
 ) -> list[dict]:
     """Train every grid point of `recipe` (plus `overrides`) into `out/NAME`; returns the points' records (name,
-    overrides, status). With a budget, points run smallest first and each gets `train.max_minutes` = what is left
-    divided by the points left; points that do not start within the budget are recorded as `skipped`."""
+    overrides, status, data fingerprint). With a budget, points run smallest first and each gets
+    `train.max_minutes` = what is left divided by the points left; points that do not start within the budget
+    are recorded as `skipped`. A finished point is kept and an interrupted one continues (with the time cap it
+    started with) only when its folder holds the same config and data (`check_point`)."""
     out = Path(out)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     base = list(overrides or [])
     points = []
@@ -92,7 +98,7 @@ def sweep(
         over = base + [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in point.items()]
         cfg = load_config(recipe, over, dataset)  # every point's config is checked before anything trains
         points.append({"name": point_name(point), "point": point, "overrides": over, "cfg": cfg})
-    sizes = {}
+    sizes, prints = {}, {}
     for p in points:  # order by parameters x length, a proxy of compute known before training
         key = (p["cfg"].model.model_dump_json(), p["cfg"].data.model_dump_json())
         if key not in sizes:
@@ -101,30 +107,77 @@ def sweep(
             sizes[key] = model_size(p["cfg"], split.n_items, split.n_users)[0] * getattr(
                 p["cfg"].model, "max_len", 1
             )
-        p["order"] = sizes[key]
+            prints[key[1]] = ds.fingerprint()
+        p["order"], p["data"] = sizes[key], prints[key[1]]
+    # Every point's folder is checked before anything trains.
+    caps = {p["name"]: check_point(out / p["name"], p["cfg"], p["data"]) for p in points}
     points.sort(key=lambda p: p["order"])
     t0 = time.perf_counter()
     records = []
     for i, p in enumerate(points):
         run_dir = out / p["name"]
-        record = {"name": p["name"], "point": p["point"], "overrides": p["overrides"]}
+        record = {"name": p["name"], "point": p["point"], "overrides": p["overrides"], "data": p["data"]}
         left = None if budget_minutes is None else budget_minutes - (time.perf_counter() - t0) / 60
+        resume = (run_dir / "config.yaml").exists()
         if (run_dir / "metrics.json").exists():
             record["status"] = "done"
         elif left is not None and left <= 0:
             record["status"] = "skipped"
         else:
             over = p["overrides"]
-            if left is not None:
+            if resume:  # the interrupted point's own cap: --resume needs the config it started with
+                over = over + [f"train.max_minutes={json.dumps(caps[p['name']])}"]
+            elif left is not None:
                 over = over + [f"train.max_minutes={left / (len(points) - i):.3f}"]
             cfg = load_config(recipe, over, dataset)
-            resume = (run_dir / "config.yaml").exists()
             log(f"[{i + 1}/{len(points)}] {p['name']}")
             train_run(cfg, run_dir, resume=resume, progress=False)
             record["status"] = "done"
         records.append(record)
         write_json(out / POINTS_FILE, {"recipe": recipe, "dataset": dataset, "grid": grid, "points": records})
     return records
+
+
+def check_point(run_dir: Path, cfg: RunConfig, fingerprint: str) -> float | None:
+    """The time cap (`train.max_minutes`) of the run already in `run_dir`, after checking that it is a run of
+    `cfg` (the cap aside: a budget share is not part of a point's identity) on data of `fingerprint`; None when
+    the folder holds no run. Raises ConfigError / DataError (one line) naming the first difference."""
+    if not (run_dir / "config.yaml").exists():
+        return None
+    stored = read_yaml(run_dir / "config.yaml")
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{run_dir}/config.yaml is damaged: it holds no config; sweep into another --out")
+    wanted = cfg.model_copy(update={"data": resolve_data_paths(cfg.data)}).model_dump(mode="json")
+    stored_flat, wanted_flat = _flat(stored), _flat(wanted)
+    cap = stored_flat.pop("train.max_minutes", None)
+    wanted_flat.pop("train.max_minutes", None)
+    for key in sorted(stored_flat.keys() | wanted_flat.keys()):
+        if stored_flat.get(key) != wanted_flat.get(key):
+            raise ConfigError(
+                f"{run_dir} holds a run of another config ({key}: {stored_flat.get(key)!r} there, "
+                f"{wanted_flat.get(key)!r} now); sweep into another --out"
+            )
+    if (run_dir / "meta.json").exists():
+        check_same_data(
+            read_json(run_dir / "meta.json").get("data"),
+            fingerprint,
+            str(run_dir),
+            "sweep into another --out",
+        )
+    return cap
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; data paths made absolute (a point written before they were stored so)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            is_path = name.startswith("data.") and name[5:] in PATH_KEYS and isinstance(value, str)
+            out[name] = absolute_path(value) if is_path and value not in REGISTRY else value
+    return out
 
 
 def summarise(out: Path) -> list[dict]:

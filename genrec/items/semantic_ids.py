@@ -17,45 +17,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from safetensors.torch import load_file, save
 from torch import nn
 
-from genrec.config import StrictModel
+from genrec.config.items import TokenizerConfig
 from genrec.errors import ConfigError, DataError
 from genrec.io import json_text
-from genrec.items.text import PROFILES_HELP
-
-
-class TokenizerConfig(StrictModel):
-    kind: Literal["rq_kmeans", "rq_vae"] = "rq_kmeans"
-    levels: int = Field(3, ge=1, le=8)
-    codebook_size: int = Field(256, ge=2)
-    input: Literal["text", "collab", "both"] = "text"
-    encoder: str | None = Field(
-        None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
-    )
-    profiles: str | None = Field(None, description="input text/both: " + PROFILES_HELP)
-    collab_run: str | None = Field(
-        None, description="run directory of a trained sasrec/hstu (input: collab/both)"
-    )
-    kmeans_iters: int = Field(25, ge=1)
-    vae_latent: int = Field(32, ge=2)
-    vae_hidden: list[int] = Field(default_factory=lambda: [512, 256, 128])
-    vae_epochs: int = Field(300, ge=1)
-    vae_lr: float = Field(1e-3, gt=0)
-    vae_batch: int = Field(1024, ge=8)
-    vae_beta: float = Field(0.25, ge=0, description="commitment weight")
-    seed: int = 0
-    codes: str | None = Field(
-        None, description="folder holding semantic_ids.safetensors from an earlier run: reuse, do not build"
-    )
-
 
 # --- k-means and residual k-means ------------------------------------------------------------------------------
 

@@ -219,13 +219,6 @@ def item_text_embeddings(
     return encode_texts(item_texts(items), encoder)
 
 
-PROFILES_HELP = (
-    "JSONL file of item profiles ({item_id, profile} per line, e.g. LLM-written by "
-    "genrec.experiments.llm_items): appended to each item's text as 'profile: ...'; items without one keep "
-    "their title and categories"
-)
-
-
 def with_profiles(items: pl.DataFrame, path: str | Path) -> pl.DataFrame:
     """The item table with a `profile` text column read from a JSONL file of {item_id, profile}; ids are matched
     as strings (the file may hold them as numbers). Raises ConfigError for a missing or malformed file."""

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genrec.config import ModelConfig
+from genrec.config.base import ModelConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.registry import get as registered_class
@@ -41,7 +41,6 @@ from genrec.registry import register
 class Recommender(nn.Module):
     """Base of retrieval models. `n_items` items have internal ids 1..n_items (0 = padding)."""
 
-    task: ClassVar[str] = "retrieval"
     config_class: ClassVar[type[ModelConfig]]
     capabilities: ClassVar[frozenset[str]] = frozenset({"score"})
     # Neural models train with the shared Trainer and pick the best validation epoch; baselines fit directly.
@@ -68,10 +67,6 @@ class Recommender(nn.Module):
         for the run's metrics (may hold `report`, a text the runs layer logs, and `files`, {name: bytes} it
         writes into the run directory)."""
         return {}
-
-    def objective_name(self) -> str:
-        """The objective (`genrec.objectives`) this model trains with by default."""
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
 
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
         raise NotImplementedError

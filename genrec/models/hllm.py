@@ -18,29 +18,12 @@ user transformer over those vectors predicts the next item, scored against every
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
 
+from genrec.config.models.hllm import HLLMConfig
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import register
-from genrec.models.textrec import TextRec, TextRecConfig
-
-
-class HLLMConfig(TextRecConfig):
-    name: Literal["hllm"] = "hllm"
-    item_lm: str = Field(
-        "smollm2",
-        description="item LLM: a causal LM directory, a .gguf file, or smollm2 (packaged SmolLM2-135M-Instruct)",
-    )
-    pooling: Literal["last", "mean"] = Field(
-        "last", description="item vector: last token's state, or the mean"
-    )
-    text_dim: int = Field(
-        0, ge=0, description="size of the item LLM's hidden states; 0 = read it from the LM"
-    )
-    encode_batch: int = Field(32, ge=1, description="item texts per LLM forward pass (encoding only)")
+from genrec.models.textrec import TextRec
 
 
 def lm_hidden_size(item_lm: str) -> int:

@@ -11,33 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.hstu import HSTUConfig
 from genrec.models.base import register
-from genrec.models.next_item import NextItemConfig, NextItemModel, make_item_tables
+from genrec.models.next_item import NextItemModel, make_item_tables
 from genrec.nn.hstu import HSTUBlock, RelativeBias
 from genrec.nn.transformer import causal_padding_mask
-
-
-class HSTUConfig(NextItemConfig):
-    name: Literal["hstu"] = "hstu"
-    l2_normalize: bool = True
-    temperature: float = Field(0.05, gt=0)
-    attn_dim: int | None = Field(None, description="query/key width (default: dim)")
-    time_buckets: int = Field(32, ge=0, description="log2 buckets of time gaps; 0 disables the time bias")
-    abs_positions: bool = False
-    position_bias: bool = Field(
-        True, description="learned relative position bias; false = order only through the causal mask"
-    )
-    attention: Literal["softmax", "linear"] = Field(
-        "softmax",
-        description="HSTU's pointwise attention (O(L^2)) or its causal linear form (O(L d^2), no relative "
-        "position/time bias, no KV-cache state; docs/long-sequences.md)",
-    )
 
 
 @register

@@ -7,24 +7,13 @@ with w_h = recency_decay ** (steps from the end), so recent items can count more
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import Field
 
-from genrec.config import ModelConfig
+from genrec.config.models.itemknn import ItemKNNConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.models.base import Recommender, register
-
-
-class ItemKNNConfig(ModelConfig):
-    name: Literal["itemknn"] = "itemknn"
-    neighbours: int = Field(100, ge=1)
-    shrink: float = Field(10.0, ge=0)
-    max_len: int = Field(50, ge=1, description="most recent history items used to score")
-    recency_decay: float = Field(1.0, gt=0, le=1)
 
 
 @register

@@ -8,7 +8,7 @@ the history, padding masked) reads them all, and the query tokens' outputs are t
 An item's score is the maximum over interests of interest . item. Training predicts, at a few random cut points
 of each user's training sequence (`cuts_per_user` per epoch, the newest always among them), the next item with the
 interest that scores it highest (the label-aware hard choice of multi-interest retrievers), under the usual
-next-item objective (`model.loss`).
+next-item objective (`train.objective`).
 
 Deviations from the paper: its groups are compressed by a small bidirectional transformer each, here by a mean
 (plus a learned tier embedding); its in-batch softmax with logQ correction is our `sampled_softmax`, the default is
@@ -19,38 +19,17 @@ the full softmax. `compress: false` keeps every event raw (the uncompressed refe
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
+from genrec.config.models.kuaiformer import KuaiFormerConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.models.base import register
-from genrec.models.next_item import NextItemConfig, NextItemModel, NextItemOutputs, make_item_tables
+from genrec.models.next_item import NextItemModel, NextItemOutputs, make_item_tables
 from genrec.nn.transformer import TransformerBlock
-
-
-class KuaiFormerConfig(NextItemConfig):
-    name: Literal["kuaiformer"] = "kuaiformer"
-    interests: int = Field(
-        4, ge=1, description="interest query tokens; an item scores its best interest's logit"
-    )
-    compress: bool = Field(True, description="pool old events into groups (false: every event is a token)")
-    recent: int = Field(32, ge=1, description="newest events kept as one token each")
-    tier_groups: int = Field(16, ge=1, description="groups per age tier; group size doubles per tier from 2")
-    cuts_per_user: int = Field(
-        8, ge=1, description="training targets drawn per user and epoch (newest included)"
-    )
-    ffn_mult: int = 1
-
-    @model_validator(mode="after")
-    def _one_query(self):
-        if self.history_bias:
-            raise ValueError("kuaiformer has no history_bias (its score is a max over interests)")
-        return self
 
 
 def group_index(max_len: int, recent: int, tier_groups: int, compress: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -7,24 +7,15 @@ item factors, so `recommend --history` works too.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from genrec.config import ModelConfig
+from genrec.config.models.mf import MFConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.models.base import Recommender, register
-
-
-class MFConfig(ModelConfig):
-    name: Literal["mf"] = "mf"
-    dim: int = Field(64, ge=1)
-    l2: float = Field(1e-5, ge=0, description="L2 penalty on the factors of each batch")
-    max_len: int = Field(200, ge=1, description="history items used to fold in an unknown user")
 
 
 @register
@@ -54,9 +45,6 @@ class MF(Recommender):
                 torch.from_numpy(items[idx]),
                 torch.from_numpy(negatives[idx]),
             )
-
-    def objective_name(self) -> str:
-        return "bpr"
 
     def pair_scores(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(score(user, positive) - score(user, negative) [B], the batch's L2 penalty (scalar)) for BPR."""

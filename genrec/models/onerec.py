@@ -18,25 +18,17 @@ code, in place of a single next item.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
+from genrec.config.models.onerec import OneRecConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.decoding.beam import constrained_session_search
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import register
-from genrec.models.tiger import Tiger, TigerConfig, cut_points
-
-
-class OneRecConfig(TigerConfig):
-    name: Literal["onerec"] = "onerec"
-    session_len: int = Field(
-        5, ge=1, description="items per session (N): what training targets and generation hold"
-    )
+from genrec.models.tiger import Tiger, cut_points
 
 
 @register

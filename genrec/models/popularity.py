@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
-from genrec.config import ModelConfig
+from genrec.config.models.popularity import PopularityConfig
 from genrec.data.split import Split
 from genrec.models.base import Recommender, register
-
-
-class PopularityConfig(ModelConfig):
-    name: Literal["popularity"] = "popularity"
 
 
 @register

@@ -3,34 +3,18 @@
 Item embeddings are shared between input and output (unless `tie_output: false`); learned absolute
 positions count back from the newest item (`positions: none` drops them: a causal stack can infer order on its
 own); pre-norm blocks (softmax attention, or causal linear attention with `attention: linear`); full-softmax
-cross-entropy by default (the original BCE with one negative is `loss: bce`).
+cross-entropy by default (the original BCE with one negative is `train.objective: bce`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.sasrec import SASRecConfig
 from genrec.models.base import register
-from genrec.models.next_item import NextItemConfig, NextItemModel, make_item_tables
+from genrec.models.next_item import NextItemModel, make_item_tables
 from genrec.nn.transformer import TransformerBlock, causal_padding_mask
-
-
-class SASRecConfig(NextItemConfig):
-    name: Literal["sasrec"] = "sasrec"
-    ffn_mult: int = 1
-    activation: Literal["gelu", "relu"] = "gelu"
-    positions: Literal["learned", "none"] = Field(
-        "learned",
-        description="learned absolute positions (SASRec's) or none: causal attention still sees the order",
-    )
-    attention: Literal["softmax", "linear"] = Field(
-        "softmax",
-        description="softmax (O(L^2)) or causal linear attention (O(L d^2), LinRec-style; docs/long-sequences.md)",
-    )
 
 
 @register

@@ -34,65 +34,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from genrec.config import ModelConfig
+from genrec.config.models.sid_llm import SidLlmConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie
 from genrec.errors import ConfigError, DataError
-from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, prepared_outputs, run_semantic_ids
+from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.runtime import autocast, to_device
 
 FILL_SCORE = -1e9  # score of the popular items that complete a list the beams left short
-
-
-class SidLlmConfig(ModelConfig):
-    name: Literal["sid_llm"] = "sid_llm"
-    lm: str = Field(
-        "smollm2",
-        description="causal LM: a Hugging Face model directory, a .gguf file, or smollm2 (the packaged "
-        "SmolLM2-135M-Instruct GGUF)",
-    )
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    max_separation: int = Field(64, ge=1, description="values of the collision-separating code (new tokens)")
-    max_len: int = Field(20, ge=1, description="most recent history items in the prompt")
-    history_titles: bool = Field(False, description="write each history item's title after its codes")
-    max_title_tokens: int = Field(24, ge=1, description="title tokens kept per item (prompts and alignment)")
-    title_to_codes_weight: float = Field(
-        0.0, ge=0, description="LC-Rec alignment: title -> codes examples per recommendation example"
-    )
-    codes_to_title_weight: float = Field(
-        0.0, ge=0, description="LC-Rec alignment: codes -> title examples per recommendation example"
-    )
-    examples_per_epoch: int = Field(
-        0,
-        ge=0,
-        description="recommendation examples drawn (without replacement) per epoch from all (history -> next "
-        "item) pairs of the training sequences; 0 = all of them",
-    )
-    finetune: Literal["full", "lora"] = "lora"
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="module names that get LoRA adapters",
-    )
-    token_init: Literal["titles", "random"] = Field(
-        "titles", description="new code tokens start from their items' title embeddings, or at random"
-    )
-    beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
-    )
 
 
 @dataclass
@@ -315,9 +272,6 @@ class SidLlm(Recommender):
         lengths = np.array([len(p) + len(t) for p, t in examples])
         for part in length_bucketed_batches(lengths, batch_size, rng):
             yield self.collate([examples[i] for i in part])
-
-    def objective_name(self) -> str:
-        return "token_cross_entropy"
 
     # --- network -------------------------------------------------------------------------------------------------
 

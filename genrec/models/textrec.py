@@ -12,35 +12,19 @@ retrievable the moment it is added.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.textrec import TextRecConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.decoding.ann import HNSWIndex
 from genrec.errors import ConfigError, DataError
-from genrec.items.text import PROFILES_HELP
 from genrec.models.base import register
 from genrec.models.next_item import NextItemModel
-from genrec.models.sasrec import SASRec, SASRecConfig, add_sasrec_tower
-
-
-class TextRecConfig(SASRecConfig):
-    name: Literal["textrec"] = "textrec"
-    encoder: str | None = Field(
-        None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
-    )
-    text_dim: int = Field(384, ge=1, description="size of the text embeddings (384 for MiniLM-L6)")
-    profiles: str | None = Field(None, description=PROFILES_HELP)
-    use_id: bool = Field(False, description="add a learned ID embedding (zero-initialised) to the text tower")
-    retrieval: Literal["exact", "faiss"] = "exact"
-    hnsw_m: int = Field(32, ge=4)
-    hnsw_ef_search: int = Field(128, ge=1)
+from genrec.models.sasrec import SASRec, add_sasrec_tower
 
 
 @register

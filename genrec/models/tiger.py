@@ -25,62 +25,23 @@ as semantic-ID tokens and generates the next item's code tuple, one code per lev
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from genrec.config import ModelConfig
+from genrec.config.models.tiger import TigerConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.errors import ConfigError, DataError
-from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, prepared_outputs, run_semantic_ids
+from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.attention import attend
 from genrec.nn.transformer import FeedForward
 from genrec.runtime import autocast
-
-
-class TigerConfig(ModelConfig):
-    name: Literal["tiger"] = "tiger"
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    max_separation: int = Field(64, ge=1, description="values of the collision-separating code (vocabulary)")
-    dim: int = Field(128, ge=8)
-    heads: int = Field(4, ge=1)
-    encoder_layers: int = Field(2, ge=1)
-    decoder_layers: int = Field(2, ge=1)
-    ffn_mult: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    backbone: Literal["native", "t5"] = Field(
-        "native",
-        description="encoder-decoder: genrec's own pre-norm blocks (native) or transformers' "
-        "T5ForConditionalGeneration from a T5Config of these sizes (t5: relative positions, ReLU feed-forward)",
-    )
-    max_len: int = Field(20, ge=1, description="most recent history items the encoder reads")
-    history_tokens: Literal["codes", "items"] = Field(
-        "codes",
-        description="encoder input: one token per code (TIGER) or one per item, the sum of its code embeddings",
-    )
-    cut_stride: int = Field(
-        1, ge=1, description="train on every s-th cut point of each sequence (a random phase each epoch)"
-    )
-    beam: int = Field(20, ge=1, description="beam width (at least the K asked for)")
-    cold_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="TIGER's cold-start share (epsilon): floor(cold_share * K) places of each top-K list go to "
-        "items that never occurred in training (the j-th cold item at position ceil(j / cold_share)), found by a "
-        "second constrained beam search over their codes only; inert when every item was trained on",
-    )
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
-    )
 
 
 class Attention(nn.Module):
@@ -231,9 +192,6 @@ class Tiger(Recommender):
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)
         return prepared_outputs(sid)
-
-    def objective_name(self) -> str:
-        return "code_cross_entropy"
 
     # --- network -------------------------------------------------------------------------------------------------
 

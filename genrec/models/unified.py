@@ -22,40 +22,17 @@ McAuley 2018, https://arxiv.org/abs/1808.09781): ID items, a task embedding inst
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.unified import UnifiedConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import register
 from genrec.models.next_item import NextItemModel, NextItemOutputs, distinct_prefix_items, make_item_tables
-from genrec.models.sasrec import SASRec, SASRecConfig, add_sasrec_tower
-
-
-class UnifiedConfig(SASRecConfig):
-    name: Literal["unified"] = "unified"
-    encoder: str | None = Field(
-        None, description="text encoder of queries and item text (default: bundled all-MiniLM-L6-v2)"
-    )
-    text_dim: int = Field(384, ge=1, description="size of the text embeddings (384 for MiniLM-L6)")
-    search_weight: float = Field(
-        1.0, gt=0, le=1, description="share of training positions also used as search examples"
-    )
-    query_match: bool = Field(
-        True, description="add a learned-scale cosine between query and item text to search scores"
-    )
-    match_dim: int = Field(
-        64,
-        ge=0,
-        description="the query-text match is computed on the top match_dim singular directions of the item "
-        "text vectors (dot products kept as well as any rank allows), so that the search half of training costs "
-        "little more than the recommendation half; 0 = the full text vectors",
-    )
+from genrec.models.sasrec import SASRec, add_sasrec_tower
 
 
 @register

@@ -1,30 +1,58 @@
 """The objective interface and the supervised objectives: softmax family, BCE, BPR, contrastive, code CE.
 
-`build_objective(name, model, train_items)` turns a name (a model's `objective_name()`, e.g. SASRec's
-`model.loss`) into an objective; hyper-parameters come from the model's config section, where recipes keep
-them (`loss_chunk`, `softmax_dtype`, `negatives`, `contrastive_weight`, ...).
+An objective is one class with its typed config (`genrec.config.objectives`, torch-free) and one line in
+`genrec.registry.OBJECTIVES` (or `genrec.register_objective` from outside the package). `build_objective(cfg,
+model, train_items)` turns `train.objective` into the objective for a model; each class builds itself from its
+config (`Objective.build`), and says which model output it reads (`reads`), so a model without it fails at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrec import registry
+from genrec.config.objectives import (
+    BCEConfig,
+    BPRConfig,
+    CodeCrossEntropyConfig,
+    ContrastiveConfig,
+    FullSoftmaxConfig,
+    ObjectiveConfig,
+    RankerBCEConfig,
+    SampledSoftmaxConfig,
+    TokenCrossEntropyConfig,
+    objective_config,
+)
 from genrec.errors import ConfigError
 from genrec.models.next_item import resolve_dtype
 from genrec.objectives import losses
 
 
 class Objective:
-    """`objective(model, batch, reference=None) -> scalar loss`; `reference` is a frozen copy of the model
-    for objectives that set `needs_reference` (it is never trained nor saved with the run's weights)."""
+    """`objective(model, batch, reference=None) -> scalar loss`; `reference` is a frozen copy of the weights
+    training started from, for objectives whose config sets `needs_reference` (never trained nor saved).
+
+    `config_class`: its typed config, whose `name` default is the registered name. `reads`: the model method the
+    loss calls (checked when the objective is built). `uses_dropout`: False keeps the model in eval mode while it
+    trains (preference objectives, whose margins against the reference must start at exactly 0)."""
 
     name: ClassVar[str]
-    needs_reference: ClassVar[bool] = False
+    config_class: ClassVar[type[ObjectiveConfig]]
+    reads: ClassVar[str | None] = None
+    uses_dropout: ClassVar[bool] = True
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.config_class.needs_reference
+
+    @classmethod
+    def build(cls, cfg: ObjectiveConfig, model, train_items: np.ndarray | None) -> Objective:
+        """The objective of config `cfg` for `model`; `train_items`: the flat training item ids (logQ)."""
+        return cls()
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         raise NotImplementedError
@@ -45,10 +73,16 @@ class FullSoftmax(Objective):
     """Cross-entropy over every item (chunked; see `losses.full_softmax`). Needs `next_item_outputs`."""
 
     name = "full_softmax"
+    config_class = FullSoftmaxConfig
+    reads = "next_item_outputs"
     units = staticmethod(next_item_units)
 
     def __init__(self, chunk: int = 256, dtype: torch.dtype = torch.float32) -> None:
         self.chunk, self.dtype = chunk, dtype
+
+    @classmethod
+    def build(cls, cfg: FullSoftmaxConfig, model, train_items) -> FullSoftmax:
+        return cls(cfg.chunk, resolve_dtype(cfg.dtype))
 
     def __call__(self, model, batch, reference=None, outputs=None) -> torch.Tensor:
         o = outputs if outputs is not None else model.next_item_outputs(batch)
@@ -64,10 +98,18 @@ class SampledSoftmax(Objective):
     `item_log_prob` [n_items + 1]: log of each item's share of training interactions (add-one smoothed)."""
 
     name = "sampled_softmax"
+    config_class = SampledSoftmaxConfig
+    reads = "next_item_outputs"
     units = staticmethod(next_item_units)
 
     def __init__(self, negatives: int, item_log_prob: torch.Tensor) -> None:
         self.negatives, self.item_log_prob = negatives, item_log_prob
+
+    @classmethod
+    def build(cls, cfg: SampledSoftmaxConfig, model, train_items) -> SampledSoftmax:
+        if train_items is None:
+            raise ConfigError("sampled_softmax needs the training items (for its logQ correction)")
+        return cls(cfg.negatives, item_log_prob(train_items, model.n_items))
 
     def __call__(self, model, batch, reference=None, outputs=None) -> torch.Tensor:
         o = outputs if outputs is not None else model.next_item_outputs(batch)
@@ -80,6 +122,8 @@ class BCEOneNegative(Objective):
     """SASRec's original loss: one positive and one uniform negative per position, binary cross-entropy."""
 
     name = "bce"
+    config_class = BCEConfig
+    reads = "next_item_outputs"
     units = staticmethod(next_item_units)
 
     def __call__(self, model, batch, reference=None, outputs=None) -> torch.Tensor:
@@ -91,10 +135,17 @@ class WithContrastive(Objective):
     """A next-item objective plus `weight` x symmetric InfoNCE between two dropout passes' newest states
     (DuoRec / CL4SRec's model-level augmentation; the batch's other sequences are the negatives)."""
 
+    config_class = ContrastiveConfig
+    reads = "next_item_outputs"
+
     def __init__(self, base: Objective, weight: float, temperature: float) -> None:
         self.base, self.weight, self.temperature = base, weight, temperature
         self.name = f"{base.name}+contrastive"
         self.units = base.units  # of the next-item term; the contrastive term's negatives are per process
+
+    @classmethod
+    def build(cls, cfg: ContrastiveConfig, model, train_items) -> WithContrastive:
+        return cls(build_objective(cfg.base, model, train_items), cfg.weight, cfg.temperature)
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         outputs = model.next_item_outputs(batch)
@@ -110,6 +161,8 @@ class BPR(Objective):
     Needs `pair_scores(batch) -> (differences [B], penalty)`."""
 
     name = "bpr"
+    config_class = BPRConfig
+    reads = "pair_scores"
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         diff, penalty = model.pair_scores(batch)
@@ -121,6 +174,8 @@ class WeightedBCE(Objective):
     over the cells where `batch.weights` is 1 (rankers)."""
 
     name = "bce_logits"
+    config_class = RankerBCEConfig
+    reads = "logits"
 
     def units(self, batch) -> float:
         return float(batch.weights.sum())
@@ -136,6 +191,8 @@ class CodeCrossEntropy(Objective):
     Needs `code_logits(batch) -> (logits per level [B, V_level], target codes [B, levels])`."""
 
     name = "code_cross_entropy"
+    config_class = CodeCrossEntropyConfig
+    reads = "code_logits"
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         logits, codes = model.code_logits(batch)
@@ -147,6 +204,8 @@ class TokenCrossEntropy(Objective):
     alignment tasks' targets). Needs `token_loss(batch) -> scalar`."""
 
     name = "token_cross_entropy"
+    config_class = TokenCrossEntropyConfig
+    reads = "token_loss"
 
     def __call__(self, model, batch, reference=None) -> torch.Tensor:
         return model.token_loss(batch)
@@ -158,45 +217,14 @@ def item_log_prob(train_items: np.ndarray, n_items: int) -> torch.Tensor:
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
-def _next_item(make: Callable[[object, np.ndarray | None], Objective]):
-    def build(model, train_items):
-        base = make(model, train_items)
-        weight = getattr(model.cfg, "contrastive_weight", 0.0)
-        return WithContrastive(base, weight, model.cfg.contrastive_temperature) if weight else base
-
-    return build
-
-
-def _sampled(model, train_items):
-    if train_items is None:
-        raise ConfigError("sampled_softmax needs the training items (for its logQ correction)")
-    return SampledSoftmax(model.cfg.negatives, item_log_prob(train_items, model.n_items))
-
-
-OBJECTIVES: dict[str, Callable] = {
-    "full_softmax": _next_item(
-        lambda m, _: FullSoftmax(m.cfg.loss_chunk, resolve_dtype(m.cfg.softmax_dtype))
-    ),
-    "sampled_softmax": _next_item(_sampled),
-    "bce": _next_item(lambda m, _: BCEOneNegative()),
-    "bpr": lambda m, _: BPR(),
-    "bce_logits": lambda m, _: WeightedBCE(),
-    "code_cross_entropy": lambda m, _: CodeCrossEntropy(),
-    "token_cross_entropy": lambda m, _: TokenCrossEntropy(),
-}
-
-
-def objective_names() -> list[str]:
-    return sorted(OBJECTIVES) + ["dpo", "sdpo"]
-
-
-def build_objective(name: str, model, train_items: np.ndarray | None = None, **options) -> Objective:
-    """The objective called `name` for `model`. `train_items`: the flat training item ids (for logQ).
-    `options` configure preference objectives (`beta`). Raises ConfigError for an unknown name."""
-    if name in ("dpo", "sdpo"):
-        from genrec.objectives.preference import DPO, SDPO
-
-        return (DPO if name == "dpo" else SDPO)(**options)
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {name!r}; known: {', '.join(objective_names())}")
-    return OBJECTIVES[name](model, train_items)
+def build_objective(spec, model, train_items: np.ndarray | None = None, **keys) -> Objective:
+    """The objective `spec` (an objective config, a name or a {name: ..., keys} mapping; `keys` override its
+    keys) for `model`; `train_items`: the flat training item ids (for logQ). Raises ConfigError for an unknown
+    objective, bad keys or a model without the output the objective reads."""
+    cfg = objective_config(spec, **keys)
+    cls = registry.OBJECTIVES.get(cfg.name)
+    if cls.reads is not None and not hasattr(model, cls.reads):
+        raise ConfigError(
+            f"objective {cfg.name} reads {cls.reads}, which model {model.cfg.name} does not have"
+        )
+    return cls.build(cfg, model, train_items)

@@ -6,7 +6,8 @@
   correction (subtract log of each candidate's sampling probability) so the estimate is not biased towards
   popular items. For catalogues too large for the full softmax.
 - `bce`: the original SASRec loss: one positive and one uniform negative per position, binary cross-entropy.
-- `twin_info_nce`: not a next-item loss but a regulariser (`contrastive_weight`): InfoNCE between two dropout views.
+- `twin_info_nce`: not a next-item loss but a regulariser (the `contrastive` objective): InfoNCE between two
+  dropout views.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from genrec.config.objectives import DPOConfig, SDPOConfig
 from genrec.data.batching import HistoryBatch
 from genrec.errors import ConfigError
 from genrec.objectives.base import Objective
@@ -57,7 +58,8 @@ class PreferenceBatch:
 
 
 class _Preference(Objective):
-    needs_reference = True
+    # Dropout stays off, as in TRL's DPOTrainer: the margins then start at exactly 0 against the reference.
+    uses_dropout = False
 
     def __init__(self, beta: float = 0.1, sft_weight: float = 0.0) -> None:
         if beta <= 0:
@@ -65,6 +67,10 @@ class _Preference(Objective):
         if sft_weight < 0:
             raise ConfigError(f"sft_weight must be >= 0, got {sft_weight}")
         self.beta, self.sft_weight = beta, sft_weight
+
+    @classmethod
+    def build(cls, cfg: DPOConfig, model, train_items) -> _Preference:
+        return cls(cfg.beta, cfg.sft_weight)
 
     def log_likelihoods(self, model, batch: PreferenceBatch) -> torch.Tensor:
         """[B, 1 + R] log p of the chosen then the rejected items (or sessions) under `model`."""
@@ -93,6 +99,7 @@ class _Preference(Objective):
 
 class DPO(_Preference):
     name = "dpo"
+    config_class = DPOConfig
 
     def __call__(self, model, batch: PreferenceBatch, reference=None) -> torch.Tensor:
         chosen, rejected = self.margins(model, batch, reference)
@@ -101,6 +108,7 @@ class DPO(_Preference):
 
 class SDPO(_Preference):
     name = "sdpo"
+    config_class = SDPOConfig
 
     def __call__(self, model, batch: PreferenceBatch, reference=None) -> torch.Tensor:
         chosen, rejected = self.margins(model, batch, reference)

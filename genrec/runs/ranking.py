@@ -1,4 +1,5 @@
-"""Ranking runs: explicit-feedback data -> ranker -> AUC / GAUC / LogLoss / NDCG; the ranking half of `Run`.
+"""The ranking task: explicit-feedback impressions split by time, scored by a ranker, AUC / GAUC / LogLoss /
+NDCG; and what a loaded ranking run answers (scores of given candidates).
 
 The run directory's layout is in `genrec.runs.store`. Feature tables (genres, years, text vectors, cross
 features) come from the data, not from training: a loaded ranking run rebuilds them from its dataset.
@@ -6,37 +7,37 @@ features) come from the data, not from training: a loaded ranking run rebuilds t
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 import polars as pl
+import torch
 
-from genrec.config import DataConfig, RankDataConfig, RunConfig
+from genrec.config import DataConfig, RankDataConfig
+from genrec.config.tasks import RankingSpec
 from genrec.data.feedback import FeedbackData, build_feedback
 from genrec.data.schema import Dataset
-from genrec.eval.evaluator import code_version
+from genrec.errors import DataError
 from genrec.eval.ranking import evaluate_ranker
-from genrec.io import write_json, write_parquet
 from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
-from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.training import distributed
-from genrec.training.checkpoint import save_weights
-from genrec.training.trainer import FitContext, stop_note
+from genrec.runs.task import Tables, Task, item_table
 
 
 def feedback_dataset(cfg: RankDataConfig) -> Dataset:
     """The interactions (with ratings) and item table a ranking run's data section names."""
-    return prepare_dataset(DataConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, download=cfg.download))
+    keys = ("dataset", "data_dir", "download", "unreadable_ratings")
+    return prepare_dataset(DataConfig(**{key: getattr(cfg, key) for key in keys}))
 
 
 def prepare_feedback(cfg: RankDataConfig, ds: Dataset | None = None) -> tuple[FeedbackData, dict, list[str]]:
     """(labelled impressions and features, dataset statistics, preprocessing notes) of `ds`, loaded from `cfg`
     when not given."""
     ds = ds if ds is not None else feedback_dataset(cfg)
-    data = build_feedback(ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time)
+    data = build_feedback(
+        ds, cfg.valid_quantile, cfg.test_quantile, cfg.like_threshold, cfg.candidate_time, cfg.rating_scale
+    )
     return data, ds.stats(), list(ds.notes)
 
 
@@ -54,51 +55,23 @@ def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
     return registered_class(cfg.name)(cfg, data, text)
 
 
-def protocol(
-    cfg: RunConfig,
-    data: FeedbackData,
-    stats: dict,
-    notes: list[str],
-    model: Ranker,
-    summary: dict | None = None,
-) -> dict:
-    """The metrics' protocol; `summary` is the training summary (how training ended)."""
-    summary = summary or {}
-    return {
-        "task": "ranking",
-        "candidates": "labelled impressions of each user (explicit feedback), scored by the ranker",
-        "dataset": cfg.data.dataset,
-        "dataset_stats": stats,
-        "preprocessing": notes,
-        "split": data.details,
-        "history": f"the last {cfg.model.max_len} events (item, rating) before the impression's cut-off",
-        "training": "windows of max_len consecutive training events; every label uses only earlier events",
-        "metrics": "AUC over all impressions (ties half); GAUC = impression-weighted per-user AUC over users "
-        "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
-        "score, gain = like, ties pessimistic",
-        "checkpoint_selection": f"epoch with the best validation {cfg.eval.select_metric}, evaluated once on test"
-        + stop_note(summary),
-        **({"training_stop": summary["stop"]} if "stop" in summary else {}),
-        "seed": cfg.train.seed,
-        "data_parallel": summary.get("data_parallel") or distributed.protocol(cfg.train.batch_size),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "code_version": code_version(),
-    }
+class RankingTask(Task):
+    """Data: `FeedbackData` (labelled impressions and feature tables); metrics: AUC, GAUC, LogLoss, NDCG@K."""
 
+    spec = RankingSpec
+    actions = frozenset({"rank"})
 
-def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train, select, evaluate and write a complete ranking run directory; returns metrics.json's content."""
-    ds = feedback_dataset(cfg.data)
-    data, stats, notes = prepare_feedback(cfg.data, ds)  # input errors surface before anything is written
-    seed_everything(cfg)
-    with open_run_dir(cfg, out, resume) as out:
-        items = pl.DataFrame({"item_id": data.seq.item_ids}).join(
-            ds.items.select(["item_id", "title", "categories"]),
-            on="item_id",
-            how="left",
-            maintain_order="left",
-        )
-        write_parquet(out / "items.parquet", items)
+    @cached_property
+    def feedback(self) -> FeedbackData:
+        """The explicit-feedback data with its feature tables, built once from the data section."""
+        self.dataset = feedback_dataset(self.cfg.data)
+        return prepare_feedback(self.cfg.data, self.dataset)[0]
+
+    def load_data(self, like=None) -> FeedbackData:
+        # The ids come from the dataset itself (build_feedback's order), so a run's own data has its index.
+        return self.feedback
+
+    def tables(self, data: FeedbackData) -> Tables:
         seq = data.seq
         rows = [slice(seq.offsets[u], seq.offsets[u + 1]) for u in range(seq.n_users)]
         users = pl.DataFrame(
@@ -110,51 +83,85 @@ def train_ranking(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
                 "actions": [data.actions[r].tolist() for r in rows],
             }
         )
-        write_parquet(out / "users.parquet", users)
         meta = {
-            "task": "ranking",
-            "model": cfg.model.name,
+            "task": self.name,
+            "model": self.cfg.model.name,
             "n_items": data.n_items,
             "n_users": data.n_users,
-            "dataset": cfg.data.dataset,
+            "dataset": self.cfg.data.dataset,
         }
-        write_json(out / "meta.json", meta)
-        log = run_logger(out)
-        log.info("ranking data %s: %s", cfg.data.dataset, data.details)
-        model = build_ranker(cfg.model, data)
-        model.eval_batch_size = cfg.eval.batch_size
-        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress)
+        return Tables(item_table(seq.item_ids, self.dataset), users, meta)
 
-        def validate(m, _progress) -> float:
-            return float(evaluate_ranker(m, data, data.valid)[cfg.eval.select_metric])
+    def build_model(self, data: FeedbackData) -> Ranker:
+        return build_ranker(self.cfg.model, data)
 
-        summary = fit(model, data, ctx, validate)
-        if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
-            return {"training": summary}
-        save_weights(out / MODEL_FILE, model.state_dict())
-        t1 = time.perf_counter()
-        metrics = {
-            "valid": evaluate_ranker(model, data, data.valid, cfg.eval.ks),
-            "test": evaluate_ranker(model, data, data.test, cfg.eval.ks),
+    def validate(self, model, data: FeedbackData, progress) -> float:
+        metrics = evaluate_ranker(model, data, data.valid, self.cfg.eval.ks, self.cfg.eval.batch_size)
+        return float(metrics[self.cfg.eval.select_metric])
+
+    def evaluate(self, model, data: FeedbackData, progress: bool = True, reward=None) -> dict:
+        ks, batch = self.cfg.eval.ks, self.cfg.eval.batch_size
+        return {
+            split: evaluate_ranker(model, data, getattr(data, split), ks, batch)
+            for split in ("valid", "test")
         }
-        metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
-        metrics["protocol"] = protocol(cfg, data, stats, notes, model, summary)
-        metrics["training"] = summary
-        write_metrics(out, metrics)
-        log.info("test %s", metrics["test"])
-        return metrics
 
+    def data_protocol(self, data: FeedbackData) -> dict:
+        return {
+            "dataset": self.cfg.data.dataset,
+            "dataset_stats": self.dataset.stats(),
+            "preprocessing": list(self.dataset.notes),
+            "split": data.details,
+        }
 
-def evaluate_ranking(run, dataset: str | None = None, progress: bool = True) -> dict:
-    """Re-evaluate a ranking run on its dataset (or another one with the same item ids)."""
-    data = (
-        run.feedback
-        if dataset is None
-        else prepare_feedback(run.cfg.data.model_copy(update={"dataset": dataset}))[0]
-    )
-    metrics = {
-        split: evaluate_ranker(run.model, data, getattr(data, split), run.cfg.eval.ks)
-        for split in ("valid", "test")
-    }
-    metrics["protocol"] = protocol(run.cfg, data, {}, [], run.model, run.metrics.get("training", {}))
-    return metrics
+    def eval_protocol(self, data: FeedbackData, model) -> dict:
+        return {
+            "candidates": "labelled impressions of each user (explicit feedback), scored by the ranker",
+            "metrics": "AUC over all impressions (ties half); GAUC = impression-weighted per-user AUC over users "
+            "with both labels; LogLoss of sigmoid(logit); NDCG@K / NDCG of each user's impressions ranked by "
+            "score, gain = like, ties pessimistic",
+        }
+
+    def own_protocol(self, data: FeedbackData, model) -> dict:
+        return {
+            "history": f"the last {self.cfg.model.max_len} events (item, rating) before the impression's cut-off",
+            "training": "windows of max_len consecutive training events; every label uses only earlier events",
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        }
+
+    def load_model(self, run) -> Ranker:
+        return build_ranker(self.cfg.model, self.feedback)
+
+    @torch.no_grad()
+    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times, live=None):
+        """Like-logits [C] of internal candidate ids after a history (a known user's: with its actions and
+        cross features; an ad-hoc one: every event counted as liked). `live`: which of a known user's events
+        arrived live (default: those after its stored ones)."""
+        from genrec.models.ranking.mfalcon import make_batch
+
+        model = run.model
+        window = model.cfg.max_len
+        actions, cross = None, None
+        if user is not None:
+            # The stored events' ratings; events that arrived live (served) count as liked.
+            stored = np.array(run.users["actions"][user], dtype=np.int64)
+            if live is None:
+                actions = np.concatenate([stored, np.full(max(0, len(history) - len(stored)), 5)])[
+                    -len(history) :
+                ]
+            else:
+                actions = np.full(len(history), 5, dtype=np.int64)
+                actions[~live] = stored[len(stored) - int((~live).sum()) :]
+            if model.n_cross:
+                data = self.feedback
+                n = len(candidates)
+                end = np.full(n, data.seq.offsets[user + 1])
+                cross = data.cross_features(np.full(n, user), candidates, end)
+        elif model.n_cross:
+            raise DataError(f"{self.cfg.model.name} reads user x item cross features: give a known user")
+        acts = np.full(len(history), 5) if actions is None else actions
+        batch = make_batch(
+            history[-window:], acts[-window:], candidates, None if times is None else times[-window:],
+            user=-1 if user is None else user, cross=cross,
+        )  # fmt: skip
+        return model.score_candidates(batch)[0].float().numpy()

@@ -1,38 +1,40 @@
-"""Retrieval runs: prepare data -> fit -> evaluate on the full catalogue; the retrieval half of `Run`.
+"""The retrieval task: a leave-one-out or temporal split, every held-out next item ranked against the full
+catalogue (both history conventions), and what a loaded retrieval run answers (top-K, candidate scores).
 
-The run directory's layout is in `genrec.runs.store`.
+The run directory's layout is in `genrec.runs.store`; the pipeline that drives this task in `genrec.runs.pipeline`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
-from genrec.config import DataConfig, RunConfig
+from genrec.config import DataConfig
+from genrec.config.tasks import RetrievalSpec
 from genrec.data import filters, quality
 from genrec.data.batching import history_batch
 from genrec.data.registry import load_dataset
 from genrec.data.schema import Dataset
 from genrec.data.split import Split, leave_one_out, temporal
 from genrec.errors import ConfigError, DataError
-from genrec.eval.evaluator import evaluate_split, protocol, validation_score
+from genrec.eval.evaluator import evaluate_split, validation_score
+from genrec.eval.evaluator import protocol as evaluator_protocol
 from genrec.eval.likelihood import prefix_log_likelihood
 from genrec.eval.lists import PROTOCOL as LIST_PROTOCOL
 from genrec.eval.lists import ListContext, genre_sets, popular_items
-from genrec.io import write_json, write_parquet
 from genrec.models import build_model
 from genrec.progress import make_progress
-from genrec.runs.store import MODEL_FILE, fit, open_run_dir, run_logger, seed_everything, write_metrics
-from genrec.training import distributed
-from genrec.training.checkpoint import save_weights
-from genrec.training.trainer import FitContext, stop_note
+from genrec.runs.task import Tables, Task, item_table
+from genrec.training.trainer import FitContext
 
 
 def prepare_dataset(cfg: DataConfig) -> Dataset:
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download)
+    ds = load_dataset(
+        cfg.dataset, cfg.data_dir, cfg.columns or None, cfg.items_path, cfg.download, cfg.unreadable_ratings
+    )
     if cfg.unordered_users == "drop":
         ds = filters.drop_unordered_users(ds)
     if cfg.dedup != "none":
@@ -45,7 +47,7 @@ def prepare_dataset(cfg: DataConfig) -> Dataset:
         ds = quality.sample_users(ds, cfg.sample_users)
     if cfg.clean.exact_duplicates or cfg.clean.drop_users or cfg.clean.drop_events:
         scores = implausibility(ds, cfg.clean.model_run) if cfg.clean.model_run else None
-        ds = quality.clean(ds, cfg.clean, scores)
+        ds = quality.clean(ds, cfg.clean, scores, cfg.split, cfg.valid_quantile, cfg.test_quantile)
     if ds.interactions.height == 0:
         raise DataError(f"{cfg.dataset}: no interactions left after filtering")
     return ds
@@ -69,7 +71,7 @@ def implausibility(ds: Dataset, run_dir: str) -> np.ndarray:
 def make_split(ds: Dataset, cfg: DataConfig, item_ids=None, user_ids=None) -> Split:
     seq = ds.encode(item_ids, user_ids)
     if cfg.split == "temporal":
-        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile)
+        split = temporal(seq, cfg.valid_quantile, cfg.test_quantile, ds.cutoffs)
     else:
         split = leave_one_out(seq)
     if len(split.test) == 0:
@@ -94,20 +96,27 @@ def collab_embeddings(run_dir: str, item_ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train, select, evaluate and write a complete retrieval run directory; returns metrics.json's content."""
-    ds = prepare_dataset(cfg.data)  # all input errors surface before anything is written
-    split = make_split(ds, cfg.data)
-    seed_everything(cfg)
-    with open_run_dir(cfg, out, resume) as out:
-        seq = split.sequences
-        items = pl.DataFrame({"item_id": seq.item_ids}).join(
-            ds.items.select(["item_id", "title", "categories"]),
-            on="item_id",
-            how="left",
-            maintain_order="left",
+class RetrievalTask(Task):
+    """Data: a `Split` of the interactions; metrics: full-catalogue recall / NDCG / MRR / coverage in both
+    history conventions, with list metrics (and session recall on a temporal split when asked)."""
+
+    spec = RetrievalSpec
+    actions = frozenset({"recommend", "rank"})
+
+    def read_dataset(self) -> Dataset:
+        """The interactions and item table the data section names, filtered and cleaned as it says."""
+        return prepare_dataset(self.cfg.data)
+
+    def load_data(self, like=None) -> Split:
+        self.dataset = self.read_dataset()
+        if like is None:
+            return make_split(self.dataset, self.cfg.data)
+        return make_split(
+            self.dataset, self.cfg.data, like.items["item_id"].to_numpy(), like.users["user_id"].to_numpy()
         )
-        write_parquet(out / "items.parquet", items)
+
+    def tables(self, split: Split) -> Tables:
+        seq = split.sequences
         users = pl.DataFrame(
             {
                 "user": np.arange(seq.n_users),
@@ -118,37 +127,62 @@ def train_retrieval(cfg: RunConfig, out: Path, resume: bool = False, progress: b
         if seq.timestamps is not None:  # time-aware models need them to score a known user as in evaluation
             times = [seq.timestamps[seq.offsets[u] : seq.offsets[u + 1]].tolist() for u in range(seq.n_users)]
             users = users.with_columns(pl.Series("timestamps", times))
-        write_parquet(out / "users.parquet", users)
-        stats = ds.stats()
         meta = {
-            "task": "retrieval",
-            "model": cfg.model.name,
+            "task": self.name,
+            "model": self.cfg.model.name,
             "n_items": seq.n_items,
             "n_users": seq.n_users,
-            "dataset": cfg.data.dataset,
-            "dataset_stats": stats,
-            "preprocessing": ds.notes,
+            "dataset": self.cfg.data.dataset,
+            "dataset_stats": self.dataset.stats(),
+            "preprocessing": self.dataset.notes,
         }
-        write_json(out / "meta.json", meta)
-        log = run_logger(out)
-        log.info("dataset %s: %s", cfg.data.dataset, stats)
-        model = build_model(cfg.model, seq.n_items, seq.n_users)
+        return Tables(item_table(seq.item_ids, self.dataset), users, meta)
+
+    def build_model(self, split: Split):
+        return build_model(self.cfg.model, split.n_items, split.n_users)
+
+    def resources(self, split: Split, tables: Tables) -> dict:
         # The item table (titles, categories) is what semantic-ID and text models build their item side from.
-        resources = {"items": items, "collab_embeddings": collab_embeddings}
-        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=resources)
-        summary = fit_retrieval(model, split, ctx)
-        if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
-            return {"training": summary}
-        save_weights(out / MODEL_FILE, model.state_dict())
+        return {"items": tables.items, "collab_embeddings": collab_embeddings}
+
+    def prepare(self, model, split: Split, ctx: FitContext, init=None) -> dict:
+        return {"n_train_users": len(split.train), **super().prepare(model, split, ctx, init)}
+
+    def train_items(self, split: Split) -> np.ndarray:
+        return split.train.items
+
+    def validate(self, model, split: Split, progress) -> float:
+        return validation_score(model, split.valid, split.n_items, self.cfg.eval, progress)
+
+    def evaluate(self, model, split: Split, progress: bool = True, reward=None) -> dict:
+        """`reward`: an optional reward model (`genrec.alignment.reward.RewardModel`, bound here to the split's
+        sequences) for the `reward@K` list metric (`genrec.eval.lists`)."""
+        items = item_table(split.sequences.item_ids, self.dataset)
+        context = list_context(split, items, None if reward is None else reward.bind(split.sequences))
         with make_progress(progress) as bar:
-            t1 = time.perf_counter()
-            metrics = evaluate_split(model, split, cfg.eval, progress=bar, context=list_context(split, items))
-        metrics["protocol"] = retrieval_protocol(cfg, split, ds, cfg.data.dataset, model, summary)
-        metrics["training"] = summary
-        metrics["eval_seconds"] = round(time.perf_counter() - t1, 2)
-        write_metrics(out, metrics)
-        log.info("test %s", metrics["test"])
-        return metrics
+            return evaluate_split(model, split, self.cfg.eval, progress=bar, context=context)
+
+    def data_protocol(self, split: Split) -> dict:
+        return {
+            "dataset": self.cfg.data.dataset,
+            "dataset_stats": self.dataset.stats(),
+            "preprocessing": self.dataset.notes,
+            "split": split.details,
+        }
+
+    def eval_protocol(self, split: Split, model) -> dict:
+        return {**evaluator_protocol(split, self.cfg.eval, model), "list_metrics": LIST_PROTOCOL}
+
+    def checkpoint_selection(self, model) -> str:
+        return model.checkpoint_selection()
+
+    def load_model(self, run):
+        return build_model(self.cfg.model, run.meta["n_items"], run.meta["n_users"])
+
+    @torch.no_grad()
+    def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times, live=None):
+        batch = one_history_batch(run.model, history, user, times)
+        return run.model.score(batch)[0, torch.from_numpy(np.array(candidates))].float().numpy()
 
 
 def list_context(split: Split, items: pl.DataFrame, reward=None) -> ListContext:
@@ -159,49 +193,15 @@ def list_context(split: Split, items: pl.DataFrame, reward=None) -> ListContext:
     return ListContext(genres, popular_items(split.train.items, split.n_items), reward)
 
 
-def fit_retrieval(model, split: Split, ctx: FitContext, **options) -> dict:
-    """`store.fit` for a retrieval model: checkpoints are selected on `ctx.eval.select_metric` over the
-    validation users (full catalogue, history excluded unless `eval.exclude_history` is off). `options`:
-    `objective`, `reference` (see `store.fit`)."""
+def fit_retrieval(model, split: Split, ctx: FitContext) -> dict:
+    """Fit a retrieval model on `split` outside a run directory's pipeline (the pipeline's `fit`, with the
+    retrieval task of `ctx`'s sections): checkpoints are selected on `ctx.eval.select_metric` over the
+    validation users (full catalogue, history excluded unless `eval.exclude_history` is off)."""
+    from genrec.config import RunConfig
+    from genrec.runs.pipeline import fit
 
-    def validate(m, bar) -> float:
-        return validation_score(m, split.valid, split.n_items, ctx.eval, bar)
-
-    return {
-        "n_train_users": len(split.train),
-        **fit(model, split, ctx, validate, split.train.items, **options),
-    }
-
-
-def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, model, summary: dict) -> dict:
-    """The metrics' protocol; `summary` is the training summary (how training ended)."""
-    selection = model.checkpoint_selection() + stop_note(summary)
-    stats, seed = ds.stats(), cfg.train.seed
-    return {
-        "task": "retrieval",
-        **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
-        "list_metrics": LIST_PROTOCOL,
-        "data_parallel": summary.get("data_parallel") or distributed.protocol(cfg.train.batch_size),
-    }
-
-
-def evaluate_retrieval(run, dataset: str | None = None, progress: bool = True, reward=None) -> dict:
-    """Re-evaluate a retrieval run on its dataset (or another SPEC), encoded in the run's item and user index.
-    `reward`: an optional reward model (`genrec.alignment.reward.RewardModel`, bound here to the split's
-    sequences) for the `reward@K` list metric (`genrec.eval.lists`)."""
-    data_cfg = run.cfg.data if dataset is None else run.cfg.data.model_copy(update={"dataset": dataset})
-    ds = prepare_dataset(data_cfg)
-    split = make_split(ds, data_cfg, run.items["item_id"].to_numpy(), run.users["user_id"].to_numpy())
-    context = list_context(split, run.items, None if reward is None else reward.bind(split.sequences))
-    with make_progress(progress) as bar:
-        metrics = evaluate_split(run.model, split, run.cfg.eval, progress=bar, context=context)
-    summary = run.metrics.get("training", {})  # how the evaluated weights were trained
-    metrics["protocol"] = retrieval_protocol(run.cfg, split, ds, data_cfg.dataset, run.model, summary)
-    stored = run.metrics.get("protocol", {})
-    if "alignment" in stored:  # an aligned run (genrec.alignment): its weights came from alignment
-        for key in ("alignment", "checkpoint_selection", "seed"):
-            metrics["protocol"][key] = stored[key]
-    return metrics
+    cfg = RunConfig.model_construct(model=model.cfg, train=ctx.train, eval=ctx.eval, task="retrieval")
+    return fit(RetrievalTask(cfg), model, split, ctx)
 
 
 def one_history_batch(model, history: np.ndarray, user: int | None, timestamps: np.ndarray | None):

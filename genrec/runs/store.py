@@ -1,4 +1,4 @@
-"""The run directory: one layout for every task, written atomically, and the fitting of a model inside it.
+"""The run directory: one layout for every task, written atomically.
 
 Layout of RUN_DIR:
   config.yaml       resolved config (every default written out, with its task)
@@ -7,10 +7,10 @@ Layout of RUN_DIR:
   users.parquet     internal index -> raw user_id and the user's history (internal item ids, with timestamps
                     when the data has them); ranking runs also store each event's action (rating)
   model.safetensors weights of the selected checkpoint
-  metrics.json      valid / test metrics, the protocol, the training summary
+  metrics.json      valid / test metrics, the protocol (`genrec.runs.protocol`), the training summary
   train.log         log; checkpoint.pt / best.safetensors while training (for --resume)
   data.parquet      the interactions, when they came from a DataFrame (Python API)
-Models may add files (TIGER: semantic_ids.*).
+Models may add files (TIGER: semantic_ids.*); a run that starts from another (`init_from`) keeps that run's.
 """
 
 from __future__ import annotations
@@ -18,24 +18,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from genrec.config import RunConfig, dump_config
 from genrec.errors import ConfigError
-from genrec.io import write_bytes, write_json, write_text
-from genrec.objectives import build_objective
-from genrec.training import distributed
-from genrec.training.trainer import CHECKPOINT, FitContext, Trainer
+from genrec.io import check_out_dir, read_yaml, write_json, write_text
+from genrec.training.trainer import BEST_WEIGHTS, CHECKPOINT
 
 MODEL_FILE = "model.safetensors"
 INPUT_FILE = "data.parquet"  # a DataFrame given to the Python API, kept so that the run can be re-evaluated
+# What the pipeline writes itself (and files of runs written by older versions); the rest came from the model.
+RUN_FILES = frozenset(
+    {"config.yaml", "meta.json", "items.parquet", "users.parquet", MODEL_FILE, "metrics.json", "train.log"}
+    | {CHECKPOINT, BEST_WEIGHTS, INPUT_FILE, "align.yaml"}
+)
 
 
 def default_run_dir(recipe: str, dataset: str) -> Path:
@@ -50,6 +50,8 @@ def run_logger(run_dir: Path) -> logging.Logger:
     log.propagate = False
     if not log.handlers:
         handler = logging.FileHandler(run_dir / "train.log")
+        # A log line lost to a full disk prints no traceback: the next file written reports it, in one line.
+        handler.handleError = lambda record: None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
     return log
@@ -60,15 +62,16 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
     """Check that `out` may receive this run (new, or an interrupted run of the same config with --resume),
     create it and write config.yaml; yields the directory. If what runs inside fails before a checkpoint exists,
     what this call created is removed, so a failed run leaves nothing half-written (with a checkpoint the
-    directory stays, for --resume). Raises ConfigError."""
+    directory stays, for --resume). Raises ConfigError, or StorageError when `out` cannot be written."""
     out = Path(out)
+    check_out_dir(out)
     if (out / "metrics.json").exists() and not resume:
         raise ConfigError(f"{out} already holds a finished run; choose another --out")
     entries = [p for p in out.iterdir() if p.name != INPUT_FILE] if out.exists() else []
     if entries and not resume and not (out / "config.yaml").exists():
         raise ConfigError(f"{out} exists and is not a genrec run directory")
     if resume and (out / "config.yaml").exists():
-        if yaml.safe_load((out / "config.yaml").read_text()) != cfg.model_dump(mode="json"):
+        if read_yaml(out / "config.yaml") != cfg.model_dump(mode="json"):
             raise ConfigError(f"{out}: --resume needs the same config as the interrupted run")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -81,41 +84,6 @@ def open_run_dir(cfg: RunConfig, out: Path, resume: bool):
         raise
 
 
-def fit(
-    model,
-    data,
-    ctx: FitContext,
-    validate: Callable,
-    train_items: np.ndarray | None = None,
-    objective=None,
-    reference=None,
-) -> dict:
-    """Fit `model` on `data` (a retrieval `Split` or ranking `FeedbackData`): first its data-dependent part
-    (`prepare`), then, for trainable models, the shared Trainer with the model's objective (or `objective`).
-
-    `validate(model, progress) -> float` scores a checkpoint (`ctx.eval.select_metric`, in that metric's
-    direction); `reference` is a frozen model
-    for preference objectives. Files a model asks for (`prepare`'s `files`) are written into `ctx.run_dir`.
-    """
-    t0 = time.perf_counter()
-    prepare = getattr(model, "prepare", None)
-    summary = dict(prepare(data, ctx.extra)) if prepare is not None else {}
-    report = summary.pop("report", None)
-    if report:
-        ctx.info("%s", report)
-    files = summary.pop("files", {})
-    if ctx.run_dir is not None:
-        for name, content in files.items():
-            write_bytes(ctx.run_dir / name, content)
-    if model.trainable:
-        if objective is None:
-            objective = build_objective(model.objective_name(), model, train_items)
-        summary.update(Trainer(model, objective, data, validate, ctx, reference).fit())
-        summary["data_parallel"] = distributed.protocol(ctx.train.batch_size)
-    summary["fit_seconds"] = round(time.perf_counter() - t0, 2)
-    return summary
-
-
 def seed_everything(cfg: RunConfig) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -125,3 +93,10 @@ def seed_everything(cfg: RunConfig) -> None:
 
 def write_metrics(out: Path, metrics: dict) -> None:
     write_json(out / "metrics.json", metrics)
+
+
+def model_files(run_dir: Path) -> dict[str, bytes]:
+    """The files a run's model added to its directory (semantic IDs, ...): everything but the pipeline's own."""
+    return {
+        p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name not in RUN_FILES
+    }

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genrec.errors import ConfigError
-from genrec.io import _atomic
+from genrec.errors import ConfigError, DataError
+from genrec.io import _atomic, io_reason, os_errno
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -19,10 +20,18 @@ def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, placed on `device` (the meta device gives shapes and dtypes only)."""
-    if torch.device(device).type == "meta":  # nothing to read: the header's shapes suffice
-        return {k: v.to("meta") for k, v in load_file(str(path)).items()}
-    return load_file(str(path), device=str(device))
+    """The tensors of a safetensors file, placed on `device` (the meta device gives shapes and dtypes only).
+    Raises DataError (one line) when the file is truncated or not safetensors, or cannot be read."""
+    try:
+        if torch.device(device).type == "meta":  # nothing to read: the header's shapes suffice
+            return {k: v.to("meta") for k, v in load_file(str(path)).items()}
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as e:
+        if os_errno(e) is not None:
+            raise DataError(f"cannot read {path}: {io_reason(e)}") from None
+        raise DataError(
+            f"{path} is damaged (truncated or not a safetensors file: {io_reason(e)}); retrain the run"
+        ) from None
 
 
 def load_model_weights(model: torch.nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
@@ -42,8 +51,23 @@ def load_model_weights(model: torch.nn.Module, path: Path, device: torch.device 
 
 def save_state(path: Path, state: dict) -> None:
     """Trainer state (optimiser, scheduler, counters): tensors and plain Python values only."""
-    _atomic(path, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as f:  # through a Python file, a full disk surfaces as the OSError it is
+            torch.save(state, f)
+
+    _atomic(path, write)
 
 
 def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Trainer state saved by `save_state`. Raises DataError (one line) when the file is damaged (an
+    interrupted copy, a full disk at the time): resuming from it is impossible, training again from the start is
+    not."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        if isinstance(e, OSError) and os_errno(e) is not None:
+            raise DataError(f"cannot read {path}: {io_reason(e)}") from None
+        raise DataError(
+            f"{path} is damaged ({io_reason(e)}); remove it to train this run again from the start"
+        ) from None

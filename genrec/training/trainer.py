@@ -8,17 +8,12 @@ naming the epoch and step, before the optimiser applies it, so the checkpoint of
 good (and `--resume` restarts from it).
 
 The trainer knows no task: the model gives its batches (`training_batches(data, rng, batch_size)`, or the
-`batches` function given instead, e.g. preference pairs), the objective turns a batch into a loss
-(`genrec.objectives`), and `validate(model, progress) -> float` (the value of `eval.select_metric`, compared in
-that metric's direction) is supplied by the runs layer. A frozen `reference` model (preference objectives) is
-passed to the objective and never trained or saved.
-
-Determinism: each epoch seeds its own data order (numpy) and dropout (torch) from (seed, epoch), so a run resumed
-from the checkpoint of epoch e continues exactly as the uninterrupted run would have.
-
-Diverged training: the first non-finite loss (or gradient norm) stops the run with a one-line `TrainingDiverged`
-naming the epoch and step, before the optimiser applies it, so the checkpoint of the last finished epoch stays
-good (and `--resume` restarts from it).
+`batches` function given instead, e.g. preference pairs built afresh each epoch; one with a `steps(data,
+batch_size)` method says how many an epoch has without building them), the objective turns a batch into a loss
+(`genrec.objectives`), and `validate(model, progress)` is supplied by the task: the value of `eval.select_metric`
+(compared in that metric's direction), or a dict of validation metrics that holds it (all are recorded in the
+history). A frozen `reference` model (preference objectives) is passed to the objective and never trained or
+saved; an objective with `uses_dropout = False` trains the model in eval mode.
 """
 
 from __future__ import annotations
@@ -169,8 +164,13 @@ class Trainer:
         self.batches = batches or model.training_batches
         # One process, or this rank of a torchrun group: steps, validation and stop decisions go through it.
         self.dist = distributed.current()
-        probe = self.batches(data, np.random.default_rng(0), self.cfg.batch_size)
-        steps_per_epoch = max(1, sum(1 for _ in probe))
+        count = getattr(self.batches, "steps", None)
+        if count is not None:
+            steps_per_epoch = max(1, count(data, self.cfg.batch_size))
+        else:
+            steps_per_epoch = max(
+                1, sum(1 for _ in self.batches(data, np.random.default_rng(0), self.cfg.batch_size))
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_lambda(self.cfg.lr_schedule, self.cfg.warmup_steps, steps_per_epoch * self.cfg.epochs),
@@ -185,8 +185,18 @@ class Trainer:
             "history": [],
         }
 
-    def _validate(self, progress) -> float:
-        return float(self.dist.validate(lambda: self.validate(self.model, progress)))
+    def _validate(self, progress) -> tuple[float, dict[str, float]]:
+        """(the select metric's value, every validation metric) of the weights the model holds; on rank 0 only,
+        every rank gets the select metric (the others' dicts are empty)."""
+        metric = self.ctx.eval.select_metric
+        values: dict[str, float] = {}
+
+        def score() -> float:
+            out = self.validate(self.model, progress)
+            values.update(out if isinstance(out, dict) else {metric: out})
+            return float(values[metric])
+
+        return float(self.dist.validate(score)), values
 
     def _save(self, best_state: dict | None) -> None:
         run = self.ctx.run_dir
@@ -252,7 +262,7 @@ class Trainer:
                 epoch = self.state["epoch"] + 1
                 rng = np.random.default_rng([cfg.seed, epoch])
                 torch.manual_seed(cfg.seed * 100_003 + epoch)
-                model.train()
+                model.train(getattr(self.objective, "uses_dropout", True))
                 t0 = time.perf_counter()
                 batches = list(self.batches(self.data, rng, cfg.batch_size))
                 task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
@@ -347,7 +357,7 @@ class Trainer:
         """Validate the weights the model holds as those of `epoch`, record the score and keep them as the best
         when they are; returns the best weights."""
         t1 = time.perf_counter()
-        score = self._validate(progress)
+        score, values = self._validate(progress)
         # NaN (an undefined metric) never beats a number; the first validation is kept whatever it is.
         sign = 1.0 if self.higher_is_better else -1.0  # the metric's direction (genrec.registry.METRICS)
         improved = best_state is None or _comparable(sign * score) > _comparable(
@@ -356,6 +366,7 @@ class Trainer:
         if improved:  # copied here: these are the weights that were validated
             best_state = copy.deepcopy(self.model.state_dict())
         self.state["seconds"] += time.perf_counter() - t1
+        record.update({f"valid_{k}": float(v) for k, v in values.items()})
         record["valid_" + self.ctx.eval.select_metric] = score
         if improved:
             self.state.update(

@@ -11,53 +11,25 @@ like-logit per candidate. Two kinds of batch exist:
   all see the whole history and never each other.
 Every model gets the same features: item id, genres, year bucket (and the frozen text embedding when
 `text_features` is on), the rating of each history event, user demographics, and the history-derived cross
-features when `cross_features` is on; with `text_interest`, rankers that read them (`reads_text_interest`) also
-get the candidate's text-space relevance to the history per rating group (`TextInterest`).
+features when `cross_features` is on; with `text_interest`, rankers that read them (their config's
+`reads_text_interest`) also get the candidate's text-space relevance to the history per rating group
+(`TextInterest`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from genrec.config import ModelConfig
+from genrec.config.models.ranking.base import RankerConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
 from genrec.registry import register
-
-
-class RankerConfig(ModelConfig):
-    dim: int = Field(32, ge=4)
-    max_len: int = Field(50, ge=2, description="history events the model reads")
-    stride: int | None = Field(None, ge=1, description="training-window stride (default max_len // 2)")
-    dropout: float = Field(0.1, ge=0, lt=1)
-    text_features: bool = Field(False, description="add frozen text embeddings of item title + genres")
-    text_encoder: str | None = Field(
-        None,
-        description="encoder of the item text: None = all-MiniLM-L6-v2; 'smollm2', a .gguf file or a model "
-        "directory (a generative LLM's pooled hidden states; see genrec.items.text)",
-    )
-    text_pooling: Literal["mean", "last"] = Field(
-        "mean", description="pooling of a generative LLM encoder's hidden states over the text's tokens"
-    )
-    text_interest: bool = Field(
-        False,
-        description="add the candidate's text-space relevance to the history, by rating (frozen "
-        "text-embedding cosines summarised per rating group; see TextInterest)",
-    )
-    text_interest_max: bool = Field(
-        True,
-        description="text_interest also gives max cosines (overall and per rating), which grow with the "
-        "number of events a candidate sees (fewer in training windows than in evaluation)",
-    )
-    cross_features: bool = Field(False, description="add history-derived user x item statistics")
-    candidates_per_row: int = Field(128, ge=1, description="evaluation: candidates scored per history row")
 
 
 @dataclass
@@ -220,19 +192,17 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-register_ranker = register  # rankers join the one registry (their class says task = "ranking")
+register_ranker = register  # rankers join the one registry (their config says task = "ranking")
 
 
 class Ranker(nn.Module):
     """Base of rankers: `logits(batch) -> [B, C]` like-logits of each row's candidates. Capabilities as in
     `genrec.models.base`; every ranker can `score_candidates`."""
 
-    task: ClassVar[str] = "ranking"
     config_class: ClassVar[type[RankerConfig]]
     capabilities: ClassVar[frozenset[str]] = frozenset({"score_candidates"})
     trainable: ClassVar[bool] = True
     action_vocab: ClassVar[int] = N_ACTIONS + 1
-    reads_text_interest: ClassVar[bool] = False  # rankers whose output layer takes the TextInterest features
 
     def __init__(self, cfg: RankerConfig, data: FeedbackData, text: np.ndarray | None = None) -> None:
         super().__init__()
@@ -241,8 +211,6 @@ class Ranker(nn.Module):
         self.n_cross = len(CROSS_FEATURES) if cfg.cross_features else 0
         if (cfg.text_features or cfg.text_interest) and text is None:
             raise ValueError("text_features / text_interest need the item text embeddings")
-        if cfg.text_interest and not self.reads_text_interest:
-            raise ValueError(f"{cfg.name} does not read text_interest features")
         self.item_features = ItemFeatures(
             data.n_items, data.features, cfg.dim, text if cfg.text_features else None
         )
@@ -254,21 +222,12 @@ class Ranker(nn.Module):
         self.eval_batch_size = 64
         self._event_cross: np.ndarray | None = None
 
-    @classmethod
-    def check_config(cls, cfg: RankerConfig) -> None:
-        """Rules of the model section that depend on the class (raises ValueError)."""
-        if cfg.text_interest and not cls.reads_text_interest:
-            raise ValueError(f"ranker {cfg.name!r} does not read text_interest")
-
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
 
     @property
     def max_history(self) -> int:
         return self.cfg.max_len
-
-    def objective_name(self) -> str:
-        return "bce_logits"
 
     @torch.no_grad()
     def score_candidates(self, batch: RankBatch) -> torch.Tensor:

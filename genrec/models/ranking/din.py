@@ -13,26 +13,17 @@ dense numbers beside the cross features in the output MLP.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import Field
 
+from genrec.config.models.ranking.din import DINConfig
 from genrec.data.feedback import FeedbackData
-from genrec.models.ranking.base import RankBatch, Ranker, RankerConfig, mlp, register_ranker
-
-
-class DINConfig(RankerConfig):
-    name: Literal["din"] = "din"
-    attention_hidden: int = Field(64, ge=4)
-    hidden: list[int] = Field(default_factory=lambda: [128, 64])
+from genrec.models.ranking.base import RankBatch, Ranker, mlp, register_ranker
 
 
 @register_ranker
 class DIN(Ranker):
     config_class = DINConfig
-    reads_text_interest = True
 
     def __init__(self, cfg: DINConfig, data: FeedbackData, text: np.ndarray | None = None) -> None:
         super().__init__(cfg, data, text)

@@ -13,20 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.ranking.generative import GenerativeRankerConfig
 from genrec.data.feedback import FeedbackData
-from genrec.models.ranking.base import RankBatch, Ranker, RankerConfig, mlp
+from genrec.models.ranking.base import RankBatch, Ranker, mlp
 from genrec.nn.hstu import HSTUBlock, RelativeBias
-
-
-class GenerativeRankerConfig(RankerConfig):
-    dim: int = Field(64, ge=4)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    time_buckets: int = Field(32, ge=0, description="log2 buckets of time gaps; 0 disables the time bias")
-    micro_batch: int = Field(128, ge=1, description="M-FALCON: candidates per pass over the cached history")
 
 
 @dataclass

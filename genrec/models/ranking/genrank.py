@@ -10,19 +10,14 @@ here by the learned relative position/time bias shared with HSTU.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from genrec.config.models.ranking.genrank import GenRankConfig
 from genrec.data.feedback import N_ACTIONS
 from genrec.models.ranking.base import RankBatch, register_ranker
-from genrec.models.ranking.generative import GenerativeRanker, GenerativeRankerConfig, Tokens
+from genrec.models.ranking.generative import GenerativeRanker, Tokens
 
 MASK_ACTION = N_ACTIONS + 1
-
-
-class GenRankConfig(GenerativeRankerConfig):
-    name: Literal["genrank"] = "genrank"
 
 
 @register_ranker

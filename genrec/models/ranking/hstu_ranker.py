@@ -19,30 +19,13 @@ target-aware attention out of two. With `head_features` the prediction head read
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import Field
 
+from genrec.config.models.ranking.hstu_ranker import HSTURankerConfig
 from genrec.data.feedback import FeedbackData
 from genrec.models.ranking.base import RankBatch, mlp, register_ranker
-from genrec.models.ranking.generative import GenerativeRanker, GenerativeRankerConfig, Tokens, prefix_mask
-
-
-class HSTURankerConfig(GenerativeRankerConfig):
-    name: Literal["hstu_ranker"] = "hstu_ranker"
-    action_item: bool = Field(True, description="action tokens add the features of the item they rate")
-    head_features: bool = Field(True, description="the head reads the candidate's input token too")
-    compress_history: bool = Field(
-        False,
-        description="fuse each older event's item and action into one token and mean-pool them in groups of "
-        "compress_group; the newest compress_keep events stay interleaved (docs/long-sequences.md)",
-    )
-    compress_keep: int | None = Field(
-        None, ge=1, description="events kept raw with compress_history (default: the window stride)"
-    )
-    compress_group: int = Field(5, ge=1, description="older events per pooled token with compress_history")
+from genrec.models.ranking.generative import GenerativeRanker, Tokens, prefix_mask
 
 
 @register_ranker

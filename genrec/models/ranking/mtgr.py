@@ -11,23 +11,16 @@ mask; the same one M-FALCON uses).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
+from genrec.config.models.ranking.mtgr import MTGRConfig
 from genrec.data.feedback import FeedbackData
 from genrec.models.ranking.base import RankBatch, register_ranker
-from genrec.models.ranking.generative import GenerativeRanker, GenerativeRankerConfig, Tokens, right_align
+from genrec.models.ranking.generative import GenerativeRanker, Tokens, right_align
 
 PROFILE_FIELDS = 3
-
-
-class MTGRConfig(GenerativeRankerConfig):
-    name: Literal["mtgr"] = "mtgr"
-    cross_features: bool = Field(True, description="history-derived user x item statistics on candidates")
 
 
 @register_ranker
