@@ -1,41 +1,33 @@
 """Softmax attention on this CPU: PyTorch's `scaled_dot_product_attention` against the written-out form, in whole
 training steps of SASRec and TIGER on Amazon Beauty (the choice `genrec.nn.attention.FUSED` records per device).
 
-    .venv/bin/python benchmarks/attention.py                 # both models, 30 steps each way
-    .venv/bin/python benchmarks/attention.py --steps 10
+    python -m benchmarks attention                 # both models, 30 steps each way
+    python -m benchmarks attention --steps 10
 
 Models: the `sasrec-amazon-beauty` recipe (d 64, 2 blocks, 1 head, length 50, batch 128, attention dropout 0.3)
 and the `tiger` recipe's native backbone on Beauty (d 128, 4 heads, 2 + 2 blocks, 20 history items = 80 encoder
 tokens, batch 256; random semantic IDs of the recipe's shape, so no text encoder runs), each with its objective
 and AdamW. Both paths run the same batches in alternating rounds (fused, written out, fused, ...) after two warm-up
 steps each; the figure is the median step time. Forward and backward are timed (the optimiser step too).
-The table is printed and written as JSON beside this file (`attention.json`).
+The table is printed and written as JSON (`.bench/attention.json`, or `--json PATH`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.items.semantic_ids import SemanticIds, separation_codes  # noqa: E402
-from genrec.models import build_model  # noqa: E402
-from genrec.nn import attention  # noqa: E402
-from genrec.objectives import build_objective  # noqa: E402
-from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.runtime import cpu_name  # noqa: E402
-from genrec.training.trainer import build_optimizer  # noqa: E402
+from benchmarks._common import Report, parser
+from genrec.config import load_config
+from genrec.items.semantic_ids import SemanticIds, separation_codes
+from genrec.models import build_model
+from genrec.nn import attention
+from genrec.objectives import build_objective
+from genrec.runs import make_split, prepare_dataset
+from genrec.training.trainer import build_optimizer
 
 CASES = {
     "sasrec": ("sasrec-amazon-beauty", []),
@@ -96,29 +88,33 @@ def measure(name: str, steps: int, rounds: int) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--steps", type=int, default=15, help="timed steps per path per round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
     rows = [measure(name, args.steps, args.rounds) for name in args.models]
-    head = f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, load average before: {load:.2f}"
-    print(head)
-    print(
-        "| model | batch | steps each | fused SDPA (ms/step) | written out (ms/step) | fused / written | faster |"
+    report.results = {"rows": rows}
+    report.table(
+        "model | batch | steps each | fused SDPA (ms/step) | written out (ms/step) | fused / written | faster",
+        [
+            [
+                f"{r['model']} ({r['recipe']})",
+                r["batch_size"],
+                r["steps_each"],
+                r["fused_ms"],
+                r["written_out_ms"],
+                f"{r['ratio']:.2f}",
+                r["faster"],
+            ]
+            for r in rows
+        ],  # fmt: skip
+        title=f"{args.threads} threads, torch {torch.__version__}",
     )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['model']} ({r['recipe']}) | {r['batch_size']} | {r['steps_each']} | {r['fused_ms']} | "
-            f"{r['written_out_ms']} | {r['ratio']:.2f} | {r['faster']} |"
-        )
-    args.json.write_text(json.dumps({"machine": head, "rows": rows}, indent=1) + "\n")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`torch.compile` on this CPU: SASRec's and HSTU's Beauty training steps eager and compiled, in one run.
 
-    .venv/bin/python benchmarks/compile_step.py                 # both recipes, 40 timed steps each way
-    .venv/bin/python benchmarks/compile_step.py --steps 20 --models sasrec
+    python -m benchmarks compile_step                 # both recipes, 40 timed steps each way
+    python -m benchmarks compile_step --steps 20 --models sasrec
 
 Models: the `sasrec-amazon-beauty` and `hstu-amazon-beauty` recipes on Amazon Beauty, each with its objective and
 optimiser. A step is forward, loss, backward and the optimiser's update (which stays eager). Two compiled
@@ -15,35 +15,28 @@ All variants start from the same weights and see the same batches of the epoch o
 (compilation, and recompilation for shapes not yet seen) are not timed, and the mean of the timed steps is
 reported. FLOPs of the timed steps are counted with torch's flop formulas on an eager copy (`speed.DtypeFlops`) and
 divided by their time, against the float32 matmul peak measured here (2048^3, best of 10:
-`peers.matmul_peak_flops`). The last loss of each variant is printed (they differ by dropout masks, which compiled
-code draws in its own order; `tests/test_compile.py` checks equality without dropout). The table is printed and
-written as JSON beside this file.
+`python -m benchmarks matmul_peak`). The last loss of each variant is printed (they differ by dropout masks, which
+compiled code draws in its own order; `tests/test_compile.py` checks equality without dropout). The table is
+printed and written as JSON (`.bench/compile_step.json`, or `--json PATH`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from genrec.config import load_config  # noqa: E402
-from genrec.models import build_model  # noqa: E402
-from genrec.objectives import build_objective  # noqa: E402
-from genrec.runs import make_split, prepare_dataset  # noqa: E402
-from genrec.runtime import compile_step, cpu_name  # noqa: E402
-from genrec.training.trainer import build_optimizer  # noqa: E402
+from benchmarks._common import Report, matmul_peak, parser
+from benchmarks.speed import DtypeFlops
+from genrec.config import load_config
+from genrec.models import build_model
+from genrec.objectives import build_objective
+from genrec.runs import make_split, prepare_dataset
+from genrec.runtime import compile_step
+from genrec.training.trainer import build_optimizer
 
 RECIPES = {"sasrec": "sasrec-amazon-beauty", "hstu": "hstu-amazon-beauty"}
 
@@ -66,8 +59,6 @@ VARIANTS = ("eager", "encoder", "step")
 
 
 def measure(name: str, steps: int, warmup: int) -> dict:
-    from speed import DtypeFlops
-
     cfg = load_config(RECIPES[name], [], "amazon-beauty")
     split = make_split(prepare_dataset(cfg.data), cfg.data)
     torch.manual_seed(0)
@@ -108,40 +99,34 @@ def model_batches(model, split, batch_size: int, n: int) -> list:
     return [b for b, _ in zip(batches, range(n))]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--steps", type=int, default=40, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=20, help="untimed steps first (compilation)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = ap.parse_args()
-    import peers
-
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
-    peak = peers.matmul_peak_flops("float32", threads=args.threads)
+    peak = matmul_peak("float32", threads=args.threads)
     rows = [measure(name, args.steps, args.warmup) for name in args.models]
-    head = (
-        f"CPU: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, float32 matmul peak "
-        f"{peak / 1e9:.0f} GFLOP/s, load average before: {load:.2f}"
-    )
-    print(head)
-    print(
-        "| model | variant | ms/step | speed-up vs eager | GFLOP/s | of fp32 peak | warm-up (s, with compilation) "
-        "| last loss |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    cells = []
     for r in rows:
         for v in VARIANTS:
             achieved = r["flops_per_step"] / (r[f"{v}_ms"] / 1000)
             r[f"{v}_gflops"] = round(achieved / 1e9, 1)
             speedup = f"{r[f'{v}_speedup']:.2f}x" if v != "eager" else "1.00x"
-            print(
-                f"| {r['model']} ({r['recipe']}, batch {r['batch_size']}) | {v} | {r[f'{v}_ms']} | {speedup} | "
-                f"{achieved / 1e9:.0f} | {achieved / peak:.0%} | {r[f'{v}_warmup_s']} | {r[f'{v}_loss']} |"
-            )
-    args.json.write_text(json.dumps({"machine": head, "peak_flops": peak, "rows": rows}, indent=1) + "\n")
+            cells.append(
+                [f"{r['model']} ({r['recipe']}, batch {r['batch_size']})", v, r[f"{v}_ms"], speedup,
+                 f"{achieved / 1e9:.0f}", f"{achieved / peak:.0%}", r[f"{v}_warmup_s"], r[f"{v}_loss"]]
+            )  # fmt: skip
+    report.results = {"peak_flops": peak, "rows": rows}
+    report.table(
+        "model | variant | ms/step | speed-up vs eager | GFLOP/s | of fp32 peak | warm-up (s, with compilation) "
+        "| last loss",
+        cells,
+        title=f"{args.threads} threads, torch {torch.__version__}, float32 matmul peak {peak / 1e9:.0f} GFLOP/s",
+    )
+    report.save()
 
 
 if __name__ == "__main__":

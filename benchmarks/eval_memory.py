@@ -2,29 +2,25 @@
 users, items scored in chunks (`genrec.eval.chunked`), against the 3 GB target; and, on a catalogue where the
 whole score matrix also fits, the chunked and the whole-matrix evaluator side by side (same metrics?).
 
-    .venv/bin/python benchmarks/eval_memory.py                          # 1M items x 100k users, then the check
-    .venv/bin/python benchmarks/eval_memory.py --items 200000 --users 20000 --check-items 50000
+    python -m benchmarks eval_memory                          # 1M items x 100k users, then the check
+    python -m benchmarks eval_memory --items 200000 --users 20000 --check-items 50000
 
 The model is a SASRec of the default size (d 64, 2 blocks, length 50) with random weights: memory and time do not
 depend on what the weights learned, and metrics of random weights are near zero, which is all the equality check
 needs. Histories: 1 to 50 items, uniform; targets uniform. Evaluation as `genrec train` runs the test split:
 both conventions, K = 5, 10, 20, 50, coverage, batches of 1024 users. Each evaluation runs in its own process
 (peak RSS is that process's maximum resident set, model and data included), with the malloc setting the CLI
-applies (`genrec.runtime.keep_freed_memory`). The table is printed and written as JSON beside this file.
+applies (`genrec.runtime.keep_freed_memory`). The table is printed and written as JSON (`.bench/eval_memory.json`,
+or `--json PATH`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._common import Report, fresh_process, parser
+
 TARGET_MB = 3 * 1024
 
 
@@ -63,56 +59,57 @@ def worker(items: int, users: int, chunk: int | None, threads: int) -> dict:
 
 
 def run_worker(items: int, users: int, chunk: int | None, threads: int) -> dict:
-    code = (
-        f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
-        f"from eval_memory import worker; print(json.dumps(worker({items}, {users}, {chunk!r}, {threads})))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if res.returncode:  # e.g. killed for memory
-        last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit status {res.returncode}"
-        evaluator = "whole matrix" if chunk == 0 else "chunked"
-        return {"items": items, "users": users, "evaluator": evaluator, "error": last}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    """`worker` in a fresh process (its own peak RSS); a failed one (e.g. killed for memory) gives an error row."""
+    out = fresh_process(worker, items, users, chunk, threads, check=False)
+    if "error" in out:
+        return {
+            "items": items,
+            "users": users,
+            "evaluator": "whole matrix" if chunk == 0 else "chunked",
+            **out,
+        }
+    return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--check-items", type=int, default=100_000, help="catalogue of the equality check")
     ap.add_argument("--check-users", type=int, default=10_000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = ap.parse_args()
-    load = os.getloadavg()[0]
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     rows = [run_worker(args.items, args.users, None, args.threads)]
     check = [run_worker(args.check_items, args.check_users, chunk, args.threads) for chunk in (None, 0)]
     rows += check
     same = all("metrics" in r for r in check) and check[0]["metrics"] == check[1]["metrics"]
-    print(f"threads {args.threads}, load average before: {load:.2f}; target: peak RSS < {TARGET_MB:,} MB")
-    print("| items | users | evaluator | peak RSS (MB) | seconds | test N@10 | test R@10 | coverage@10 |")
-    print("|---|---|---|---|---|---|---|---|")
+    cells = []
     for r in rows:
         if "error" in r:
-            print(f"| {r['items']:,} | {r['users']:,} | {r['evaluator']} | failed: {r['error']} | | | | |")
+            cells.append(
+                [f"{r['items']:,}", f"{r['users']:,}", r["evaluator"], f"failed: {r['error']}", *[""] * 4]
+            )
             continue
         m = r["metrics"]["filtered"]
-        print(
-            f"| {r['items']:,} | {r['users']:,} | {r['evaluator']} | {r['peak_rss_mb']:,.0f} | {r['seconds']} | "
-            f"{m['ndcg@10']:.6f} | {m['recall@10']:.6f} | {m['coverage@10']:.6f} |"
-        )
+        cells.append(
+            [f"{r['items']:,}", f"{r['users']:,}", r["evaluator"], f"{r['peak_rss_mb']:,.0f}", r["seconds"],
+             f"{m['ndcg@10']:.6f}", f"{m['recall@10']:.6f}", f"{m['coverage@10']:.6f}"]
+        )  # fmt: skip
+    report.results = {"target_mb": TARGET_MB, "equal": same, "rows": rows}
+    report.table(
+        "items | users | evaluator | peak RSS (MB) | seconds | test N@10 | test R@10 | coverage@10",
+        cells,
+        title=f"threads {args.threads}; target: peak RSS < {TARGET_MB:,} MB",
+    )
     big = rows[0]
     verdict = "met" if big.get("peak_rss_mb", float("inf")) < TARGET_MB else "missed"
-    print(
+    report.line(
         f"{args.items:,} items: peak RSS {big.get('peak_rss_mb', '-')} MB, target < {TARGET_MB:,} MB {verdict}"
     )
-    print(
+    report.line(
         f"{args.check_items:,} items: chunked and whole-matrix metrics (both conventions, every key) equal: {same}"
     )
-    args.json.write_text(
-        json.dumps({"load": load, "target_mb": TARGET_MB, "equal": same, "rows": rows}, indent=1)
-    )
+    report.save()
 
 
 if __name__ == "__main__":

@@ -1,31 +1,30 @@
 """The GPU check, as one script: on a CUDA machine it runs the `-m gpu` tests, trains SASRec and TIGER on Amazon
 Beauty for a bounded time, trains SASRec on ML-100K on the CPU and on the GPU, and prints one table last.
 
-    .venv/bin/python benchmarks/gpu.py                  # about 7 minutes on one H100
-    .venv/bin/python benchmarks/gpu.py --skip-tests
+    python -m benchmarks gpu                  # about 7 minutes on one H100
+    python -m benchmarks gpu --skip-tests
 
-On a machine without CUDA it prints one line saying so and exits with status 1.
+On a machine without CUDA it prints one line saying so (`error: ...`) and exits with status 1.
 
 Rows: sequences/s (training examples per second over the training epochs), achieved TFLOP/s (FLOPs of a training
 step counted by torch's flop formulas on one batch, per example, times examples/s) and its share of this card's
 bfloat16 matmul peak (8192^3, best of 10, measured here), peak GPU memory (torch's allocator, per training),
 time to the best validation epoch, and test N@10 / R@10 (history excluded). The ML-100K rows compare the same
 recipe and epoch count on the CPU and on the GPU: they should agree within run-to-run noise (seeds are the
-same; GPU kernels sum in other orders). The table is written as JSON beside this file too.
+same; GPU kernels sum in other orders). The table is written as JSON too (`.bench/gpu.json`, or `--json PATH`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks._common import ROOT, Report, parser
+
+NO_CUDA = "error: no CUDA device is available on this machine (python -m benchmarks gpu needs one)"
 
 # (label, recipe, dataset, minutes of training): bounded so that the whole check stays under 8 minutes.
 BEAUTY = [
@@ -93,8 +92,6 @@ def train_row(label: str, recipe: str, dataset: str, overrides: dict, out: Path)
 
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    # train.device / train.precision arrive with the one-pipeline change (issue 27): the pipeline moves the
-    # model, the batches, evaluation and decoding to the device and runs autocast in the precision.
     run = genrec.train(recipe, dataset=dataset, overrides=overrides, out=out)
     wall = time.perf_counter() - t0
     training = run.metrics["training"]
@@ -118,17 +115,18 @@ def train_row(label: str, recipe: str, dataset: str, overrides: dict, out: Path)
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__, threads=False)
     ap.add_argument("--skip-tests", action="store_true")
-    ap.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py: no CUDA device is available on this machine")
+        print(NO_CUDA, file=sys.stderr)
+        raise SystemExit(1)
     from genrec.runtime import device_name
 
+    report = Report(__name__, args)
     t_start = time.perf_counter()
     card = device_name("cuda")
     tests = "skipped" if args.skip_tests else gpu_tests()
@@ -147,25 +145,23 @@ def main() -> None:
             row.pop("run")
             rows.append(row)
     total = time.perf_counter() - t_start
-    args.json.write_text(
-        json.dumps({"card": card, "bf16_peak": peak, "tests": tests, "rows": rows}, indent=1)
-    )
-    print(
-        f"GPU: {card}; bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; gpu tests: {tests}; total {total / 60:.1f} min"
-    )
-    print(
-        "| model | data | device | epochs | sequences/s | TFLOP/s (of bf16 peak) | peak GPU memory (MB) | "
-        "time to best valid (s) | test N@10 | test R@10 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    cells = []
     for r in rows:
         flops = f"{r['tflops']:.1f} ({r['tflops'] * 1e12 / peak:.0%})" if "tflops" in r else "-"
         memory = f"{r['peak_gpu_mb']:,.0f}" if r["peak_gpu_mb"] is not None else "-"
-        print(
-            f"| {r['model']} ({r['recipe']}) | {r['dataset']} | {r['device']} | {r['epochs']} | "
-            f"{r['sequences_per_s']:,.0f} | {flops} | {memory} | {r['seconds_to_best']} | "
-            f"{r['ndcg@10']:.4f} | {r['recall@10']:.4f} |"
-        )
+        cells.append(
+            [f"{r['model']} ({r['recipe']})", r["dataset"], r["device"], r["epochs"], f"{r['sequences_per_s']:,.0f}",
+             flops, memory, r["seconds_to_best"], f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}"]
+        )  # fmt: skip
+    report.results = {"card": card, "bf16_peak": peak, "tests": tests, "rows": rows}
+    report.table(
+        "model | data | device | epochs | sequences/s | TFLOP/s (of bf16 peak) | peak GPU memory (MB) | "
+        "time to best valid (s) | test N@10 | test R@10",
+        cells,
+        title=f"GPU: {card}; bf16 matmul peak {peak / 1e12:.0f} TFLOP/s; gpu tests: {tests}; "
+        f"total {total / 60:.1f} min",
+    )
+    report.save()
 
 
 if __name__ == "__main__":

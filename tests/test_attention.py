@@ -114,5 +114,5 @@ def test_tiger_step_loss_is_the_same_either_way(on_cpu):
 
 def test_the_choice_per_device():
     assert fused_attention("cuda") and fused_attention(torch.device("cuda", 1))  # fused kernels on GPUs
-    assert fused_attention("cpu") is attention.FUSED["cpu"]  # what benchmarks/attention.py measured
+    assert fused_attention("cpu") is attention.FUSED["cpu"]  # what `python -m benchmarks attention` measured
     assert fused_attention("meta")  # an unlisted device type takes PyTorch's kernels

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _common, allocator, decode, leaderboard, optimizer_step, rank_by_item_support, speed
+from benchmarks import (
+    _common,
+    allocator,
+    decode,
+    gpu,
+    leaderboard,
+    optimizer_step,
+    rank_by_item_support,
+    speed,
+)
 from genrec.config import dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,14 +220,12 @@ def test_speed_report_prints_no_share_for_a_precision_the_cpu_cannot_run():
 
 
 def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
-    import subprocess
-    import sys
-
-    import pytest
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: benchmarks/gpu.py would run the whole check")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], capture_output=True, text=True)
+        pytest.skip("this machine has CUDA: python -m benchmarks gpu would run the whole check")
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "gpu"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == ["benchmarks/gpu.py: no CUDA device is available on this machine"]
+    assert r.stderr.strip().splitlines() == [gpu.NO_CUDA]

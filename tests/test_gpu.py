@@ -1,6 +1,6 @@
 """Checks that need a CUDA device (`pytest -m gpu`; deselected by default, skipped without CUDA): the same numbers
 on the GPU as on the CPU for a training step, full-catalogue evaluation and constrained decoding, and the device
-helpers on a real card. `benchmarks/gpu.py` runs them first."""
+helpers on a real card. `python -m benchmarks gpu` runs them first."""
 
 import numpy as np
 import pytest

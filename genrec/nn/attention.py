@@ -4,8 +4,8 @@
 arithmetic, to float rounding. On a GPU the fused kernels of `scaled_dot_product_attention` (flash or
 memory-efficient attention) read q, k, v once and never hold the L x L weights. On this project's CPU the
 written-out form (two matmuls and a softmax) is faster for the short sequences of the sequence models: PyTorch's
-CPU flash kernel costs more than it saves, most of all in the backward pass (`benchmarks/attention.py` measures
-both on a SASRec and a TIGER training step). `fused_attention(device)` is the one place that choice is made.
+CPU flash kernel costs more than it saves, most of all in the backward pass (`python -m benchmarks attention`
+measures both on a SASRec and a TIGER training step). `fused_attention(device)` is the one place that choice is made.
 
 HSTU's pointwise attention (SiLU, no softmax; `genrec.nn.hstu`) has no fused PyTorch kernel and stays written out.
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 # Device types whose attention runs through `scaled_dot_product_attention`; the others write it out. The CPU's
-# entry is what `benchmarks/attention.py` measured faster there (docs/benchmarks.md).
+# entry is what `python -m benchmarks attention` measured faster there (docs/benchmarks.md).
 FUSED = {"cuda": True, "mps": True, "cpu": False}
 
 
