@@ -48,7 +48,7 @@ def setup(name: str, steps: int):
         model.set_semantic_ids(
             SemanticIds(codes, [tk.codebook_size] * tk.levels + [int(codes[:, -1].max()) + 1])
         )
-    objective = build_objective(model.objective_name(), model, split.train.items)
+    objective = build_objective(cfg.train.objective, model, split.train.items)
     batches = model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size)
     batches = [b for b, _ in zip(batches, range(steps + 2))]
     return cfg, model, objective, build_optimizer(model, cfg.train), batches

@@ -68,7 +68,7 @@ def measure(name: str, steps: int, warmup: int) -> dict:
     for variant in ("flops", *VARIANTS):
         model = copy.deepcopy(base)
         opt = build_optimizer(model, cfg.train)
-        objective = build_objective(model.objective_name(), model, split.train.items)
+        objective = build_objective(cfg.train.objective, model, split.train.items)
 
         def loss_fn(batch, model=model, objective=objective):
             return objective(model, batch)

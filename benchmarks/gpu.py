@@ -76,7 +76,7 @@ def flops_per_example(run, overrides: dict) -> float:
 
     split = make_split(prepare_dataset(run.cfg.data), run.cfg.data, run.items["item_id"].to_numpy())
     model = run.model.to("cuda").train()
-    objective = build_objective(model.objective_name(), model, split.train.items)
+    objective = build_objective(run.cfg.train.objective, model, split.train.items)
     batch = next(iter(model.training_batches(split, np.random.default_rng(0), run.cfg.train.batch_size)))
     rows = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
     counter = FlopCounterMode(display=False)

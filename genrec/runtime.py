@@ -13,7 +13,8 @@ exits, which a training or evaluation command does anyway.
 Devices and precision: `resolve_device("auto" | "cpu" | "cuda" | "cuda:N" | "mps")` names the device work runs
 on, `resolve_precision("auto" | "fp32" | "bf16" | "fp16", device)` the dtype of autocast regions there,
 `device_name(device)` what the protocol records, `enable_tf32(device)` lets float32 matmuls use TF32 on GPUs that
-have it, `to_device(batch, device)` moves a batch (tensors inside tuples, dicts and dataclasses) and
+have it, `to_device(batch, device)` moves a batch (tensors inside tuples, dicts and dataclasses), `pin_memory`
+pins one, and
 `compile_step(fn)` wraps a step in `torch.compile`, falling back to the eager step where compilation fails.
 """
 
@@ -220,27 +221,33 @@ def module_device(module: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
-    """`obj` with every tensor in it on `device`: tensors, and tuples, lists, dicts and dataclass instances of
-    them (recursively; other values are returned as they are). `non_blocking` overlaps a copy from pinned
-    host memory with compute."""
+def map_tensors(fn: Callable, obj: Any) -> Any:
+    """`obj` with `fn(t)` in place of every tensor `t` in it: tensors, and tuples (named ones too), lists, dicts and
+    dataclass instances of them, recursively; other values are returned as they are."""
     import torch
 
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=non_blocking)
+        return fn(obj)
     if isinstance(obj, (list, tuple)):
-        moved = [to_device(x, device, non_blocking) for x in obj]
+        moved = [map_tensors(fn, x) for x in obj]
         return type(obj)(*moved) if hasattr(obj, "_fields") else type(obj)(moved)
     if isinstance(obj, dict):
-        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+        return {k: map_tensors(fn, v) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {
-            f.name: to_device(getattr(obj, f.name), device, non_blocking)
-            for f in dataclasses.fields(obj)
-            if f.init
-        }
+        changes = {f.name: map_tensors(fn, getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
         return dataclasses.replace(obj, **changes)
     return obj
+
+
+def to_device(obj: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """`obj` with every tensor in it on `device` (`map_tensors`). `non_blocking` overlaps a copy from pinned
+    host memory with compute."""
+    return map_tensors(lambda t: t.to(device, non_blocking=non_blocking), obj)
+
+
+def pin_memory(obj: Any) -> Any:
+    """`obj` with every tensor in page-locked host memory, from which copies to a CUDA GPU run asynchronously."""
+    return map_tensors(lambda t: t.pin_memory(), obj)
 
 
 # --- compiled steps ------------------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from genrec.runtime import compile_step
 
 def three_steps(compiled: bool) -> list[float]:
     cfg = load_config(
-        "sasrec", ["model.dim=16", "model.max_len=8", "model.dropout=0", "model.softmax_dtype=float32"]
-    ).model
+        "sasrec", ["model.dim=16", "model.max_len=8", "model.dropout=0", "train.objective.dtype=float32"]
+    )
     torch.manual_seed(0)
-    model = build_model(cfg, 30, 10).train()
-    objective = build_objective(model.objective_name(), model, np.arange(1, 31))
+    model = build_model(cfg.model, 30, 10).train()
+    objective = build_objective(cfg.train.objective, model, np.arange(1, 31))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randint(0, 31, (6, 9), generator=gen), None) for _ in range(3)]

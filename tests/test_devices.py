@@ -111,13 +111,13 @@ TINY = {
 }
 # Variants that take other code paths: other objectives, the history bias, linear attention, the T5 backbone.
 VARIANTS = {
-    "sasrec+sampled": ("sasrec", ["model.loss=sampled_softmax", "model.negatives=8"]),
-    "sasrec+bce": ("sasrec", ["model.loss=bce"]),
+    "sasrec+sampled": ("sasrec", ["train.objective.name=sampled_softmax", "train.objective.negatives=8"]),
+    "sasrec+bce": ("sasrec", ["train.objective=bce"]),
     "sasrec+bias": (
         "sasrec",
         ["model.history_bias=true", "model.output_proj=true", "model.tie_output=false"],
     ),
-    "sasrec+contrastive": ("sasrec", ["model.contrastive_weight=0.1"]),
+    "sasrec+contrastive": ("sasrec", ["train.objective=contrastive"]),
     "sasrec+linear": ("sasrec", ["model.attention=linear"]),
     "hstu+linear": ("hstu", ["model.attention=linear"]),
     "textrec+id": ("textrec", ["model.use_id=true", "model.l2_normalize=true"]),
@@ -165,9 +165,11 @@ def tiny_lm(tmp_path_factory):
 def retrieval_model(name: str, overrides: list[str], split, lm_dir):
     """A model of `name` with what `prepare` would set (semantic IDs, text vectors) set from random numbers."""
     extra = {"sid_llm": [f"model.lm={lm_dir}"], "hllm": [f"model.item_lm={lm_dir}"]}.get(name, [])
-    cfg = load_config(name, TINY.get(name, []) + overrides + extra).model
+    run_cfg = load_config(name, TINY.get(name, []) + overrides + extra)
+    cfg = run_cfg.model
     torch.manual_seed(0)
     model = build_model(cfg, split.n_items, split.n_users)
+    model.objective_spec = run_cfg.train.objective  # the run's objective, as the pipeline would build it
     rng = np.random.default_rng(0)
     if hasattr(model, "set_semantic_ids"):
         levels, size = cfg.tokenizer.levels, cfg.tokenizer.codebook_size
@@ -207,7 +209,7 @@ def test_retrieval_model_runs_on_the_meta_device(case, tiny_split, tiny_lm):
         model.tries()  # built on the host from the item codes, which meta tensors do not hold
     rng = np.random.default_rng(0)
     if model.trainable:
-        objective = build_objective(model.objective_name(), model, tiny_split.train.items)
+        objective = build_objective(model.objective_spec, model, tiny_split.train.items)
         batch = next(iter(model.training_batches(tiny_split, rng, 8)))
         model.to(META).train()
         loss = objective(model, runtime.to_device(batch, META))
@@ -272,7 +274,7 @@ def test_ranker_runs_on_the_meta_device(case, feedback):
     text = np.random.default_rng(0).normal(size=(feedback.n_items, 12)).astype(np.float32)
     torch.manual_seed(0)
     model = registry.get(name)(cfg, feedback, text if cfg.text_features or cfg.text_interest else None)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     train = next(iter(model.training_batches(feedback, np.random.default_rng(0), 4)))
     _, evaluation = next(model.eval_batches(feedback, feedback.test, 4))
     model.to(META).train()

@@ -30,8 +30,10 @@ def recommend_all_users(
     """Write every user's top-k of `run` (a loaded retrieval `Run`) to the Parquet file `out`, batch by batch;
     returns the number of rows written. `chunk`: items scored at a time (default: `item_chunk` of the batch).
     Raises DataError for a ranking run."""
-    if run.task != "retrieval":
-        raise DataError(f"{run.dir} is a ranking run: it scores given candidates, it does not retrieve")
+    if not run.task.can("recommend"):
+        raise DataError(
+            f"{run.dir} is a {run.task.name} run: it scores given candidates, it does not retrieve"
+        )
     import pyarrow.parquet as pq
 
     model = run.model.eval()

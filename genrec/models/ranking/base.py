@@ -30,6 +30,7 @@ from torch import nn
 from genrec.config.models.ranking.base import RankerConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
 from genrec.registry import register
+from genrec.runtime import module_device, to_device
 
 
 @dataclass
@@ -363,8 +364,9 @@ class Ranker(nn.Module):
         was_training = self.training
         self.eval()
         out = np.zeros(len(imps), dtype=np.float32)
+        device = module_device(self)
         for index, batch in self.eval_batches(data, imps, batch_size or self.eval_batch_size):
-            z = self.logits(batch).float().numpy()
+            z = self.logits(to_device(batch, device)).float().cpu().numpy()
             have = index >= 0
             out[index[have]] = z[have]
         self.train(was_training)
