@@ -445,15 +445,16 @@ def cut_points(lengths: np.ndarray, stride: int, rng: np.random.Generator) -> tu
 
 def t5_config(cfg: TigerConfig, vocab: int):
     """A small T5 of the model's sizes, built in code (no hub): token 0 pads, the decoder starts from BOS (the
-    vocabulary's last token); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
-    if cfg.dim % cfg.heads:
+    vocabulary's last token); heads of `head_dim` (default dim / heads: T5 itself lets heads x d_kv differ from
+    d_model); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
+    if cfg.head_dim is None and cfg.dim % cfg.heads:
         raise ConfigError(f"model.dim ({cfg.dim}) must be a multiple of model.heads ({cfg.heads})")
     from transformers import T5Config
 
     return T5Config(
         vocab_size=vocab,
         d_model=cfg.dim,
-        d_kv=cfg.dim // cfg.heads,
+        d_kv=cfg.head_dim or cfg.dim // cfg.heads,
         d_ff=cfg.dim * cfg.ffn_mult,
         num_layers=cfg.encoder_layers,
         num_decoder_layers=cfg.decoder_layers,
