@@ -340,7 +340,7 @@ class Trainer:
                 torch.manual_seed(cfg.seed * 100_003 + epoch)
                 model.train(getattr(self.objective, "uses_dropout", True))
                 t0 = time.perf_counter()
-                batches, n_batches = self._epoch_batches(rng, epoch)
+                batches, n_batches = self._epoch_batches(rng)
                 task = progress.add_task(f"epoch {epoch}", total=n_batches, info="")
                 # Summed on the device, read at the logging points only (float64 where the device has it).
                 total = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
@@ -435,7 +435,7 @@ class Trainer:
             "history": history,
         }
 
-    def _epoch_batches(self, rng: np.random.Generator, epoch: int):
+    def _epoch_batches(self, rng: np.random.Generator):
         """(this epoch's batches on the host, their number). Built here, or with `train.workers` > 0 by DataLoader
         processes, each taking every W-th batch of the same seeded order (a batches function that reads the model,
         `uses_model`, always runs here: the workers hold copies of the model as it was when they started)."""
