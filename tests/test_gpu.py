@@ -93,3 +93,22 @@ def test_constrained_decoding_on_the_gpu_returns_the_cpu_lists():
     assert on_gpu[0].device.type == "cuda"
     assert torch.equal(on_gpu[0].cpu(), on_cpu[0])
     torch.testing.assert_close(on_gpu[1].cpu(), on_cpu[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_run_trains_and_serves_on_the_gpu_in_each_precision(precision, tiny_sequences, tmp_path):
+    """The pipeline end to end on the card: training in the precision (fp16 with its GradScaler), the protocol's
+    record, the loaded run on cuda and on the CPU giving the same top-k."""
+    from genrec.runs import load_run, train_run
+
+    sets = ["model.dim=16", "model.max_len=8", "model.dropout=0", "train.epochs=2", "train.batch_size=8"]
+    cfg = load_config(
+        "sasrec", [*sets, "train.device=cuda", f"train.precision={precision}"], str(tiny_sequences)
+    )
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    assert metrics["protocol"]["device"] == "cuda:0" and metrics["protocol"]["precision"] == precision
+    assert all(np.isfinite(h["loss"]) for h in metrics["training"]["history"])
+    on_gpu, on_cpu = load_run(tmp_path / "run", "cuda"), load_run(tmp_path / "run", "cpu")
+    assert on_gpu.device.type == "cuda"
+    a, b = on_gpu.recommend(history=["2", "3"], k=5), on_cpu.recommend(history=["2", "3"], k=5)
+    assert a["item_id"].to_list() == b["item_id"].to_list()
