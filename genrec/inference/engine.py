@@ -346,9 +346,8 @@ class Engine:
             if self.model.can("score_candidates"):
                 return self.run.rank_internal(cand, user, items, ts, arrived)
             batch = self.batch(items, ts, user)
-            c = torch.from_numpy(np.array(cand)).to(
-                self.device
-            )  # a copy: torch shares a numpy array's memory
+            # A copy of the ids: torch would share the numpy array's memory.
+            c = torch.from_numpy(np.array(cand)).to(self.device)
             if self.items is not None:
                 query = state.query if state is not None else self.model.query_vectors(batch)[0]
                 scores = self.items[c] @ query
