@@ -247,6 +247,17 @@ def config_reference(
         out.print(table)
 
 
+TRAIN_DEVICE_HELP = (
+    "auto | cpu | cuda | cuda:N | mps (the same as --set train.device=...; default: the recipe's)"
+)
+RUN_DEVICE_HELP = "where the model runs: auto (a CUDA GPU when there is one) | cpu | cuda | cuda:N | mps"
+
+
+def device_override(device: str | None) -> list[str]:
+    """`--device D` as the config override it stands for (none when not given)."""
+    return [] if device is None else [f"train.device={json.dumps(device)}"]
+
+
 @app.command()
 def train(
     recipe: str = typer.Argument(..., help="built-in recipe name or a YAML file"),
@@ -265,11 +276,13 @@ def train(
         help="data-parallel processes on one node (started with torchrun; train.batch_size is the global "
         "batch); several machines: docs/distributed.md",
     ),
+    device: str | None = typer.Option(None, "--device", help=TRAIN_DEVICE_HELP),
 ) -> None:
     """Train a retrieval model or a ranker, evaluate it, write a run directory."""
     from genrec.config import load_config
 
-    cfg = load_config(recipe, set_, dataset)  # a bad config fails here, before any process is started
+    # A bad config fails here, before any process is started.
+    cfg = load_config(recipe, [*set_, *device_override(device)], dataset)
     run_config(cfg, recipe, out_dir, resume, progress, nproc, examples)
 
 
@@ -343,11 +356,12 @@ def evaluate(
     reward_run: Path | None = typer.Option(
         None, "--reward-run", help="ranking run scoring the top-10 lists (reward@10, retrieval runs)"
     ),
+    device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
 ) -> None:
     """Evaluate a trained run (retrieval: full-catalogue ranking, both history conventions; ranking: AUC...)."""
     from genrec.runs import evaluate_run, load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     reward = None
     if reward_run is not None:
         from genrec.runs.preference import load_reward_model
@@ -400,6 +414,7 @@ def align(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted alignment in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on one node (as in train)"),
+    device: str | None = typer.Option(None, "--device", help=TRAIN_DEVICE_HELP),
 ) -> None:
     """Preference-align a trained run (DPO / S-DPO on rating, self-play or reward-model pairs) into a new run:
     a run of task `preference` that starts from RUN_DIR (`genrec train RECIPE --set init_from=RUN_DIR`)."""
@@ -420,7 +435,7 @@ def align(
         key, sep, value = pair.partition("=")
         overrides.append(f"{ALIGN_KEYS.get(key, key)}{sep}{value}")
     overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
-    cfg = load_config(recipe or "preference", overrides)
+    cfg = load_config(recipe or "preference", [*overrides, *device_override(device)])
     obj = cfg.train.objective
     out_dir = out_dir or run_dir.parent / f"{run_dir.name}-{cfg.data.pairs}-{obj.name}"
     beta_text = f", beta {obj.beta:g}" if hasattr(obj, "beta") else ""
@@ -444,13 +459,23 @@ def recommend(
     ),
     k: int = typer.Option(10, "-k", min=1, max=10_000),
     include_seen: bool = typer.Option(False, "--include-seen", help="allow items already in the history"),
+    all_users: bool = typer.Option(
+        False, "--all-users", help="every user's top-k, written to --out (Parquet)"
+    ),
+    out_file: Path | None = typer.Option(None, "--out", help="with --all-users: the Parquet file to write"),
+    device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
 ) -> None:
-    """Top-k for a known user or an ad-hoc history, with titles; with --candidates, their scores instead."""
+    """Top-k for a known user or an ad-hoc history, with titles; with --candidates, their scores instead; with
+    --all-users --out FILE, every user's top-k into a Parquet file."""
     from genrec.runs import load_run
 
+    if all_users or out_file is not None:
+        return recommend_every_user(
+            run_dir, all_users, out_file, k, include_seen, device, user, history, candidates
+        )
     if (user is None) == (history is None):
         raise GenrecError("give exactly one of --user ID or --history ID,ID,...")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     raw_history = None
     if history is not None:
         raw_history = [x.strip() for x in history.split(",") if x.strip()]
@@ -477,6 +502,32 @@ def recommend(
     for rank, row in enumerate(recs.iter_rows(named=True), 1):
         table.add_row(str(rank), str(row["item_id"]), f"{row['score']:.4f}", row["title"])
     out.print(table)
+
+
+def recommend_every_user(
+    run_dir: Path, all_users: bool, out_file: Path | None, k: int, include_seen: bool, device: str, *single
+) -> None:
+    """`recommend RUN --all-users --out FILE`: every user's top-k streamed to a Parquet file (user_id, rank,
+    item_id, score), in batches of users, each catalogue scored in item chunks."""
+    import time
+
+    from genrec.inference.all_users import recommend_all_users
+    from genrec.runs import load_run
+
+    if not all_users:
+        raise GenrecError("--out goes with --all-users (one user's list is printed)")
+    if any(x is not None for x in single):
+        raise GenrecError("--all-users takes no --user, --history or --candidates")
+    if out_file is None:
+        raise GenrecError("--all-users writes a file: add --out FILE.parquet")
+    if out_file.suffix != ".parquet":
+        raise GenrecError(f"--out {out_file}: give a .parquet file")
+    run = load_run(run_dir, device)
+    t0 = time.perf_counter()
+    rows = recommend_all_users(run, out_file, k, include_seen)
+    out.print(
+        f"{rows:,} rows for {run.users.height:,} users written to {out_file} in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 @app.command()
@@ -541,10 +592,12 @@ def serve(
     request_timeout: float = typer.Option(
         10.0, "--request-timeout", min=0.1, help="seconds for a whole request to arrive; slower ones get 408"
     ),
+    device: str = typer.Option("auto", "--device", help=RUN_DEVICE_HELP),
 ) -> None:
     """HTTP API (/recommend, /rank, /events, /items, /healthz, /docs) and a demo page at /."""
     import torch
 
+    from genrec.runs import load_run
     from genrec.serve import create_app
     from genrec.serve.server import ensure_descriptors, make_server
 
@@ -557,7 +610,7 @@ def serve(
     torch.set_num_threads(threads)
     ensure_descriptors(max_connections)
     application = create_app(
-        run_dir, backend, state=state, max_live_users=max_live_users, state_sync=state_sync
+        load_run(run_dir, device), backend, state=state, max_live_users=max_live_users, state_sync=state_sync
     )
     server = make_server(application, host, port, max_connections, request_timeout)
     engine = application.state.engine
@@ -578,6 +631,7 @@ def sweep(
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="total training time"),
     bootstrap: int = typer.Option(200, "--bootstrap", help="bootstrap resamples of each fit"),
     fit_only: bool = typer.Option(False, "--fit-only", help="only fit and plot the finished points in --out"),
+    device: str | None = typer.Option(None, "--device", help=TRAIN_DEVICE_HELP),
 ) -> None:
     """Scaling-law sweep: train a grid of runs (width, depth, history length, data size), then fit validation
     loss and N@10 against parameters and compute (a x^-b + c, bootstrap CIs) and plot them (docs/scaling.md)."""
@@ -586,7 +640,8 @@ def sweep(
     if not fit_only:
         if not grid:
             raise GenrecError("give at least one --grid key=v1,v2,...")
-        scaling.sweep(recipe, scaling.parse_grid(grid), out_dir, dataset, set_, budget_minutes, log=out.print)
+        sets = [*set_, *device_override(device)]
+        scaling.sweep(recipe, scaling.parse_grid(grid), out_dir, dataset, sets, budget_minutes, log=out.print)
     result = scaling.analyse(out_dir, bootstrap)
     rows = json.loads((out_dir / "summary.json").read_text())
     table = Table(title=f"sweep {out_dir}", title_justify="left")

@@ -13,6 +13,7 @@ from benchmarks import (
     _common,
     allocator,
     decode,
+    gpu,
     leaderboard,
     optimizer_step,
     rank_by_item_support,
@@ -250,3 +251,15 @@ def test_valid_test_gap_records_both_splits_per_epoch_and_selects_on_validation(
     assert first_last["ratios"] == pytest.approx(ratio, rel=1e-3)
     with pytest.raises(SystemExit, match="no validated epoch 9"):
         bench.compare(out, out, [1, 9])
+
+
+def test_gpu_check_says_in_one_line_that_there_is_no_cuda_device():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: python -m benchmarks gpu would run the whole check")
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "gpu"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [gpu.NO_CUDA]

@@ -30,6 +30,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError
 from genrec.objectives.preference import PreferenceBatch
+from genrec.runtime import module_device, to_device
 
 
 @dataclass
@@ -157,8 +158,9 @@ def self_play_pairs(
     for lo in range(0, len(users), 256):
         sl = slice(lo, lo + 256)
         batch = histories(split, users[sl], hist[sl], model.max_history)
-        ids, scores = model.recommend(batch, top, exclude=batch.items)
-        ids = torch.where(scores > float("-inf"), ids, 0).numpy()
+        on_device = to_device(batch, module_device(model))
+        ids, scores = model.recommend(on_device, top, exclude=on_device.items)
+        ids = torch.where(scores > float("-inf"), ids, 0).cpu().numpy()
         for j, p in enumerate(range(lo, min(lo + 256, len(users)))):
             u, c = users[p], int(chosen[p])
             picked = [i for i in ids[j].tolist() if i > 0 and i != c and i not in sets.liked[u]][
@@ -188,12 +190,13 @@ def reward_beam_pairs(
     keep_u, keep_h, chosen, rejected = [], [], [], []
     for lo in range(0, len(users), 256):
         u, h = users[lo : lo + 256], hist[lo : lo + 256]
-        batch = histories(split, u, h, model.max_history)
+        batch = to_device(histories(split, u, h, model.max_history), module_device(model))
         if sessions:
             cand, _ = model.generate_sessions(batch, cfg.beams, cfg.session_len)  # [B, n, N]
         else:
             ids, scores = model.recommend(batch, cfg.beams, exclude=batch.items)
             cand = torch.where(scores > float("-inf"), ids, 0)[:, :, None]  # [B, n, 1]
+        cand = cand.cpu()  # the reward model scores on the host
         r = reward(u, h, cand)  # [B, n]
         r = torch.where(
             (cand > 0).any(-1), r, float("nan")

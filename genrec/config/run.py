@@ -140,7 +140,14 @@ class TrainConfig(StrictModel):
     )
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
-    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "linear", "inverse_sqrt"] = Field(
+        "constant",
+        description="after the linear warm-up: constant, cosine or linear decay to 0 at the last step, or "
+        "inverse_sqrt (lr x sqrt(S / step) from step S = warmup_steps + lr_hold_steps on, as T5 and TIGER)",
+    )
+    lr_hold_steps: int = Field(
+        0, ge=0, description="inverse_sqrt: steps at the full rate after the warm-up, before the decay starts"
+    )
     grad_clip: float | None = 1.0
     adam_kernel: Literal["loop", "multi_tensor", "fused"] = Field(
         "loop",
@@ -149,9 +156,29 @@ class TrainConfig(StrictModel):
     )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
-    # How the process runs: its seed, threads and time limit (settings of the device it runs on belong here).
+    # How the process runs: its seed, threads, device, numeric precision, compiled step, input workers, time limit.
     seed: int = 42
     threads: int | None = None
+    device: str = Field(
+        "auto",
+        description="where the model trains, validates and is evaluated: auto (the first CUDA GPU when there is "
+        "one, else the CPU), cpu, cuda, cuda:N or mps; --device on the command line",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="autocast dtype of the training step: auto = bf16 on CUDA GPUs that have it, else fp32 "
+        "(fp16 scales the loss with a GradScaler); evaluation metrics are always float32",
+    )
+    compile: bool = Field(
+        False,
+        description="compile the training step with torch.compile (eager, with a warning, where it fails)",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="DataLoader processes building the batches (0: built in the training process); results do "
+        "not depend on it",
+    )
     max_minutes: float | None = Field(
         None,
         ge=0,
@@ -159,6 +186,15 @@ class TrainConfig(StrictModel):
         "past this many minutes, validates the weights it has and says so on stderr and in the protocol; results "
         "then depend on the machine's speed, so built-in recipes bound their work by epochs instead",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        name = value.strip().lower()
+        kind, sep, index = name.partition(":")
+        if name in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and sep and index.isdigit()):
+            return name
+        raise ValueError(f"{value!r} is not a device: auto, cpu, cuda, cuda:N or mps")
 
     @field_validator("objective", mode="before")
     @classmethod

@@ -3,6 +3,9 @@
 Item vectors come as [n_items + 1, d] with row 0 the padding item, which is left out of the graph (FAISS row r is
 item r + 1). Excluded items are dropped after the search, so the index is asked for k + (excluded per row)
 neighbours; a row with fewer than k allowed items found is padded with id 0 and score -inf.
+
+The index lives in host memory (faiss-cpu), deliberately: queries are copied to the host for the search and the
+results come back on the queries' device.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ class HNSWIndex:
         import faiss
 
         self.faiss = faiss
-        rows = vectors[1:].detach().float().contiguous().numpy()
+        rows = vectors[1:].detach().float().cpu().contiguous().numpy()
         self.index = faiss.IndexHNSWFlat(rows.shape[1], m, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = ef_construction
         self.index.add(rows)
@@ -29,16 +32,20 @@ class HNSWIndex:
     def search(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None):
         """Top-k ids [B, k'] (k' = min(k, n_items)) and scores [B, k'] for queries [B, d]. `exclude` [B, M] item
         ids to leave out (0 = none). The search beam is per call, so concurrent searches are safe."""
+        device = queries.device
+        exclude = exclude.cpu() if exclude is not None else None
         extra = 0 if exclude is None or not exclude.numel() else int((exclude > 0).sum(1).max())
         want = min(self.n, k + extra)
         params = self.faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))
-        scores, idx = self.index.search(queries.detach().float().contiguous().numpy(), want, params=params)
+        host = queries.detach().float().cpu().contiguous().numpy()
+        scores, idx = self.index.search(host, want, params=params)
         ids, scores = torch.from_numpy(idx + 1).long(), torch.from_numpy(scores)
         scores = scores.masked_fill(ids <= 0, float("-inf"))  # faiss pads missing neighbours with -1
         if exclude is not None:
             scores = scores.masked_fill((ids[:, :, None] == exclude[:, None, :]).any(-1), float("-inf"))
         top = torch.topk(scores, min(k, want), dim=1)
-        return ids.gather(1, top.indices).masked_fill(torch.isinf(top.values), 0), top.values
+        ids = ids.gather(1, top.indices).masked_fill(torch.isinf(top.values), 0)
+        return ids.to(device), top.values.to(device)
 
 
 def single_query(index: HNSWIndex, query: torch.Tensor, k: int, exclude: np.ndarray | None):

@@ -42,19 +42,20 @@ def keep_cold_places(
         k = warm_items.shape[1] + cold_items.shape[1]
     cold_place = cold_place_mask(share, k)
     cold_place[cold_place.nonzero()[:, 0][cold_items.shape[1] :]] = False  # fewer cold items than places
+    cold_place = cold_place.to(warm_items.device)
     n_cold = int(cold_place.sum())
     b = warm_items.shape[0]
     warm_ok = (warm_items > 0) & (warm_scores > float("-inf"))
     cold_ok = (cold_items > 0) & (cold_scores > float("-inf"))
     full = warm_items.shape[1] >= k - n_cold and warm_ok[:, : k - n_cold].all() and cold_ok[:, :n_cold].all()
     if full:  # every place filled by its own group
-        items = torch.empty(b, k, dtype=warm_items.dtype)
-        scores = torch.empty(b, k, dtype=warm_scores.dtype)
+        items = warm_items.new_empty(b, k)
+        scores = warm_scores.new_empty(b, k)
         items[:, cold_place], items[:, ~cold_place] = cold_items[:, :n_cold], warm_items[:, : k - n_cold]
         scores[:, cold_place], scores[:, ~cold_place] = cold_scores[:, :n_cold], warm_scores[:, : k - n_cold]
         return items, scores
-    items = torch.zeros(b, k, dtype=warm_items.dtype)
-    scores = torch.full((b, k), float("-inf"), dtype=warm_scores.dtype)
+    items = warm_items.new_zeros(b, k)
+    scores = warm_scores.new_full((b, k), float("-inf"))
     for row in range(b):
         groups = [
             [(int(i), s) for i, s, ok in zip(warm_items[row], warm_scores[row], warm_ok[row]) if ok],

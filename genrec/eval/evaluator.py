@@ -1,6 +1,8 @@
 """Full-catalogue evaluation, both history conventions in one pass, plus the protocol that goes with it.
 
-For every example the model scores all items; column 0 (padding) is never ranked. Two conventions are reported:
+For every example the model scores all items; column 0 (padding) is never ranked. A model with item vectors is
+scored one item chunk at a time (`genrec.eval.chunked`: memory O(batch x (K + chunk)), whatever the catalogue's
+size), on the device the model is on. Two conventions are reported:
 - `filtered` (history excluded): the items of the user's whole history are removed from the ranking, as in
   Meta's HSTU repository. Where a target repeats a history item it is removed too and counts as a miss.
 - `unfiltered`: every catalogue item stays in the ranking.
@@ -23,10 +25,12 @@ import torch
 from genrec.config import EvalConfig
 from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
+from genrec.eval.chunked import CatalogueScores, ItemTable, chunkable, item_chunk, rank_catalogue
 from genrec.eval.lists import LIST_K, ListAccumulator, ListContext, future_ratings
 from genrec.eval.metrics import MISS, MetricAccumulator, compact_lists, ranks_from_lists, target_ranks
 from genrec.eval.sessions import evaluate_sessions, session_protocol
-from genrec.models.base import Recommender, candidate_scores
+from genrec.models.base import Recommender
+from genrec.runtime import module_device, to_device
 from genrec.version import __version__
 
 TIE_RULE = "ties counted against the target (pessimistic rank)"
@@ -43,11 +47,14 @@ def evaluate(
     coverage: bool = True,
     lists: ListAccumulator | None = None,
     example_ranks: dict[str, np.ndarray] | None = None,
+    chunk: int | None = None,
 ) -> dict[str, dict]:
     """Metrics of the asked conventions (both by default; sampled candidates if configured) on one evaluation set.
 
     `lists` (optional) accumulates the list-level metrics (`genrec.eval.lists`) of the headline convention's
-    top-K lists (`cfg.exclude_history`); they join that convention's metrics.
+    top-K lists (`cfg.exclude_history`); they join that convention's metrics. `chunk`: items scored at a time by
+    a model with item vectors (default: `chunked.item_chunk` of the batch size, about 64 MB of scores; 0 = the
+    whole catalogue at once through the model's `score`). Batches run on the model's device.
 
     `example_ranks` (optional, a dict) receives, per asked convention, every example's 0-based target rank
     ([len(examples)] float64 in `examples` order, `MISS` = not ranked): the numbers the metrics are means of, for
@@ -77,17 +84,20 @@ def evaluate(
         if example_ranks is not None:
             example_ranks[convention][rows] = ranks.double().cpu().numpy()
 
-    def top(scores: torch.Tensor, convention: str = "") -> torch.Tensor | None:
-        if not coverage and not (lists is not None and convention == list_convention):
-            return None
-        best = torch.topk(scores, max_k, dim=1)
-        # Where fewer than K items are left, the -inf (excluded) ones that fill the list were not recommended.
-        return torch.where(best.values > float("-inf"), best.indices, 0)
+    listed_conventions = tuple(
+        c for c in conventions if coverage or (lists is not None and c == list_convention)
+    )
 
     def add_lists(rows: np.ndarray, convention: str, listed: torch.Tensor | None) -> None:
         if lists is not None and convention == list_convention:
-            lists.add(rows, examples.users[rows], hist_lengths[rows], listed)
+            lists.add(rows, examples.users[rows], hist_lengths[rows], listed.cpu())
 
+    device = module_device(model)
+    if chunk is None:
+        chunk = item_chunk(cfg.batch_size, n_items)
+    # None: the model's own `score` matrix, whole (any scoring model, and any catalogue that fits one chunk)
+    scoring = chunk if chunk and chunk <= n_items and chunkable(model) else None
+    table = ItemTable(model) if scoring else None  # the item vectors, read once
     rng = np.random.default_rng(cfg.seed)
     hist = examples.history
     order = np.argsort(hist.lengths(), kind="stable")  # similar lengths together: less padding per batch
@@ -104,28 +114,34 @@ def evaluate(
         )
         targets = torch.from_numpy(examples.targets[rows]).long()
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, rows, None)).long()
+        cand = empty = None
+        if sampled is not None and "score" in model.capabilities:  # drawn on the host, in the seed's order
+            cand, empty = _sample_negatives(targets, seen, cfg.sampled_negatives, n_items, rng)
+            cand, empty = cand.to(device), empty.to(device)
+        batch, targets, seen = to_device((batch, targets, seen), device)
 
         if "score" in model.capabilities:
-            scores = candidate_scores(model, batch)
-            if want_unfiltered:
-                listed = top(scores, "unfiltered")
-                ranks = target_ranks(scores, targets)
-                unfiltered.add(ranks, listed if coverage else None)
-                add_ranks(rows, "unfiltered", ranks)
-                add_lists(rows, "unfiltered", listed)
+            ranked, cand_scores = rank_catalogue(
+                CatalogueScores(model, batch, scoring, table),
+                targets,
+                seen,
+                max_k,
+                conventions,
+                listed_conventions,
+                cand,
+            )
+            for name, acc in (("unfiltered", unfiltered), ("filtered", filtered)):
+                if name in ranked:
+                    acc.add(ranked[name].ranks, ranked[name].top if coverage else None)
+                    add_ranks(rows, name, ranked[name].ranks)
+                    add_lists(rows, name, ranked[name].top)
             if sampled is not None:
-                ranks = _sampled_ranks(scores, targets, seen, cfg.sampled_negatives, n_items, rng)
+                cand_scores[:, 1:] = cand_scores[:, 1:].masked_fill(empty, float("-inf"))
+                ranks = target_ranks(cand_scores, torch.zeros_like(targets))
                 # As in the history-excluded ranking: a target that the history repeats is a miss.
                 if cfg.exclude_history:
                     ranks = torch.where(_in_rows(targets[:, None], seen)[:, 0], MISS, ranks)
                 sampled.add(ranks)
-            if want_filtered:
-                scores.scatter_(1, seen, float("-inf"))
-                listed = top(scores, "filtered")
-                ranks = target_ranks(scores, targets)
-                filtered.add(ranks, listed if coverage else None)
-                add_ranks(rows, "filtered", ranks)
-                add_lists(rows, "filtered", listed)
         else:
             if want_unfiltered:
                 ids, values = model.recommend(batch, max_k, exclude=None)
@@ -173,19 +189,20 @@ def _in_rows(ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """[B, L] ids, [B, M] item ids per row (0 = none) -> [B, L] whether each id (> 0) is among its row's items.
     By binary search: memory stays O(B * (L + M)) for long histories."""
     if rows.shape[1] == 0:
-        return torch.zeros(ids.shape, dtype=torch.bool)
+        return torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
     ordered = rows.sort(1).values
     pos = torch.searchsorted(ordered, ids.contiguous()).clamp(max=rows.shape[1] - 1)
     return (ordered.gather(1, pos) == ids) & (ids > 0)
 
 
-def _sampled_ranks(scores, targets, seen, n_neg, n_items, rng) -> torch.Tensor:
-    """[B] rank of the target among n_neg items drawn uniformly (with replacement) from those not in the history
-    and not the target; `MISS` where the target's own score is -inf or NaN.
+def _sample_negatives(targets, seen, n_neg, n_items, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidates [B, 1 + n_neg]: the target, then n_neg items drawn uniformly (with replacement) from those not
+    in the history and not the target; [B, n_neg] True where a row had no item left to draw). The target ranks
+    among its candidates' scores (`MISS` where its own score is -inf or NaN), the empty places at -inf.
 
     Collisions are redrawn; a row still colliding after that (its history covers nearly the whole catalogue)
     draws from the items that remain, and where none remain it keeps only the target (rank 0), as the
-    history-excluded full ranking would."""
+    history-excluded full ranking would. Host tensors (the draws come from NumPy's generator)."""
     b = len(targets)
     neg = torch.from_numpy(rng.integers(1, n_items + 1, size=(b, n_neg)))
 
@@ -206,10 +223,7 @@ def _sampled_ranks(scores, targets, seen, n_neg, n_items, rng) -> torch.Tensor:
             neg[row, bad[row]] = torch.from_numpy(rng.choice(left, size=int(bad[row].sum())))
         else:
             empty[row] = True
-    cand = torch.cat([targets[:, None], neg], 1)
-    cand_scores = scores.gather(1, cand)
-    cand_scores[:, 1:] = cand_scores[:, 1:].masked_fill(empty, float("-inf"))
-    return target_ranks(cand_scores, torch.zeros(b, dtype=torch.long))
+    return torch.cat([targets[:, None], neg], 1), empty
 
 
 def evaluate_split(

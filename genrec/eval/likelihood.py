@@ -12,6 +12,7 @@ import torch
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import EvalSet
 from genrec.errors import ConfigError
+from genrec.runtime import module_device, to_device
 
 
 def _check(model) -> None:
@@ -53,7 +54,8 @@ def prefix_log_likelihood(
             timestamps=_padded(timestamps, starts[rows], ends[rows], w) if use_ts else None,
         )
         target = torch.from_numpy(items[rows]).long()[:, None]
-        out[rows] = model.log_likelihood(batch, target)[:, 0].double().numpy()
+        batch, target = to_device((batch, target), module_device(model))
+        out[rows] = model.log_likelihood(batch, target)[:, 0].double().cpu().numpy()
     return out
 
 
@@ -77,5 +79,6 @@ def mean_negative_log_likelihood(model, examples: EvalSet, batch_size: int = 512
             timestamps=_padded(h.timestamps, starts, ends, w) if use_ts else None,
         )
         target = torch.from_numpy(examples.targets[rows]).long()[:, None]
+        batch, target = to_device((batch, target), module_device(model))
         total += -model.log_likelihood(batch, target)[:, 0].double().sum().item()
     return total / max(len(examples), 1)

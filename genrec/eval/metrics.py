@@ -60,8 +60,10 @@ class MetricAccumulator:
         self.has_lists = False
 
     def add(self, ranks: torch.Tensor, top_ids: torch.Tensor | None = None) -> None:
-        """`ranks`: [B] 0-based ranks (`MISS` = not ranked); `top_ids`: [B, L] lists best first, 0 = no item."""
-        ranks = ranks.double()
+        """`ranks`: [B] 0-based ranks (`MISS` = not ranked); `top_ids`: [B, L] lists best first, 0 = no item.
+        Either may be on any device (they are summed on the host)."""
+        ranks = ranks.double().cpu()
+        top_ids = top_ids.cpu() if top_ids is not None else None
         if (ranks < 0).any() or ranks.isnan().any():
             raise ValueError("ranks must be >= 0 (MISS for a target that is not ranked)")
         self.count += len(ranks)

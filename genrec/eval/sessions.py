@@ -22,6 +22,7 @@ from genrec.data.batching import history_batch, pad_left
 from genrec.data.split import EvalSet, Split
 from genrec.errors import ConfigError
 from genrec.eval.metrics import compact_lists
+from genrec.runtime import module_device, to_device
 
 
 def true_sessions(split: Split, examples: EvalSet, length: int) -> np.ndarray:
@@ -54,6 +55,7 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig, reward=N
     truth = torch.from_numpy(true_sessions(split, examples, length)).long()
     hist = examples.history
     generates = model.can("generate_sessions")
+    device = module_device(model)
     was_training = model.training
     model.eval()
     total, users, reward_sum = 0.0, 0, 0.0
@@ -63,6 +65,7 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig, reward=N
             hist.offsets, hist.items, part, model.max_history, examples.users[part], hist.timestamps
         )
         seen = torch.from_numpy(pad_left(hist.offsets, hist.items, part, None)).long()
+        batch, seen = to_device((batch, seen), device)
         if generates:
             items, scores = model.generate_sessions(batch, cfg.session_beam, length, exclude=seen)
             ids, valid = items[:, 0], torch.isfinite(scores[:, :1]).expand(-1, length)
@@ -70,7 +73,7 @@ def evaluate_sessions(model, split: Split, which: str, cfg: EvalConfig, reward=N
             ids, values = model.recommend(batch, length, exclude=seen)
             valid = values > float("-inf")
         in_history = (ids[:, :, None] == seen[:, None, :]).any(-1)
-        listed = compact_lists(ids, valid & ~in_history)
+        listed = compact_lists(ids, valid & ~in_history).cpu()
         true = truth[part]
         hits = ((listed[:, :, None] == true[:, None, :]) & (listed[:, :, None] > 0)).any(1)  # [B, length]
         size = (true > 0).sum(1)

@@ -19,6 +19,9 @@ the same answers.
 The query of a user without events is computed exactly as `Run.recommend` does it, so the server and
 `genrec recommend` return the same ids and scores. `/rank` scores given candidates: a ranking run's ranker
 (`score_candidates`, through M-FALCON for the generative rankers) or a retrieval model's scores.
+
+The engine computes on the device of the run's model (`load_run(..., device=...)`, `genrec serve --device`):
+each request's tensors go there and its answer comes back to the host.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from genrec.inference.retrieval import (
 from genrec.inference.state import EventStore, newest_time, time_order
 from genrec.runs import Run
 from genrec.runs.retrieval import one_history_batch
+from genrec.runtime import to_device
 
 MAX_K = 1000
 MAX_LIVE_HISTORY = 10_000  # a live history keeps its newest items only (events beyond that drop the oldest)
@@ -72,6 +76,10 @@ class Recommendation:
     history_length: int
     history_used: int  # items the model read (its window); the rest only count for exclude_seen
     available: int = 0  # catalogue items the request allows (all, or those outside the history)
+
+
+def _tensor(values: np.ndarray | None) -> torch.Tensor | None:
+    return None if values is None else torch.from_numpy(values)
 
 
 def tensor_bytes(value) -> int:
@@ -120,6 +128,7 @@ class Engine:
             raise ConfigError(f"max_live_users must be at least 1, got {max_live_users}")
         self.run = run
         self.model = run.model
+        self.device = run.device
         self.n_items = int(run.meta["n_items"])
         self.window = self.model.max_history
         self.items = item_matrix(self.model)
@@ -164,7 +173,7 @@ class Engine:
             state += self.items.shape[1] * self.items.element_size()
         if self.incremental and self.window:
             with torch.no_grad():
-                ones = torch.ones(self.window, dtype=torch.int64)
+                ones = torch.ones(self.window, dtype=torch.int64, device=self.device)
                 state += tensor_bytes(compact(self.model.init_state(ones, ones if self.has_time else None)))
         return history + state + _USER_OVERHEAD
 
@@ -263,7 +272,7 @@ class Engine:
 
     def batch(self, items: np.ndarray, ts: np.ndarray | None, user: int | None) -> HistoryBatch:
         """The batch the evaluator and `Run.recommend` build for one history (its newest `window` items)."""
-        return one_history_batch(self.model, items, user, ts)
+        return to_device(one_history_batch(self.model, items, user, ts), self.device)
 
     def check_k(self, k: int) -> None:
         if not 1 <= k <= self.max_k:
@@ -337,18 +346,19 @@ class Engine:
             if self.model.can("score_candidates"):
                 return self.run.rank_internal(cand, user, items, ts, arrived)
             batch = self.batch(items, ts, user)
-            c = torch.from_numpy(np.array(cand))  # a writable copy: torch shares the memory
+            # A copy of the ids: torch would share the numpy array's memory.
+            c = torch.from_numpy(np.array(cand)).to(self.device)
             if self.items is not None:
                 query = state.query if state is not None else self.model.query_vectors(batch)[0]
                 scores = self.items[c] @ query
                 if self.offset is not None:
                     scores = scores + self.offset * torch.isin(c, batch.items[0]).float()
-                return scores.numpy()
+                return scores.cpu().numpy()
             if not self.model.can("score"):
                 raise DataError(
                     f"{self.run.cfg.model.name} generates a ranked list and cannot score candidates"
                 )
-            return self.model.score(batch)[0, c].float().numpy()
+            return self.model.score(batch)[0, c].float().cpu().numpy()
 
     # ---- events ----------------------------------------------------------------------------------------------
 
@@ -405,18 +415,15 @@ class Engine:
         user's newest and the model can extend its state, else recomputed from the whole new history."""
         if self.incremental:
             cache = None if old.state is None else old.state.cache
-            t = None if full_ts is None else torch.from_numpy(full_ts)
+            new, full, stamps, t = to_device(
+                (torch.from_numpy(new_items), torch.from_numpy(full), _tensor(stamps), _tensor(full_ts)),
+                self.device,
+            )
             if cache is not None and not late:
-                cache, inc = self.model.extend_state(
-                    cache,
-                    torch.from_numpy(new_items),
-                    None if full_ts is None else torch.from_numpy(stamps),
-                    torch.from_numpy(full),
-                    t,
-                )
+                cache, inc = self.model.extend_state(cache, new, None if t is None else stamps, full, t)
                 update = "incremental" if inc else "recompute (history longer than the model window)"
             else:
-                cache = self.model.init_state(torch.from_numpy(full), t)
+                cache = self.model.init_state(full, t)
                 update = "recompute (late event)" if late else "recompute"
             return UserState(self.model.state_query(cache), compact(cache)), update
         update = "recompute (late event)" if late else "recompute"

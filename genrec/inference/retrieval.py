@@ -35,7 +35,8 @@ def search_with_history_offset(backend, items, query, k, exclude, window_items, 
         window = np.setdiff1d(window, exclude)
     missing = np.setdiff1d(window, ids)
     ids = np.concatenate([ids, missing])
-    scores = np.concatenate([scores, (items[torch.from_numpy(missing)] @ query).numpy()]).astype(np.float32)
+    exact = items[torch.from_numpy(missing).to(items.device)] @ query
+    scores = np.concatenate([scores, exact.float().cpu().numpy()]).astype(np.float32)
     scores[np.isin(ids, window)] += offset
     top = np.argsort(-scores, kind="stable")[:k]
     return ids[top], scores[top]
@@ -48,10 +49,11 @@ def topk_from_scores(scores: torch.Tensor, k: int, exclude: np.ndarray | None):
     scores.masked_fill_(scores.isnan(), float("-inf"))
     scores[0] = float("-inf")
     if exclude is not None and len(exclude):
-        scores[torch.from_numpy(np.asarray(exclude, dtype=np.int64))] = float("-inf")
+        scores[torch.from_numpy(np.asarray(exclude, dtype=np.int64)).to(scores.device)] = float("-inf")
     top = torch.topk(scores, min(k, len(scores) - 1))
-    keep = torch.isfinite(top.values)
-    return top.indices[keep].numpy(), top.values[keep].numpy()
+    ids, values = top.indices.cpu(), top.values.cpu()
+    keep = torch.isfinite(values)
+    return ids[keep].numpy(), values[keep].numpy()
 
 
 class ExactTopK:
@@ -75,10 +77,10 @@ class FaissTopK:
         import faiss
 
         faiss.omp_set_num_threads(1)  # one query at a time: threads only add overhead
-        self.index = HNSWIndex(items, m, 80, ef_search)
+        self.index = HNSWIndex(items.cpu(), m, 80, ef_search)  # FAISS searches on the host
 
     def search(self, query: torch.Tensor, k: int, exclude: np.ndarray | None):
-        return single_query(self.index, query, k, exclude)
+        return single_query(self.index, query.cpu(), k, exclude)
 
 
 def make_backend(name: str, items: torch.Tensor):

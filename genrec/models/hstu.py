@@ -95,8 +95,9 @@ class HSTU(NextItemModel):
         end = past + len(items)
         x = (self.item_emb(items) * math.sqrt(self.cfg.dim))[None]  # eval mode: no dropout
         q_ts, k_ts = (None, None) if ts is None else (ts[None, past:end], ts[None])
-        bias = self.bias.pairwise(torch.arange(past, end), torch.arange(end), q_ts, k_ts)  # [1, H, m, end]
-        mask = torch.ones(len(items), end, dtype=torch.bool).tril(diagonal=past)
+        where = torch.arange(end, device=items.device)
+        bias = self.bias.pairwise(where[past:], where, q_ts, k_ts)  # [1, H, m, end]
+        mask = torch.ones(len(items), end, dtype=torch.bool, device=items.device).tril(diagonal=past)
         keys, values = [], []
         for i, block in enumerate(self.blocks):
             cache = None if state is None else (state.keys[i], state.values[i])

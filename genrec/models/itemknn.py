@@ -58,9 +58,9 @@ class ItemKNN(Recommender):
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         hist = batch.items  # [B, L], right-aligned
-        steps_from_end = torch.arange(hist.shape[1] - 1, -1, -1, dtype=torch.float32)
+        steps_from_end = torch.arange(hist.shape[1] - 1, -1, -1, dtype=torch.float32, device=hist.device)
         weights = (self.cfg.recency_decay**steps_from_end)[None, :] * (hist > 0)
         ids = self.neighbour_ids[hist].flatten(1)  # [B, L*k]
         sims = (self.neighbour_sims[hist] * weights[..., None]).flatten(1)
-        scores = torch.zeros(hist.shape[0], self.n_items + 1)
+        scores = sims.new_zeros(hist.shape[0], self.n_items + 1)
         return scores.scatter_add_(1, ids, sims)

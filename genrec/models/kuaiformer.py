@@ -63,6 +63,9 @@ class KuaiFormer(NextItemModel):
         group, tiers = group_index(cfg.max_len, cfg.recent, cfg.tier_groups, cfg.compress)
         self.register_buffer("group", torch.from_numpy(group).long(), persistent=False)
         self.register_buffer("tiers", torch.from_numpy(tiers).long(), persistent=False)
+        # The group layout also on the host, deliberately: which tokens a batch width spans is read without a
+        # device-to-host copy (the buffer's copy is what indexes tensors on the model's device).
+        self._group_host = group
         self.n_tokens = len(tiers)
         self.tier_emb = nn.Embedding(int(tiers.max()) + 1, cfg.dim)
         self.pos_emb = nn.Embedding(self.n_tokens, cfg.dim)
@@ -77,10 +80,9 @@ class KuaiFormer(NextItemModel):
         """[B, L] right-aligned items -> tokens [B, T, d] and their validity [B, T] (a group with no real event
         is padding); T = tokens the newest L positions fall into."""
         length = items.shape[1]
-        group = self.group[-length:]
-        first = int(group[0])
-        group = group - first
-        n = int(group[-1]) + 1
+        first = int(self._group_host[-length])
+        n = int(self._group_host[-1]) - first + 1
+        group = self.group[-length:] - first
         real = (items > 0).to(self.item_emb.weight.dtype)
         x = self.item_emb(items) * real[..., None]
         pooled = x.new_zeros(items.shape[0], n, x.shape[-1]).index_add_(1, group, x)

@@ -75,7 +75,7 @@ class MF(Recommender):
     def query_vectors(self, batch: HistoryBatch) -> torch.Tensor:
         """[B, d + 1]: the user vector with a constant 1 that meets the item bias."""
         u = self.user_vectors(batch)
-        return torch.cat([u, torch.ones(len(u), 1)], 1)
+        return torch.cat([u, u.new_ones(len(u), 1)], 1)
 
     def history_offset(self) -> float | None:
         return None

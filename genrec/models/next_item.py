@@ -64,12 +64,12 @@ class NextItemModel(Recommender):
         padding positions are zero."""
         x = self.input_vectors(items) * math.sqrt(self.cfg.dim)
         if getattr(self, "pos_emb", None) is not None:
-            x = x + self.pos_emb(self.position_ids(items.shape[1]))[None]
+            x = x + self.pos_emb(self.position_ids(items.shape[1], items.device))[None]
         return self.dropout(x * (items > 0)[..., None])
 
-    def position_ids(self, length: int) -> torch.Tensor:
+    def position_ids(self, length: int, device: torch.device | None = None) -> torch.Tensor:
         """Right-aligned positions: the newest item is always position max_len - 1, whatever the batch width."""
-        return torch.arange(self.cfg.max_len - length, self.cfg.max_len)
+        return torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=device)
 
     def training_batches(self, split: Split, rng: np.random.Generator, batch_size: int) -> Iterator:
         train = split.train
@@ -127,7 +127,8 @@ class NextItemModel(Recommender):
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         scores = self.user_embedding(batch) @ self.output_weight().t()
         if self.cfg.history_bias:
-            cells = (torch.arange(len(scores))[:, None].expand_as(batch.items), batch.items)
+            rows = torch.arange(len(scores), device=scores.device)
+            cells = (rows[:, None].expand_as(batch.items), batch.items)
             scores[cells] = scores[cells] + self.seen_offset()
         return scores
 

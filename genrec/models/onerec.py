@@ -81,7 +81,9 @@ class OneRec(Tiger):
         Raises DataError for ids outside 1..n_items, ConfigError for N above the trained session length."""
         b, n, length = sessions.shape
         self._check_length(length)
-        if sessions.numel() and (int(sessions.min()) < 1 or int(sessions.max()) > self.n_items):
+        # Checked on the host only: on an accelerator the check would wait for the device at every step.
+        on_host = sessions.device.type == "cpu" and sessions.numel()
+        if on_host and (sessions.min() < 1 or sessions.max() > self.n_items):
             raise DataError(f"session_log_likelihood: item ids must be in 1..{self.n_items}")
         codes = self.item_codes[sessions].reshape(b, n, length * self.depth)
         with self.autocast():
@@ -112,7 +114,7 @@ class OneRec(Tiger):
             memory = self.decoder_memory(memory)
         step, reorder = self.decoding_steps(memory, mask)
         return constrained_session_search(
-            step, self.trie(), len(batch.items), n_beams, length, exclude, reorder
+            step, self.trie(), len(batch.items), n_beams, length, exclude, reorder, device=self.offsets.device
         )
 
     def _check_length(self, length: int) -> None:

@@ -47,6 +47,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
+from genrec.runtime import autocast, to_device
 
 FILL_SCORE = -1e9  # score of the popular items that complete a list the beams left short
 
@@ -122,6 +123,7 @@ class SidLlm(Recommender):
             lm.get_output_embeddings().weight.requires_grad_(True)
         self.lm = lm
         self._trie = None
+        self._host_tokens = None  # (code tokens, title tokens) of every item, on the host: see `host_tokens`
         self.share_prompt_cache = True  # off: `generate` encodes each prompt once per beam (same results)
 
     # --- semantic IDs and text -----------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class SidLlm(Recommender):
                 f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"
             )
         self.item_codes[1:] = torch.from_numpy(sid.codes)
-        self._trie = None
+        self._trie = self._host_tokens = None
 
     def set_titles(self, titles: list[str | None]) -> None:
         """Token ids of each item's title (internal order), truncated to `max_title_tokens`."""
@@ -143,10 +145,12 @@ class SidLlm(Recommender):
         for i, title in enumerate(titles, start=1):
             ids = self._tokenizer(title or "", add_special_tokens=False)["input_ids"][:width]
             self.title_tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        self._host_tokens = None
 
     def trie(self) -> CodeTrie:
+        """The prefix trie of all item codes, built on the host (NumPy work) from one copy of the codes."""
         if self._trie is None:
-            self._trie = CodeTrie(self.item_codes[1:].numpy(), self.sizes)
+            self._trie = CodeTrie(self.item_codes[1:].cpu().numpy(), self.sizes)
         return self._trie
 
     def prepare(self, split: Split, resources: dict) -> dict:
@@ -199,11 +203,19 @@ class SidLlm(Recommender):
 
     # --- prompts -------------------------------------------------------------------------------------------------
 
+    def host_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """([n_items + 1, depth] code token ids, [n_items + 1, max_title_tokens] title token ids, -1 = none) on
+        the host, copied once from the buffers: prompts are token lists built there, item by item."""
+        if self._host_tokens is None:
+            codes = (self.item_codes + self.offsets).cpu().numpy()
+            self._host_tokens = (codes, self.title_tokens.cpu().numpy())
+        return self._host_tokens
+
     def code_tokens(self, item: int) -> list[int]:
-        return (self.item_codes[item] + self.offsets).tolist()
+        return self.host_tokens()[0][item].tolist()
 
     def title_of(self, item: int) -> list[int]:
-        row = self.title_tokens[item]
+        row = self.host_tokens()[1][item]
         return row[row >= 0].tolist()
 
     def history_prompt(self, history) -> list[int]:
@@ -229,7 +241,7 @@ class SidLlm(Recommender):
             (self.history_prompt(train.items[first[j] : end[j]]), self.code_tokens(int(train.items[end[j]])))
             for j in chosen
         ]
-        titled = np.flatnonzero((self.title_tokens[1:] >= 0).any(1).numpy()) + 1
+        titled = np.flatnonzero((self.host_tokens()[1][1:] >= 0).any(1)) + 1
         n = len(examples)
         if len(titled):
             for item in rng.choice(titled, int(round(self.cfg.title_to_codes_weight * n))):
@@ -264,9 +276,8 @@ class SidLlm(Recommender):
     # --- network -------------------------------------------------------------------------------------------------
 
     def autocast(self):
-        on = resolve_dtype(self.cfg.precision) == torch.bfloat16
-        device = self.offsets.device.type
-        return torch.autocast(device, torch.bfloat16, enabled=on)
+        """Autocast to `precision` on the device the model is on (none on meta, which has no autocast)."""
+        return autocast(self.offsets.device.type, resolve_dtype(self.cfg.precision))
 
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states [B, T, d] of the LM's decoder (after its final norm; LoRA adapters included)."""
@@ -294,9 +305,11 @@ class SidLlm(Recommender):
         """[B, n] log p(item | history): the sum of the item's code-token log-probabilities after the history
         prompt (differentiable; -inf for item 0)."""
         b, n = items.shape
+        # Prompts are token lists, built on the host; the batch they make goes to the model's device.
         prompts = [self.history_prompt(row) for row in batch.items.tolist()]
-        examples = [(prompts[r], self.code_tokens(int(items[r, j]))) for r in range(b) for j in range(n)]
-        lm_batch = self.collate(examples)
+        wanted = items.tolist()
+        examples = [(prompts[r], self.code_tokens(wanted[r][j])) for r in range(b) for j in range(n)]
+        lm_batch = to_device(self.collate(examples), self.offsets.device)
         with self.autocast():
             hidden = self._hidden(lm_batch.input_ids, lm_batch.attention_mask)[:, -self.depth - 1 : -1]
             logp = self._log_probs(hidden.reshape(-1, hidden.shape[-1])).view(b * n, self.depth, -1)
@@ -353,11 +366,15 @@ class SidLlm(Recommender):
 
         k = min(k, self.n_items)
         beams = max(self.cfg.beam, k)
+        device = self.offsets.device
+        # Prompts are token lists, built on the host; the batch they make goes to the model's device.
         prompts = self.collate([(self.history_prompt(row), []) for row in batch.items.tolist()])
+        prompts = to_device(prompts, device)
         b, width = prompts.input_ids.shape
-        trie = self.trie()
-        excluded = trie.excluded_leaves(exclude) if exclude is not None else None
-        constraint = TrieConstraint(trie, self.offsets, width, beams, excluded)
+        trie = self.trie().to(device)
+        excluded = trie.excluded_leaves(exclude.to(device)) if exclude is not None else None
+        starts = [self.base_vocab + sum(self.sizes[:level]) for level in range(self.depth)]  # = offsets
+        constraint = TrieConstraint(trie, starts, width, beams, excluded)
         lm = self._causal_lm()
         config = self._generation_config(beams, beams)
         lm.generation_config = config
@@ -391,19 +408,24 @@ class SidLlm(Recommender):
 
     def _items_of(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., depth] codes -> item ids (0 where no item has those codes)."""
-        trie = self.trie()
+        trie = self.trie().to(codes.device)
         flat = codes.reshape(-1, self.depth)
-        node = torch.zeros(len(flat), dtype=torch.long)
+        node = torch.zeros(len(flat), dtype=torch.long, device=codes.device)
         for level in range(self.depth):
             node = trie.child(node, level, flat[:, level])
         items = torch.where(node >= 0, trie.leaf_item[node.clamp(min=0)], 0)
         return items.view(codes.shape[:-1])
 
     def _distinct_top(self, items, scores, k: int, exclude):
-        """First k distinct real items of each row, filled with popular items not yet listed nor excluded."""
+        """First k distinct real items of each row, filled with popular items not yet listed nor excluded. A walk
+        over each row's beams on the host, deliberately (a few dozen ids per user); the lists go back to the
+        beams' device."""
+        device = items.device
+        items, scores = items.cpu(), scores.cpu()
+        exclude = exclude.cpu() if exclude is not None else None
         out_items = torch.zeros(len(items), k, dtype=torch.long)
         out_scores = torch.full((len(items), k), FILL_SCORE)
-        order = torch.argsort(self.popularity[1:], descending=True, stable=True) + 1
+        order = torch.argsort(self.popularity[1:].cpu(), descending=True, stable=True) + 1
         for row in range(len(items)):
             banned = set() if exclude is None else set(exclude[row].tolist()) - {0}
             chosen: list[int] = []
@@ -423,7 +445,7 @@ class SidLlm(Recommender):
             out_scores[row, : len(values)] = torch.tensor(values)
             if len(chosen) < k:  # the exclusions leave fewer than k items in the catalogue
                 out_scores[row, len(chosen) :] = float("-inf")
-        return out_items, out_scores
+        return out_items.to(device), out_scores.to(device)
 
     def checkpoint_selection(self) -> str:
         return (
@@ -436,10 +458,11 @@ class SidLlm(Recommender):
 class TrieConstraint:
     """Logits processor of Hugging Face `generate`: at generated position t only the code tokens of level t
     that extend the beam's prefix towards a real (and, with exclusions, still allowed) item keep their score;
-    every other token gets -inf. Rows are beams, user-major (`beams` rows per user)."""
+    every other token gets -inf. Rows are beams, user-major (`beams` rows per user). `starts[level]` is the
+    token id of level's code 0; the trie is on the scores' device."""
 
-    def __init__(self, trie: CodeTrie, offsets: torch.Tensor, prompt_len: int, beams: int, excluded) -> None:
-        self.trie, self.offsets, self.prompt_len, self.beams = trie, offsets, prompt_len, beams
+    def __init__(self, trie: CodeTrie, starts: list[int], prompt_len: int, beams: int, excluded) -> None:
+        self.trie, self.starts, self.prompt_len, self.beams = trie, starts, prompt_len, beams
         self.excluded = excluded
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -447,17 +470,15 @@ class TrieConstraint:
         allowed = torch.full_like(scores, float("-inf"))
         if level >= self.trie.depth:
             return allowed
-        node = torch.zeros(len(input_ids), dtype=torch.long)
+        node = input_ids.new_zeros(len(input_ids))
         for d in range(level):
-            node = self.trie.child(node, d, input_ids[:, self.prompt_len + d] - self.offsets[d])
-        live = torch.nonzero(node >= 0).flatten()
-        row, code, child = self.trie.expand(node[live], level)
-        row = live[row]
-        if self.excluded is not None and len(self.excluded):
-            ok = self.trie.alive(
-                self.excluded, torch.div(row, self.beams, rounding_mode="floor"), child, level
-            )
-            row, code = row[ok], code[ok]
-        columns = self.offsets[level] + code
-        allowed[row, columns] = scores[row, columns]
+            node = self.trie.child(node, d, input_ids[:, self.prompt_len + d] - self.starts[d])
+        user = torch.div(torch.arange(len(node), device=node.device), self.beams, rounding_mode="floor")
+        _, code, real = self.trie.out_edges(node, level, self.excluded, user)
+        start, size = self.starts[level], self.trie.sizes[level]
+        # A real edge's code keeps its score; padding slots write into a spare column past the level's codes.
+        column = torch.where(real, code, size)
+        block = torch.full((len(node), size + 1), float("-inf"), device=scores.device, dtype=scores.dtype)
+        block.scatter_(1, column, scores[:, start : start + size].gather(1, code))
+        allowed[:, start : start + size] = block[:, :size]
         return allowed

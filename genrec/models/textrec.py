@@ -76,7 +76,7 @@ class TextRec(NextItemModel):
         table = self.item_tower(self.text_emb)
         if self.id_emb is not None:
             table = table + self.id_emb.weight
-        return table * (torch.arange(self.n_items + 1) > 0)[:, None]
+        return table * (torch.arange(self.n_items + 1, device=table.device) > 0)[:, None]
 
     def input_vectors(self, items: torch.Tensor) -> torch.Tensor:
         return F.embedding(items, self.item_table())

@@ -39,12 +39,14 @@ from genrec.errors import ConfigError, DataError
 from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
 from genrec.models.base import Recommender, register
 from genrec.models.next_item import resolve_dtype
+from genrec.nn.attention import attend
 from genrec.nn.transformer import FeedForward
+from genrec.runtime import autocast
 
 
 class Attention(nn.Module):
-    """Multi-head attention without dropout on the weights: attention dropout forces PyTorch's slow math path
-    on CPU (and its random masks cost a fifth of a training step); dropout stays on the residual branches."""
+    """Multi-head attention without dropout on the weights (its random masks cost a fifth of a CPU training
+    step); dropout stays on the residual branches. Fused or written out per device (`genrec.nn.attention`)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -63,12 +65,7 @@ class Attention(nn.Module):
         h = self.heads
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
         k, v = context if isinstance(context, tuple) else self.keys_values(context)
-        # Written out: for these short sequences PyTorch's CPU flash kernel (backward above all) costs several
-        # times more than two matmuls and a softmax.
-        att = (q @ k.transpose(-1, -2)) * (d // h) ** -0.5
-        if mask is not None:
-            att = att.masked_fill(~mask, float("-inf"))
-        y = torch.softmax(att.float(), -1).to(v.dtype) @ v
+        y = attend(q, k, v, mask)
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
@@ -165,11 +162,13 @@ class Tiger(Recommender):
 
     def tries(self) -> tuple[CodeTrie, CodeTrie | None, CodeTrie | None]:
         """Tries of all items, of the trained items and of the untrained ones (the last two None unless a cold
-        share is set and both groups have items)."""
+        share is set and both groups have items). Built on the host, deliberately, from one copy of the codes
+        (the trie's construction is NumPy work); the beam search moves them to the model's device once."""
         if self._tries is None:
-            codes = self.item_codes.numpy()
-            cold = np.flatnonzero(~self.trained_items.numpy()[1:]) + 1
-            warm = np.flatnonzero(self.trained_items.numpy()[1:]) + 1
+            codes = self.item_codes.cpu().numpy()
+            trained = self.trained_items.cpu().numpy()
+            cold = np.flatnonzero(~trained[1:]) + 1
+            warm = np.flatnonzero(trained[1:]) + 1
             split = self.cfg.cold_share > 0 and len(cold) > 0 and len(warm) > 0
             self._tries = (
                 CodeTrie(codes[1:], self.sizes),
@@ -213,7 +212,7 @@ class Tiger(Recommender):
         tok = torch.where(real[..., None], self.tokens(self.item_codes[items]), 0)
         if self.cfg.backbone == "t5":
             return self._encode_t5(tok, real)
-        pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len)
+        pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=items.device)
         x = self.tok_emb(tok) + self.level_emb.weight[None, None]
         if self.cfg.history_tokens == "items":  # one position per item: a sequence `depth` times shorter
             x = self.drop(x.sum(2) + self.item_pos_emb(pos)[None])
@@ -238,9 +237,8 @@ class Tiger(Recommender):
         """prefix [B, W, t] codes -> hidden states [B, W, t + 1, d] of BOS + prefix; the last predicts the next
         code (t may be 0). Code j of the prefix is read as level j % depth (several items in a row)."""
         b, w, t = prefix.shape
-        tok = torch.cat([torch.full((b, w, 1), self.bos), self.tokens_prefix(prefix)], 2).reshape(
-            b * w, t + 1
-        )
+        bos = torch.full((b, w, 1), self.bos, device=prefix.device)
+        tok = torch.cat([bos, self.tokens_prefix(prefix)], 2).reshape(b * w, t + 1)
         return self.decode_tokens(tok, memory, memory_mask).reshape(b, w, t + 1, -1)
 
     def decode_tokens(
@@ -257,17 +255,17 @@ class Tiger(Recommender):
             )
             return out.last_hidden_state * self.cfg.dim**-0.5  # T5's rescaling before its tied output layer
         x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[:t])
-        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        causal = torch.ones(t, t, dtype=torch.bool, device=tok.device).tril()
         for block in self.decoder:
             x = block(x, causal, memory, memory_mask, beams=w)
         return self.dec_norm(x)
 
     def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
-        return prefix + self.offsets[torch.arange(prefix.shape[-1]) % self.depth]
+        return prefix + self.offsets[torch.arange(prefix.shape[-1], device=prefix.device) % self.depth]
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of level `level`'s codes: dot products with their (tied) token embeddings."""
-        start = int(self.offsets[level])
+        start = 1 + sum(self.sizes[:level])  # = offsets[level], read without a copy from the device
         table = self.t5.shared.weight if self.cfg.backbone == "t5" else self.tok_emb.weight
         return hidden @ table[start : start + self.sizes[level]].t()
 
@@ -288,9 +286,8 @@ class Tiger(Recommender):
             yield torch.from_numpy(items).long(), torch.from_numpy(train.items[end[part]]).long()
 
     def autocast(self):
-        return torch.autocast(
-            "cpu", torch.bfloat16, enabled=resolve_dtype(self.cfg.precision) == torch.bfloat16
-        )
+        """Autocast to `precision` on the device the model is on (none on meta, which has no autocast)."""
+        return autocast(self.offsets.device.type, resolve_dtype(self.cfg.precision))
 
     def code_logits(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Teacher-forced decoding of a training batch (histories [B, L], targets [B]): per code level the
@@ -308,7 +305,8 @@ class Tiger(Recommender):
         the item's code log-probability, teacher-forced (each level's softmax runs over that level's codes, so
         exp(log_likelihood) summed over all items is at most 1). Differentiable. Raises DataError for an id
         outside the catalogue."""
-        if items.numel() and (int(items.min()) < 1 or int(items.max()) > self.n_items):
+        # Checked on the host only: on an accelerator the check would wait for the device at every step.
+        if items.device.type == "cpu" and items.numel() and (items.min() < 1 or items.max() > self.n_items):
             raise DataError(f"log_likelihood: item ids must be in 1..{self.n_items}")
         codes = self.item_codes[items]  # [B, n, depth]
         with self.autocast():
@@ -409,13 +407,13 @@ class Tiger(Recommender):
         """[B, W, t] codes -> [B * W, 1] decoder input: BOS at t = 0, else the last code's token."""
         b, w, t = prefix.shape
         if t == 0:
-            return torch.full((b * w, 1), self.bos)
+            return torch.full((b * w, 1), self.bos, device=prefix.device)
         return (prefix[:, :, -1] + self.offsets[(t - 1) % self.depth]).reshape(b * w, 1)
 
     def _beam_search(self, trie: CodeTrie, memory, mask, batch: int, k: int, exclude):
         step, reorder = self.decoding_steps(memory, mask)
         items, scores, _ = constrained_beam_search(
-            step, trie, batch, max(self.cfg.beam, k), k, exclude, reorder
+            step, trie, batch, max(self.cfg.beam, k), k, exclude, reorder, device=self.offsets.device
         )
         return items, scores
 
@@ -447,15 +445,16 @@ def cut_points(lengths: np.ndarray, stride: int, rng: np.random.Generator) -> tu
 
 def t5_config(cfg: TigerConfig, vocab: int):
     """A small T5 of the model's sizes, built in code (no hub): token 0 pads, the decoder starts from BOS (the
-    vocabulary's last token); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
-    if cfg.dim % cfg.heads:
+    vocabulary's last token); heads of `head_dim` (default dim / heads: T5 itself lets heads x d_kv differ from
+    d_model); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
+    if cfg.head_dim is None and cfg.dim % cfg.heads:
         raise ConfigError(f"model.dim ({cfg.dim}) must be a multiple of model.heads ({cfg.heads})")
     from transformers import T5Config
 
     return T5Config(
         vocab_size=vocab,
         d_model=cfg.dim,
-        d_kv=cfg.dim // cfg.heads,
+        d_kv=cfg.head_dim or cfg.dim // cfg.heads,
         d_ff=cfg.dim * cfg.ffn_mult,
         num_layers=cfg.encoder_layers,
         num_decoder_layers=cfg.decoder_layers,
@@ -477,7 +476,7 @@ def _beam_rows(origin: torch.Tensor, rows_before: int) -> torch.Tensor:
     """Beams kept after a step: row j of user u continues beam origin[u, j] of the previous step, whose rows
     were `rows_before` in all -> flat row indices into the previous step's rows."""
     b = len(origin)
-    return (origin + torch.arange(b)[:, None] * (rows_before // b)).reshape(-1)
+    return (origin + torch.arange(b, device=origin.device)[:, None] * (rows_before // b)).reshape(-1)
 
 
 def _default_trained_items(module, state_dict, prefix, *args) -> None:

@@ -124,15 +124,15 @@ class Unified(NextItemModel):
         hidden_all = self.encode(inputs, None)
         mask = inputs > 0
         hidden, target = hidden_all[mask], targets[mask]
-        rows = torch.arange(len(target))
+        rows = torch.arange(len(target), device=target.device)
         if self.cfg.search_weight < 1:
-            keep = torch.rand(len(target)) < self.cfg.search_weight
+            keep = torch.rand(len(target), device=target.device) < self.cfg.search_weight
             rows = rows[keep]
         query = self.query_emb[target[rows]]
         match = query @ self.match_basis
         rec = self._project(hidden + self.task_emb.weight[0])
         search = self._search_state(hidden[rows], query)
-        zeros = torch.zeros(len(rec), match.shape[1])
+        zeros = rec.new_zeros(len(rec), match.shape[1])
         stacked = torch.cat([torch.cat([rec, zeros], 1), torch.cat([search, match], 1)])
         weight = torch.cat([self.output_weight(), self.match_scale * self.match_items], 1)
         out = NextItemOutputs(stacked, torch.cat([target, target[rows]]), weight, hidden_all[:, -1])

@@ -113,6 +113,8 @@ class SampledSoftmax(Objective):
 
     def __call__(self, model, batch, reference=None, outputs=None) -> torch.Tensor:
         o = outputs if outputs is not None else model.next_item_outputs(batch)
+        if self.item_log_prob.device != o.query.device:  # built on the host from the data; moved once
+            self.item_log_prob = self.item_log_prob.to(o.query.device)
         return losses.sampled_softmax(o.query, o.weight, o.targets, self.negatives, self.item_log_prob)
 
 

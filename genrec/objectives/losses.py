@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 
 import torch
 import torch.nn.functional as F
@@ -141,9 +142,8 @@ def sampled_softmax(
     uniform = draw_items(n_items, n_negatives, True, generator).to(hidden.device)
     cands = torch.cat([targets, uniform])
     logits = hidden @ weight[cands].t()
-    log_q = torch.cat(
-        [item_log_prob[targets], torch.full((n_negatives,), -float(torch.log(torch.tensor(n_items))))]
-    )
+    uniform_log_q = torch.full((n_negatives,), -math.log(n_items), device=hidden.device)
+    log_q = torch.cat([item_log_prob[targets], uniform_log_q])
     logits = logits - log_q[None, :]
     collide = cands[None, :] == targets[:, None]
     own = torch.zeros_like(collide)

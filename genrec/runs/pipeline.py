@@ -5,10 +5,15 @@ task (`genrec.runs.task.Task`), writes the tables, builds the model (from the we
 fits it (`fit`: the model's `prepare`, then the Trainer with the configured objective and, for objectives that
 need one, the frozen reference), evaluates the weights chosen on validation and writes metrics.json with the
 protocol (`genrec.runs.protocol`). `evaluate_run` re-evaluates a loaded run through the same task.
+
+Device and precision are resolved here, once (`placement`: `train.device`, `train.precision`, TF32 on GPUs that
+have it): the model's data-dependent part is fitted on the host, then the model and the frozen reference move to
+the device, where the Trainer, validation and the final evaluation run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +33,7 @@ from genrec.runs.store import (
     write_metrics,
 )
 from genrec.runs.task import Task, make_task
+from genrec.runtime import device_name, enable_tf32, resolve_device, resolve_precision
 from genrec.training import distributed
 from genrec.training.checkpoint import save_weights
 from genrec.training.trainer import FitContext, Trainer
@@ -47,8 +53,19 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
     return _train_run(cfg, Path(out), resume, progress)
 
 
+def placement(train) -> tuple:
+    """(device, precision) of a train section: `train.device` (under torchrun with CUDA: this process's GPU) and
+    `train.precision` on it; TF32 matmuls switched on where the GPU has them. Raises ConfigError (one line) for a
+    device this machine lacks or a precision it cannot run."""
+    device = distributed.local_device(resolve_device(train.device, "train.device"))
+    precision = resolve_precision(train.precision, device, "train.precision")
+    enable_tf32(device)
+    return device, precision
+
+
 def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
     task = make_task(cfg)
+    device, precision = placement(cfg.train)  # a device this machine lacks fails before anything is read
     init = load_run(Path(cfg.init_from)) if cfg.init_from else None
     data = task.load_data(like=init)  # all input errors surface before anything is written
     check_resume_data(out, task.dataset, resume)
@@ -64,7 +81,9 @@ def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
         model = task.build_model(data)
         if init is not None:
             model.load_state_dict(init.model.state_dict())
-        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=task.resources(data, tables))
+        ctx = FitContext(
+            cfg.train, cfg.eval, out, resume, log, progress, task.resources(data, tables), device, precision
+        )
         summary = fit(task, model, data, ctx, init)
         if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
             return {"training": summary}
@@ -84,9 +103,15 @@ def fit(task: Task, model, data, ctx: FitContext, init: Run | None = None) -> di
     from `init`'s weights has it already, and keeps that run's model files), then, for trainable models, the
     Trainer with `ctx.train.objective` (default: the task's choice for the model) and, for an objective that
     needs one, `init`'s model as the frozen reference. Files the model asks for are written into `ctx.run_dir`.
-    Returns the training summary. Raises ConfigError (an objective the model cannot train with, or one that needs
-    a reference without `init_from`)."""
+    The data-dependent part is fitted on the host; then the model (and the reference) move to `ctx.device`
+    (default: resolved from `ctx.train`, `placement`), where training runs in `ctx.precision`.
+    Returns the training summary (with the device, its name and the precision). Raises ConfigError (an objective
+    the model cannot train with, or one that needs a reference without `init_from`; a device this machine
+    lacks)."""
     t0 = time.perf_counter()
+    if ctx.device is None:
+        device, precision = placement(ctx.train)
+        ctx = dataclasses.replace(ctx, device=device, precision=precision)
     summary = task.prepare(model, data, ctx, init)
     report = summary.pop("report", None)
     if report:
@@ -95,6 +120,8 @@ def fit(task: Task, model, data, ctx: FitContext, init: Run | None = None) -> di
     if ctx.run_dir is not None:
         for name, content in files.items():
             write_bytes(ctx.run_dir / name, content)
+    model.to(ctx.device)
+    summary.update(device=str(ctx.device), device_name=device_name(ctx.device), precision=ctx.precision.name)
     if model.trainable:
         spec = ctx.train.objective or task.spec.default_objective(type(model.cfg))
         objective = build_objective(spec, model, task.train_items(data))
@@ -104,7 +131,7 @@ def fit(task: Task, model, data, ctx: FitContext, init: Run | None = None) -> di
                 raise ConfigError(
                     f"objective {objective.name} compares with a reference: set init_from=RUN_DIR"
                 )
-            reference = init.model
+            reference = init.model.to(ctx.device)
         summary.update(
             Trainer(
                 model,

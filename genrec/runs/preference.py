@@ -131,7 +131,10 @@ class PreferenceTask(RetrievalTask):
 
 class PairBatches:
     """The Trainer's batches for one epoch (`batches(split, rng, batch_size)`): that epoch's pairs, built from the
-    model as it is then, in shuffled batches; `steps` counts them without building the pairs."""
+    model as it is then, in shuffled batches; `steps` counts them without building the pairs. `uses_model`: the
+    Trainer builds them in its own process (`train.workers` would hold stale copies of the model)."""
+
+    uses_model = True
 
     def __init__(self, task: PreferenceTask, model) -> None:
         self.task, self.model = task, model

@@ -14,7 +14,7 @@ always written it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from genrec.eval.evaluator import code_version
 from genrec.runs.task import Task
@@ -37,13 +37,16 @@ class TrainingPart:
     seed: int
     data_parallel: dict
     training_stop: str | None = None  # what ended training (absent for models fitted in closed form)
+    device: str | None = None  # where it trained (`cuda:0`), its name and the autocast precision (`bf16`);
+    device_name: str | None = None  # absent in runs written before devices were recorded
+    precision: str | None = None
 
     @classmethod
     def stored(cls, protocol: dict) -> TrainingPart | None:
         """The training part of a stored protocol (None when it has none)."""
         if "checkpoint_selection" not in protocol:
             return None
-        keys = ("checkpoint_selection", "seed", "data_parallel", "training_stop")
+        keys = [f.name for f in fields(cls)]
         return cls(**{k: protocol[k] for k in keys if k in protocol})
 
 
@@ -83,6 +86,9 @@ def build_protocol(task: Task, data, model, summary: dict) -> Protocol:
             seed=train.seed,
             data_parallel=summary.get("data_parallel") or distributed.protocol(train.batch_size),
             training_stop=summary.get("stop"),
+            device=summary.get("device"),
+            device_name=summary.get("device_name"),
+            precision=summary.get("precision"),
         ),
         own=task.own_protocol(data, model),
         code_version=code_version(),

@@ -23,6 +23,7 @@ from genrec.models.ranking import Ranker, RankerConfig
 from genrec.registry import get as registered_class
 from genrec.runs.retrieval import prepare_dataset
 from genrec.runs.task import Tables, Task, item_table
+from genrec.runtime import to_device
 
 
 def feedback_dataset(cfg: RankDataConfig) -> Dataset:
@@ -164,4 +165,4 @@ class RankingTask(Task):
             history[-window:], acts[-window:], candidates, None if times is None else times[-window:],
             user=-1 if user is None else user, cross=cross,
         )  # fmt: skip
-        return model.score_candidates(batch)[0].float().numpy()
+        return model.score_candidates(to_device(batch, run.device))[0].float().cpu().numpy()

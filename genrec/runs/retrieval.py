@@ -28,6 +28,7 @@ from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.models import build_model
 from genrec.progress import make_progress
 from genrec.runs.task import Tables, Task, item_table
+from genrec.runtime import to_device
 from genrec.training.trainer import FitContext
 
 
@@ -87,7 +88,7 @@ def collab_embeddings(run_dir: str, item_ids: np.ndarray) -> np.ndarray:
     run = load_run(Path(run_dir))
     if not run.model.can("item_vectors"):
         raise ConfigError(f"{run_dir}: model {run.cfg.model.name} has no item vectors")
-    weight = run.model.item_vectors().float().numpy()
+    weight = run.model.item_vectors().float().cpu().numpy()
     index = {raw: i for i, raw in enumerate(run.items["item_id"].to_list(), start=1)}
     out = np.zeros((len(item_ids), weight.shape[1]), dtype=np.float32)
     for row, raw in enumerate(np.asarray(item_ids).tolist()):
@@ -181,8 +182,9 @@ class RetrievalTask(Task):
 
     @torch.no_grad()
     def rank(self, run, candidates: np.ndarray, user: int | None, history: np.ndarray, times, live=None):
-        batch = one_history_batch(run.model, history, user, times)
-        return run.model.score(batch)[0, torch.from_numpy(np.array(candidates))].float().numpy()
+        batch = to_device(one_history_batch(run.model, history, user, times), run.device)
+        scores = run.model.score(batch)[0].float().cpu()
+        return scores[torch.from_numpy(np.array(candidates))].numpy()
 
 
 def list_context(split: Split, items: pl.DataFrame, reward=None) -> ListContext:

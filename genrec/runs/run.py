@@ -24,6 +24,7 @@ from genrec.io import read_json, read_parquet, read_yaml
 from genrec.runs.retrieval import one_history_batch
 from genrec.runs.store import MODEL_FILE
 from genrec.runs.task import Task, make_task
+from genrec.runtime import module_device, resolve_device, to_device
 from genrec.training.checkpoint import load_model_weights
 
 
@@ -47,6 +48,11 @@ class Run:
     users: pl.DataFrame
     meta: dict
     task: Task
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model is (`load_run(..., device=...)`); inputs go there, answers come back to the host."""
+        return module_device(self.model)
 
     @property
     def metrics(self) -> dict:
@@ -118,9 +124,11 @@ class Run:
         history = np.array(history, dtype=np.int64)
         batch = one_history_batch(self.model, history, user, timestamps)
         exclude = torch.from_numpy(history)[None, :] if exclude_seen and len(history) else None
+        batch, exclude = to_device((batch, exclude), self.device)
         ids, scores = self.model.recommend(batch, k, exclude)
-        keep = torch.isfinite(scores[0])
-        return ids[0][keep].numpy(), scores[0][keep].numpy()
+        ids, scores = ids[0].cpu(), scores[0].float().cpu()
+        keep = torch.isfinite(scores)
+        return ids[keep].numpy(), scores[keep].numpy()
 
     def recommend(self, user=None, history=None, k: int = 10, exclude_seen: bool = True) -> pl.DataFrame:
         """Top-k for a known user (raw id) or a history of raw item ids (oldest first), as a table of raw
@@ -174,9 +182,12 @@ class Run:
         return evaluate_run(self, dataset, progress)
 
 
-def load_run(run_dir: Path) -> Run:
-    """A finished run directory of any task. Raises DataError with what is missing or how to retrain."""
+def load_run(run_dir: Path, device: str = "cpu") -> Run:
+    """A finished run directory of any task, its model on `device` (auto, cpu, cuda, cuda:N or mps: weights are
+    stored device-independent). Raises DataError with what is missing or how to retrain, ConfigError (one line)
+    for a device this machine lacks."""
     run_dir = Path(run_dir)
+    where = resolve_device(device, "--device")
     needed = ["config.yaml", "meta.json", "items.parquet", MODEL_FILE]
     missing = [n for n in needed if not (run_dir / n).exists()]
     if missing:
@@ -198,5 +209,5 @@ def load_run(run_dir: Path) -> Run:
     ):  # a task that reads its data to load (ranking): it must be the run's data
         check_same_data(meta.get("data"), run.task.dataset, str(run_dir), "retrain it on this data")
     load_model_weights(model, run_dir / MODEL_FILE)
-    run.model = model.eval()
+    run.model = model.to(where).eval()
     return run

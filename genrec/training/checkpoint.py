@@ -13,16 +13,19 @@ from genrec.io import _atomic, io_reason, os_errno
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Tensors as a safetensors file, copied to the CPU: the file does not depend on the device they were on."""
     # safetensors refuses shared or non-contiguous storage; a detached contiguous copy of each tensor is safe.
-    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     _atomic(path, lambda tmp: save_file(tensors, tmp))
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file. Raises DataError (one line) when the file is truncated or not
-    safetensors, or cannot be read."""
+def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, placed on `device` (the meta device gives shapes and dtypes only).
+    Raises DataError (one line) when the file is truncated or not safetensors, or cannot be read."""
     try:
-        return load_file(str(path))
+        if torch.device(device).type == "meta":  # nothing to read: the header's shapes suffice
+            return {k: v.to("meta") for k, v in load_file(str(path)).items()}
+        return load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as e:
         if os_errno(e) is not None:
             raise DataError(f"cannot read {path}: {io_reason(e)}") from None
@@ -31,11 +34,12 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def load_model_weights(model: torch.nn.Module, path: Path) -> None:
+def load_model_weights(model: torch.nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
     """Weights of a run directory into its model, with a one-line error when they do not fit (a run written by
-    an older version of the model's code, or a hand-edited config)."""
+    an older version of the model's code, or a hand-edited config). They are read onto `device` and copied onto
+    the device each parameter is on, so a file written from any device loads on any other."""
     try:
-        model.load_state_dict(load_weights(path))
+        model.load_state_dict(load_weights(path, device))
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]

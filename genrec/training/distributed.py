@@ -21,9 +21,10 @@ is what DDP's bucketing would send anyway at these model sizes. Validation runs 
 broadcast, so early stopping and checkpoint choice agree; rank 0 alone writes the run directory (atomically);
 `--resume` reads the checkpoint on rank 0 and broadcasts model, optimiser, scheduler and counters.
 
-Backends: gloo (CPU, tested: tests/test_distributed.py) and NCCL when CUDA is available (the flat buffer is
-moved to the process's GPU for the all-reduce; genrec's models train on the CPU, so NCCL only carries the
-reduction; that path has not been run on a GPU).
+Backends: gloo on the CPU (tested: tests/test_distributed.py) and NCCL when CUDA is available: each process
+then holds its model on GPU `LOCAL_RANK` (`local_device`; the pipeline puts it there for `train.device` auto or
+cuda) and the flat buffer is reduced where the gradients are. The NCCL path has not been run on a GPU here.
+Commands for one and several GPU nodes: docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ class Local:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def step(self, model, objective, optimizer, batch, grad_clip, reference, key) -> torch.Tensor:
+    def step(self, model, objective, optimizer, batch, grad_clip, reference, key, step=None) -> torch.Tensor:
+        """One training step (`genrec.training.trainer.training_step`; `step`: its `Step`)."""
         from genrec.training.trainer import training_step
 
         total = units(objective, batch)
         with negative_stream(step_generator(key), 0, total):
-            return training_step(model, objective, optimizer, batch, grad_clip, reference)
+            return training_step(model, objective, optimizer, batch, grad_clip, reference, step)
 
     def validate(self, fn) -> float:
         return fn()
@@ -74,20 +76,22 @@ class Local:
 class Distributed(Local):
     """This process's rank in a started process group (see `init_from_env`)."""
 
-    device: torch.device | None = None  # where the all-reduce buffer goes (NCCL: this process's GPU)
+    device: torch.device | None = None  # where collectives run (NCCL: this process's GPU; gloo: the CPU)
 
     def _reduce(self, buf: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-        if self.device is None:
-            dist.all_reduce(buf, op=op)
-            return buf
-        moved = buf.to(self.device)
+        """`buf` summed (or `op`) over the ranks, on `buf`'s device (moved to the backend's device and back only
+        where the two differ)."""
+        moved = buf.to(self.device or "cpu")
         dist.all_reduce(moved, op=op)
-        return moved.cpu()
+        return moved.to(buf.device)
 
-    def step(self, model, objective, optimizer, batch, grad_clip, reference, key) -> torch.Tensor:
+    def step(self, model, objective, optimizer, batch, grad_clip, reference, key, step=None) -> torch.Tensor:
         """One global step: local forward / backward on this rank's rows, weighted by its share of the global
-        batch's units, one all-reduce of [gradients, loss], clipping on the summed gradients, AdamW."""
-        from genrec.training.trainer import NonFiniteLoss, clip_and_step
+        batch's units, one all-reduce of [gradients, loss], clipping on the summed gradients, AdamW. `step`
+        (`genrec.training.trainer.Step`): the loss under the run's precision and compilation, the fp16 scaler."""
+        from genrec.training.trainer import NonFiniteLoss, Step, clip_and_step
+
+        step = step or Step(lambda b: objective(model, b, reference))
 
         lo, hi = shard_bounds(rows(batch), self.world, self.rank)
         local = take_rows(batch, lo, hi)
@@ -98,17 +102,19 @@ class Distributed(Local):
         counts = self._reduce(counts)
         total, before = float(counts.sum()), float(counts[: self.rank].sum())
         params = [p for p in model.parameters() if p.requires_grad]
+        where = params[0].device if params else torch.device("cpu")
         optimizer.zero_grad(set_to_none=True)
-        loss_value = torch.zeros((), dtype=torch.float64)
+        loss_value = torch.zeros((), dtype=torch.float64, device=where)
         if mine > 0:
             with negative_stream(step_generator(key), int(before), int(total)):
-                loss = objective(model, local, reference)
+                loss = step.loss(local)
             # Gradients of (local mean x local share) summed over ranks = gradients of the global mean.
-            (loss * (mine / total)).backward()
+            share = loss * (mine / total)
+            (share if step.scaler is None else step.scaler.scale(share)).backward()
             loss_value = loss.detach().double() * (mine / total)
         # One flat buffer: a has-gradient flag per parameter (a parameter no rank touched keeps grad None, as
         # in one process, where AdamW then skips it), every gradient, and the loss.
-        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
+        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float64, device=where)
         grads = [
             (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
             for p in params
@@ -123,7 +129,7 @@ class Distributed(Local):
             n = p.numel()
             p.grad = buf[at : at + n].view(p.shape).to(p.dtype).clone() if has else None
             at += n
-        clip_and_step(model, optimizer, grad_clip)
+        clip_and_step(model, optimizer, grad_clip, step)
         return loss_value
 
     def validate(self, fn) -> float:
@@ -133,12 +139,10 @@ class Distributed(Local):
         return float(value[0])
 
     def _broadcast(self, t: torch.Tensor) -> None:
-        if self.device is None:
-            dist.broadcast(t, src=0)
-            return
-        moved = t.to(self.device)
+        moved = t.to(self.device or "cpu")
         dist.broadcast(moved, src=0)
-        t.copy_(moved.cpu())
+        if moved is not t:
+            t.copy_(moved)
 
     def agree(self, flag: bool) -> bool:
         """True on every rank when it is True on any (a signal, a time budget): all ranks stop together."""
@@ -194,6 +198,15 @@ def init_from_env(timeout_minutes: float = 60.0) -> Local:
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
         _CURRENT = Distributed(dist.get_rank(), dist.get_world_size(), backend, device)
     return _CURRENT
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device this process trains on when `device` was resolved for the whole run: under torchrun with CUDA,
+    GPU `LOCAL_RANK` (one GPU per process); otherwise `device` itself."""
+    d = current()
+    if device.type == "cuda" and isinstance(d, Distributed) and d.device is not None:
+        return d.device
+    return device
 
 
 def shutdown() -> None:

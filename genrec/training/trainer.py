@@ -14,6 +14,15 @@ batch_size)` method says how many an epoch has without building them), the objec
 (compared in that metric's direction), or a dict of validation metrics that holds it (all are recorded in the
 history). A frozen `reference` model (preference objectives) is passed to the objective and never trained or
 saved; an objective with `uses_dropout = False` trains the model in eval mode.
+
+Device and precision: the model (and the reference) are already on their device when the Trainer gets them
+(`FitContext.device`, resolved once by the pipeline; default: the model's). Batches are built on the host, by
+the training process or by `train.workers` DataLoader processes (each takes every W-th batch of the same seeded
+epoch, so the batches, and the results, do not depend on W), pinned when the device is a CUDA GPU and copied
+with `non_blocking`. The loss runs under the precision's autocast (`genrec.runtime.Precision`; fp16 with a
+GradScaler) and, with `train.compile`, through `torch.compile`. The hot loop reads nothing back from the device
+but at its logging points (every `LOG_EVERY` steps): the running loss is summed on the device, and off the CPU
+(where reading a value costs a synchronisation) a non-finite loss is caught there rather than at its own step.
 """
 
 from __future__ import annotations
@@ -36,11 +45,20 @@ from genrec import registry
 from genrec.config import TrainConfig
 from genrec.errors import GenrecError
 from genrec.progress import make_progress
+from genrec.runtime import (
+    Precision,
+    compile_step,
+    module_device,
+    pin_memory,
+    resolve_precision,
+    to_device,
+)
 from genrec.training import distributed
 from genrec.training.checkpoint import load_state, load_weights, save_state, save_weights
 
 CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "best.safetensors"
+LOG_EVERY = 10  # steps between progress updates: the only points where the loop reads values from the device
 
 
 @dataclass
@@ -55,16 +73,25 @@ class FitContext:
     log: object = None  # logging.Logger
     progress: bool = True
     extra: dict = field(default_factory=dict)
+    device: torch.device | None = None  # where the model is (None: its parameters' device)
+    precision: Precision | None = None  # None: `train.precision` resolved on the device
 
     def info(self, msg: str, *args) -> None:
         if self.log is not None:
             self.log.info(msg, *args)
 
 
-def lr_lambda(kind: str, warmup: int, total: int):
+def lr_lambda(kind: str, warmup: int, total: int, hold: int = 0):
+    """The learning rate's factor at each step: a linear warm-up over `warmup` steps, then `kind`: constant,
+    cosine or linear decay to 0 at step `total`, or inverse_sqrt: sqrt(S / (step + 1)) from S = warmup + hold
+    on (1 before; T5's schedule, which the TIGER paper trains with)."""
+
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
+        if kind == "inverse_sqrt":
+            start = max(1, warmup + hold)
+            return math.sqrt(start / max(start, step + 1))
         if kind == "constant" or total <= warmup:
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -113,30 +140,59 @@ class TrainingDiverged(GenrecError):
     """Training stopped at its first non-finite loss; the message names the epoch, the step and what is kept."""
 
 
+@dataclass(frozen=True)
+class Step:
+    """How a training step computes: `loss(batch)` (the objective under the precision's autocast, compiled when
+    asked), the fp16 GradScaler (None otherwise), and whether every step checks its loss and gradient norm for
+    non-finite values (`check`: a read from the device, free on the CPU)."""
+
+    loss: Callable
+    scaler: torch.amp.GradScaler | None = None
+    check: bool = True
+
+
 def training_step(
-    model, objective, optimizer: torch.optim.Optimizer, batch, grad_clip: float | None, reference=None
+    model,
+    objective,
+    optimizer: torch.optim.Optimizer,
+    batch,
+    grad_clip: float | None,
+    reference=None,
+    step: Step | None = None,
 ) -> torch.Tensor:
     """One optimiser step on one batch (loss, backward, gradient-norm clipping when set, AdamW); the loss.
-    The trainer adds its schedule around it; the speed benchmarks time exactly this.
+    The trainer adds its schedule around it; the speed benchmarks time exactly this. `step`: how the loss is
+    computed (default: `objective(model, batch, reference)` in float32, checked).
 
-    Raises NonFiniteLoss, before any weight changes, when the loss or the clipped gradients' norm is not finite."""
-    loss = objective(model, batch, reference)
-    if not torch.isfinite(loss.detach()):
+    Raises NonFiniteLoss, before any weight changes, when the loss or the clipped gradients' norm is not finite
+    (with `step.check`)."""
+    step = step or Step(lambda b: objective(model, b, reference))
+    loss = step.loss(batch)
+    if step.check and not torch.isfinite(loss.detach()):
         raise NonFiniteLoss(f"loss {float(loss.detach()):g}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_and_step(model, optimizer, grad_clip)
+    (loss if step.scaler is None else step.scaler.scale(loss)).backward()
+    clip_and_step(model, optimizer, grad_clip, step)
     return loss
 
 
-def clip_and_step(model, optimizer, grad_clip: float | None) -> None:
+def clip_and_step(model, optimizer, grad_clip: float | None, step: Step | None = None) -> None:
     """Clip the gradients' global norm to `grad_clip` (when set), then step. Raises NonFiniteLoss on a
-    non-finite norm, before the weights change."""
+    non-finite norm, before the weights change (with `step.check`, the default). With a GradScaler the gradients
+    are unscaled first, and a step whose gradients overflowed is skipped by the scaler (fp16's normal course)."""
+    scaler = step.scaler if step is not None else None
+    check = step.check if step is not None else True
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if not torch.isfinite(norm):
+        if check and scaler is None and not torch.isfinite(norm):
             raise NonFiniteLoss(f"gradient norm {float(norm):g}")
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
 
 
 class Trainer:
@@ -171,9 +227,29 @@ class Trainer:
             steps_per_epoch = max(
                 1, sum(1 for _ in self.batches(data, np.random.default_rng(0), self.cfg.batch_size))
             )
+        self.steps_per_epoch = steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lr_lambda(self.cfg.lr_schedule, self.cfg.warmup_steps, steps_per_epoch * self.cfg.epochs),
+            lr_lambda(
+                self.cfg.lr_schedule,
+                self.cfg.warmup_steps,
+                steps_per_epoch * self.cfg.epochs,
+                self.cfg.lr_hold_steps,
+            ),
+        )
+        self.device = ctx.device or module_device(model)
+        self.precision = ctx.precision or resolve_precision(
+            self.cfg.precision, self.device, "train.precision"
+        )
+
+        def loss_of(batch):
+            with self.precision.autocast():
+                return self.objective(self.model, batch, self.reference).float()
+
+        self.step = Step(
+            compile_step(loss_of, enabled=self.cfg.compile, dynamic=True),
+            self.precision.grad_scaler(),
+            check=self.device.type == "cpu",
         )
         self.state = {
             "epoch": 0,
@@ -264,36 +340,42 @@ class Trainer:
                 torch.manual_seed(cfg.seed * 100_003 + epoch)
                 model.train(getattr(self.objective, "uses_dropout", True))
                 t0 = time.perf_counter()
-                batches = list(self.batches(self.data, rng, cfg.batch_size))
-                task = progress.add_task(f"epoch {epoch}", total=len(batches), info="")
-                total_loss, seen, steps = 0.0, 0, 0
+                batches, n_batches = self._epoch_batches(rng)
+                task = progress.add_task(f"epoch {epoch}", total=n_batches, info="")
+                # Summed on the device, read at the logging points only (float64 where the device has it).
+                total = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
+                seen, steps, stopped_in_epoch = 0, 0, False
                 for i, batch in enumerate(batches):
+                    batch = to_device(batch, self.device, non_blocking=True)
                     try:
                         loss = self.dist.step(
                             model, self.objective, self.optimizer, batch, cfg.grad_clip, self.reference,
-                            (cfg.seed, epoch, i),
+                            (cfg.seed, epoch, i), self.step,
                         )  # fmt: skip
                     except NonFiniteLoss as err:
                         raise TrainingDiverged(
-                            self._diverged(f"{err} at epoch {epoch}, step {i + 1} of {len(batches)}")
+                            self._diverged(f"{err} at epoch {epoch}, step {i + 1} of {n_batches}")
                         ) from None
                     validated = False
                     self.scheduler.step()
-                    total_loss += float(loss.detach())
+                    total += loss.detach().to(total.dtype)
                     seen += _batch_size(batch)
                     steps = i + 1
-                    if i % 10 == 0:
+                    if i % LOG_EVERY == 0:
+                        mean = float(total) / steps
+                        self._check_finite(mean, epoch, steps, n_batches)
                         rate = seen / max(1e-9, time.perf_counter() - t0)
-                        progress.update(
-                            task, completed=i + 1, info=f"loss {total_loss / (i + 1):.4f} {rate:,.0f}/s"
-                        )
+                        progress.update(task, completed=steps, info=f"loss {mean:.4f} {rate:,.0f}/s")
                     if self.dist.agree(self._signal is not None):  # every rank stops after the same step
                         self._signal = self._signal or "a signal to another process"
+                        stopped_in_epoch = steps < n_batches
                         break
                 progress.remove_task(task)
+                total_loss = float(total)
+                self._check_finite(total_loss, epoch, steps, n_batches)
                 if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                     raise TrainingDiverged(self._diverged(f"non-finite weights after epoch {epoch}"))
-                partial = steps < len(batches)  # a signal stopped it mid-epoch: no checkpoint of it
+                partial = stopped_in_epoch  # a signal stopped it mid-epoch: no checkpoint of it
                 train_seconds = time.perf_counter() - t0
                 self.state["seconds"] += train_seconds
                 record = {
@@ -303,7 +385,7 @@ class Trainer:
                     "samples_per_s": seen / max(1e-9, train_seconds),
                 }
                 if partial:
-                    record["steps"] = f"{steps} of {len(batches)}"
+                    record["steps"] = f"{steps} of {n_batches}"
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or self._signal is not None:
                     best_state = self._validate_epoch(epoch, record, best_state, progress)
                     validated = True
@@ -317,7 +399,7 @@ class Trainer:
                     stopped = f"signal {self._signal}"
                     stop_note = (
                         f"{self._signal} during epoch {epoch}"
-                        + (f" (after step {steps} of {len(batches)})" if partial else "")
+                        + (f" (after step {steps} of {n_batches})" if partial else "")
                         + "; the weights at that point were validated before the choice"
                     )
                     break
@@ -352,6 +434,30 @@ class Trainer:
             "seconds_to_best": round(self.state["seconds_to_best"], 2),
             "history": history,
         }
+
+    def _epoch_batches(self, rng: np.random.Generator):
+        """(this epoch's batches on the host, their number). Built here, or with `train.workers` > 0 by DataLoader
+        processes, each taking every W-th batch of the same seeded order (a batches function that reads the model,
+        `uses_model`, always runs here: the workers hold copies of the model as it was when they started)."""
+        cfg = self.cfg
+        pin = self.device.type == "cuda"
+        if cfg.workers == 0 or getattr(self.batches, "uses_model", False):
+            batches = list(self.batches(self.data, rng, cfg.batch_size))
+            if pin:
+                batches = [pin_memory(b) for b in batches]
+            return batches, len(batches)
+        from torch.utils.data import DataLoader
+
+        epoch_batches = EpochBatches(self.batches, self.data, rng, cfg.batch_size)
+        loader = DataLoader(epoch_batches, batch_size=None, num_workers=cfg.workers, pin_memory=pin)
+        return loader, self.steps_per_epoch
+
+    def _check_finite(self, loss_sum: float, epoch: int, steps: int, n_batches: int) -> None:
+        """Where steps are not checked one by one (off the CPU), a non-finite running loss stops the run here."""
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(
+                self._diverged(f"loss {loss_sum:g} by epoch {epoch}, step {steps} of {n_batches}")
+            )
 
     def _validate_epoch(self, epoch: int, record: dict, best_state: dict | None, progress) -> dict | None:
         """Validate the weights the model holds as those of `epoch`, record the score and keep them as the best
@@ -434,6 +540,27 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+class EpochBatches(torch.utils.data.IterableDataset):
+    """One epoch's batches for a DataLoader: every worker draws the epoch from a copy of the same generator state
+    and keeps the batches at its own positions (worker w of W: w, w + W, ...), which the DataLoader then returns in
+    order (0, 1, 2, ...): the same batches in the same order for any number of workers."""
+
+    def __init__(self, batches: Callable, data, rng: np.random.Generator, batch_size: int) -> None:
+        self.batches, self.data, self.rng, self.batch_size = batches, data, rng, batch_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        me, every = (0, 1) if info is None else (info.id, info.num_workers)
+        rng = copy.deepcopy(self.rng)
+        for i, batch in enumerate(self.batches(self.data, rng, self.batch_size)):
+            if i % every == me:
+                yield batch
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def _comparable(score: float) -> float:

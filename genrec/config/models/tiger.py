@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genrec.config.base import ModelConfig
 from genrec.config.items import TokenizerConfig
@@ -17,6 +17,12 @@ class TigerConfig(ModelConfig):
     max_separation: int = Field(64, ge=1, description="values of the collision-separating code (vocabulary)")
     dim: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
+    head_dim: int | None = Field(
+        None,
+        ge=1,
+        description="t5 backbone: width of each attention head (T5's d_kv); unset = dim / heads. The TIGER paper "
+        "uses 6 heads of 64 with dim 128; the native backbone needs heads x head_dim = dim",
+    )
     encoder_layers: int = Field(2, ge=1)
     decoder_layers: int = Field(2, ge=1)
     ffn_mult: int = Field(4, ge=1)
@@ -46,3 +52,12 @@ class TigerConfig(ModelConfig):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="autocast matmuls; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
     )
+
+    @model_validator(mode="after")
+    def _head_width(self) -> TigerConfig:
+        if self.head_dim is not None and self.backbone == "native" and self.head_dim * self.heads != self.dim:
+            raise ValueError(
+                f"head_dim {self.head_dim} x heads {self.heads} != dim {self.dim}: the native backbone splits dim "
+                "into its heads (backbone: t5 takes any head_dim)"
+            )
+        return self

@@ -30,6 +30,7 @@ from torch import nn
 from genrec.config.models.ranking.base import RankerConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
 from genrec.registry import register
+from genrec.runtime import module_device, to_device
 
 
 @dataclass
@@ -246,7 +247,7 @@ class Ranker(nn.Module):
         c, length = batch.items.shape[1], batch.hist_items.shape[1]
         mask = (batch.hist_items > 0)[:, None, :].expand(-1, c, -1)
         if batch.causal:
-            mask = mask & torch.ones(c, length, dtype=torch.bool).tril(-1)
+            mask = mask & torch.ones(c, length, dtype=torch.bool, device=mask.device).tril(-1)
         return mask
 
     def interest(self, batch: RankBatch, visible: torch.Tensor) -> torch.Tensor:
@@ -363,8 +364,9 @@ class Ranker(nn.Module):
         was_training = self.training
         self.eval()
         out = np.zeros(len(imps), dtype=np.float32)
+        device = module_device(self)
         for index, batch in self.eval_batches(data, imps, batch_size or self.eval_batch_size):
-            z = self.logits(batch).float().numpy()
+            z = self.logits(to_device(batch, device)).float().cpu().numpy()
             have = index >= 0
             out[index[have]] = z[have]
         self.train(was_training)

@@ -95,7 +95,7 @@ class GenerativeRanker(Ranker):
         tp, c = prefix.pos.shape[1], cand.pos.shape[1]
         top = torch.cat([prefix_mask(prefix), prefix.valid.new_zeros(prefix.valid.shape[0], tp, c)], 2)
         sees = (cand.pos[:, :, None] > prefix.pos[:, None, :]) & prefix.valid[:, None, :]
-        eye = torch.eye(c, dtype=torch.bool).expand(sees.shape[0], -1, -1)
+        eye = torch.eye(c, dtype=torch.bool, device=sees.device).expand(sees.shape[0], -1, -1)
         mask = torch.cat([top, torch.cat([sees, eye], 2)], 1)
         tok = Tokens(
             *(torch.cat([getattr(prefix, f), getattr(cand, f)], 1) for f in ("x", "pos", "times", "valid"))

@@ -30,7 +30,7 @@ class GenRank(GenerativeRanker):
     def prefix_tokens(self, batch: RankBatch) -> tuple[Tokens, torch.Tensor]:
         b, length = batch.hist_items.shape
         x = self.item_tokens(batch.hist_items, batch.users) + self.action_emb(batch.hist_actions)
-        pos = torch.arange(length).expand(b, -1)
+        pos = torch.arange(length, device=x.device).expand(b, -1)
         return Tokens(x, pos, batch.hist_times, batch.hist_items > 0), pos
 
     def candidate_tokens(self, batch: RankBatch) -> torch.Tensor:

@@ -87,7 +87,7 @@ class HSTURanker(GenerativeRanker):
         n = (length + pad) // g
         count = real.view(b, n, g).sum(-1)
         x = fused.view(b, n, g, -1).sum(2) / count.clamp(min=1)[..., None]
-        pos = torch.arange(n).expand(b, -1)
+        pos = torch.arange(n, device=x.device).expand(b, -1)
         return Tokens(x, pos, times.view(b, n, g).amax(-1), count > 0)
 
     def interleaved(self, hist_items, hist_actions, hist_times, users) -> tuple[Tokens, torch.Tensor]:
@@ -100,7 +100,7 @@ class HSTURanker(GenerativeRanker):
         x = torch.stack([items, actions], 2).reshape(b, 2 * length, -1)
         valid = (batch.hist_items > 0).repeat_interleave(2, dim=1)
         times = batch.hist_times.repeat_interleave(2, dim=1)
-        pos = torch.arange(2 * length).expand(b, -1)
+        pos = torch.arange(2 * length, device=x.device).expand(b, -1)
         return Tokens(x, pos, times, valid), pos[:, ::2]
 
     def candidate_tokens(self, batch: RankBatch) -> torch.Tensor:

@@ -62,10 +62,10 @@ def score_cached(
         x0 = x = cand_x[:, s : s + micro_batch]
         m = x.shape[1]
         ct = cand_times[:, s : s + micro_batch]
-        cpos = torch.full((b, m), cand_pos_value, dtype=pre.pos.dtype)
+        cpos = torch.full((b, m), cand_pos_value, dtype=pre.pos.dtype, device=x.device)
         key_pos = torch.cat([pre.pos, cpos], 1)
         key_t = torch.cat([pre.times, ct], 1)
-        eye = torch.eye(m, dtype=torch.bool).expand(b, -1, -1)
+        eye = torch.eye(m, dtype=torch.bool, device=x.device).expand(b, -1, -1)
         mask = torch.cat([pre.valid[:, None, :].expand(-1, m, -1), eye], 2)[:, None]
         bias = model.bias.pairwise(cpos, key_pos, ct, _time_or_none(model, key_t))
         for layer, block in enumerate(model.blocks):
@@ -90,9 +90,9 @@ def score_one_at_a_time(model: GenerativeRanker, batch: RankBatch) -> torch.Tens
     for c in range(cand_x.shape[1]):
         tok = Tokens(
             torch.cat([prefix.x, cand_x[:, c : c + 1]], 1),
-            torch.cat([prefix.pos, torch.full((b, 1), t, dtype=prefix.pos.dtype)], 1),
+            torch.cat([prefix.pos, torch.full_like(prefix.pos[:, :1], t)], 1),
             torch.cat([prefix.times, batch.times[:, c : c + 1]], 1),
-            torch.cat([prefix.valid, torch.ones(b, 1, dtype=torch.bool)], 1),
+            torch.cat([prefix.valid, torch.ones_like(prefix.valid[:, :1])], 1),
         )
         h = model.run_blocks(tok, prefix_mask(tok))  # the candidate is last, so causal = sees the history
         out.append(model.score(h[:, -1:], cand_x[:, c : c + 1]))
