@@ -21,6 +21,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.errors import ConfigError
 from genrec.items.semantic_ids import SemanticIds
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.objectives import build_objective
 from genrec.runs import make_split, prepare_dataset
 from genrec.runs.ranking import prepare_feedback
@@ -182,7 +183,7 @@ def retrieval_model(name: str, overrides: list[str], split, lm_dir):
         shape = (split.n_items, model.cfg.text_dim)
         model.set_text(rng.normal(size=shape).astype(np.float32), rng.normal(size=shape).astype(np.float32))
     if not model.trainable:
-        model.prepare(split, {})
+        model.prepare(split, Resources())
     for module in model.modules():
         if getattr(module, "_use_kernels", False):
             module._use_kernels = False

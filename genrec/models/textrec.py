@@ -21,8 +21,8 @@ from genrec.config.models.textrec import TextRecConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.decoding.ann import HNSWIndex
-from genrec.errors import ConfigError, DataError
-from genrec.models.base import register
+from genrec.errors import DataError
+from genrec.models.base import Resources, register
 from genrec.models.next_item import NextItemModel
 from genrec.models.sasrec import SASRec, add_sasrec_tower
 
@@ -52,10 +52,8 @@ class TextRec(NextItemModel):
             )
         self.text_emb[1:] = torch.from_numpy(emb)
 
-    def prepare(self, split: Split, resources: dict) -> dict:
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError(f"{self.cfg.name} needs the run's item table (titles, categories)")
+    def prepare(self, split: Split, resources: Resources) -> dict:
+        items = resources.item_table(self.cfg.name)
         emb, notes = self.encode_items(items)
         self.set_text_embeddings(emb)
         self._index = None

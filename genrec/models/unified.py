@@ -30,7 +30,7 @@ from genrec.config.models.unified import UnifiedConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
-from genrec.models.base import register
+from genrec.models.base import Resources, register
 from genrec.models.next_item import NextItemModel, NextItemOutputs, distinct_prefix_items, make_item_tables
 from genrec.models.sasrec import SASRec, add_sasrec_tower
 
@@ -80,13 +80,11 @@ class Unified(NextItemModel):
             self.match_basis[:, : top.shape[1]] = top
         self.match_items.copy_(self.text_emb @ self.match_basis)
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         from genrec.items.queries import template_queries
         from genrec.items.text import encode_texts, item_texts
 
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("unified needs the run's item table (titles, categories)")
+        items = resources.item_table(self.cfg.name)
         queries = template_queries(items)
         if not any(queries):
             raise DataError("unified needs item text (titles / categories) to make search queries")

@@ -64,7 +64,9 @@ def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
         model = task.build_model(data)
         if init is not None:
             model.load_state_dict(init.model.state_dict())
-        ctx = FitContext(cfg.train, cfg.eval, out, resume, log, progress, extra=task.resources(data, tables))
+        ctx = FitContext(
+            cfg.train, cfg.eval, out, resume, log, progress, resources=task.resources(data, tables)
+        )
         summary = fit(task, model, data, ctx, init)
         if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run
             return {"training": summary}

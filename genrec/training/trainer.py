@@ -35,6 +35,7 @@ import torch
 from genrec import registry
 from genrec.config import TrainConfig
 from genrec.errors import GenrecError
+from genrec.models.base import Resources
 from genrec.progress import make_progress
 from genrec.training import distributed
 from genrec.training.checkpoint import load_state, load_weights, save_state, save_weights
@@ -46,7 +47,7 @@ BEST_WEIGHTS = "best.safetensors"
 @dataclass
 class FitContext:
     """Where and how a model is fitted: the train and eval sections, the run directory (None = keep nothing),
-    resume, a logger (None = silent), progress bars, and `extra` resources for `Recommender.prepare`."""
+    resume, a logger (None = silent), progress bars, and the `resources` offered to `Recommender.prepare`."""
 
     train: TrainConfig
     eval: object
@@ -54,7 +55,7 @@ class FitContext:
     resume: bool = False
     log: object = None  # logging.Logger
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
 
     def info(self, msg: str, *args) -> None:
         if self.log is not None:
