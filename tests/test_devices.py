@@ -116,7 +116,7 @@ VARIANTS = {
     "sasrec+bce": ("sasrec", ["model.loss=bce"]),
     "sasrec+bias": (
         "sasrec",
-        ["model.history_bias=true", "model.output_proj=true", "model.tie_output=false"],
+        ["model.history_bias=true", "model.tie_output=false"],
     ),
     "sasrec+contrastive": ("sasrec", ["model.contrastive_weight=0.1"]),
     "sasrec+linear": ("sasrec", ["model.attention=linear"]),
@@ -256,7 +256,7 @@ def feedback():
 RANKER_VARIANTS = {
     "din+text": (
         "din",
-        ["model.text_features=true", "model.text_interest=true", "model.cross_features=true"],
+        ["model.text_features=true", "model.cross_features=true"],
     ),
     "hstu_ranker+compressed": ("hstu_ranker", ["model.compress_history=true", "model.compress_keep=2"]),
 }
@@ -272,7 +272,7 @@ def test_ranker_runs_on_the_meta_device(case, feedback):
     cfg = load_config(name, ["model.dim=8", "model.max_len=8", *overrides]).model
     text = np.random.default_rng(0).normal(size=(feedback.n_items, 12)).astype(np.float32)
     torch.manual_seed(0)
-    model = registry.get(name)(cfg, feedback, text if cfg.text_features or cfg.text_interest else None)
+    model = registry.get(name)(cfg, feedback, text if cfg.text_features else None)
     objective = build_objective(model.objective_name(), model)
     train = next(iter(model.training_batches(feedback, np.random.default_rng(0), 4)))
     _, evaluation = next(model.eval_batches(feedback, feedback.test, 4))

@@ -49,8 +49,6 @@ class NextItemModel(Recommender):
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.cfg.output_proj:
-            hidden = self.out_proj(hidden)
         if self.cfg.l2_normalize:
             hidden = F.normalize(hidden, dim=-1)
         return hidden / self.cfg.temperature
@@ -170,10 +168,6 @@ def make_item_tables(model: NextItemModel, n_items: int, dim: int) -> None:
         init_embedding(model.out_emb, dim)
     if model.cfg.history_bias:
         model.seen_logit = torch.nn.Parameter(torch.zeros(()))
-    if model.cfg.output_proj:
-        # Starts as the identity, i.e. as the plain tied model.
-        model.out_proj = torch.nn.Linear(dim, dim, bias=False)
-        torch.nn.init.eye_(model.out_proj.weight)
 
 
 def init_embedding(emb: torch.nn.Embedding, dim: int) -> None:

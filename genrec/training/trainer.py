@@ -82,18 +82,13 @@ def stop_note(summary: dict) -> str:
     return f"; training stopped early ({summary['stop']})"
 
 
-def build_optimizer(
-    model: torch.nn.Module, cfg: TrainConfig, implementation: str | None = None
-) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, **kernel) -> torch.optim.AdamW:
     """AdamW over the model's parameters, weight decay only on matrices that are not embeddings or norms.
 
-    `implementation` (default: `train.adam_kernel`): "loop" (PyTorch's per-tensor loop, the default),
-    "multi_tensor" (one kernel per operation over all tensors: the same bits per step, about 2x faster per step
-    on CPU) or "fused" (one kernel per step, faster again, equal up to float rounding); timings in
-    benchmarks/optimizer_step.py.
+    It runs PyTorch's multi-tensor kernel (one kernel per operation over all tensors): the same bits per step as
+    the per-tensor loop and faster on CPU; `kernel` (e.g. `foreach=False`, `fused=True`) passes another choice
+    to `torch.optim.AdamW` (`python -m benchmarks optimizer_step` times them).
     """
-    implementation = implementation or cfg.adam_kernel
-    kind = {"multi_tensor": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         # Biases, norms and embedding tables are not decayed: decay would shrink rare items' vectors.
@@ -102,7 +97,7 @@ def build_optimizer(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, cfg.adam_beta2),
-        **kind[implementation],
+        **(kernel or {"foreach": True}),
     )
 
 
