@@ -20,7 +20,7 @@ def three_steps(compiled: bool) -> list[float]:
     ).model
     torch.manual_seed(0)
     model = build_model(cfg, 30, 10).train()
-    objective = build_objective(model.objective_name(), model, np.arange(1, 31))
+    objective = build_objective(model.cfg.default_objective, model, np.arange(1, 31))
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randint(0, 31, (6, 9), generator=gen), None) for _ in range(3)]

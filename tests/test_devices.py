@@ -112,13 +112,13 @@ TINY = {
 }
 # Variants that take other code paths: other objectives, the history bias, linear attention, the T5 backbone.
 VARIANTS = {
-    "sasrec+sampled": ("sasrec", ["model.loss=sampled_softmax", "model.negatives=8"]),
-    "sasrec+bce": ("sasrec", ["model.loss=bce"]),
+    "sasrec+sampled": ("sasrec", ["train.objective.name=sampled_softmax", "train.objective.negatives=8"]),
+    "sasrec+bce": ("sasrec", ["train.objective=bce"]),
     "sasrec+bias": (
         "sasrec",
         ["model.history_bias=true", "model.tie_output=false"],
     ),
-    "sasrec+contrastive": ("sasrec", ["model.contrastive_weight=0.1"]),
+    "sasrec+contrastive": ("sasrec", ["train.objective.name=contrastive", "train.objective.weight=0.1"]),
     "sasrec+linear": ("sasrec", ["model.attention=linear"]),
     "hstu+linear": ("hstu", ["model.attention=linear"]),
     "textrec+id": ("textrec", ["model.use_id=true", "model.l2_normalize=true"]),
@@ -208,7 +208,10 @@ def test_retrieval_model_runs_on_the_meta_device(case, tiny_split, tiny_lm):
         model.tries()  # built on the host from the item codes, which meta tensors do not hold
     rng = np.random.default_rng(0)
     if model.trainable:
-        objective = build_objective(model.objective_name(), model, tiny_split.train.items)
+        spec = (
+            load_config(name, TINY.get(name, []) + overrides).train.objective or model.cfg.default_objective
+        )
+        objective = build_objective(spec, model, tiny_split.train.items)
         batch = next(iter(model.training_batches(tiny_split, rng, 8)))
         model.to(META).train()
         loss = objective(model, runtime.to_device(batch, META))
@@ -273,7 +276,7 @@ def test_ranker_runs_on_the_meta_device(case, feedback):
     text = np.random.default_rng(0).normal(size=(feedback.n_items, 12)).astype(np.float32)
     torch.manual_seed(0)
     model = registry.get(name)(cfg, feedback, text if cfg.text_features else None)
-    objective = build_objective(model.objective_name(), model)
+    objective = build_objective(model.cfg.default_objective, model)
     train = next(iter(model.training_batches(feedback, np.random.default_rng(0), 4)))
     _, evaluation = next(model.eval_batches(feedback, feedback.test, 4))
     model.to(META).train()
