@@ -52,7 +52,7 @@ def test_encoder_is_causal_and_ignores_padding(name, extra):
     cfg = load_config(name, ["model.dim=16", "model.max_len=6", "model.dropout=0.0", *extra]).model
     model = build_model(cfg, 30, 5).eval()
     if extra:
-        assert model.pos_emb is None
+        assert model.tower.pos_emb is None
     items = torch.tensor([[0, 0, 3, 4, 5, 6]])
     changed_future = torch.tensor([[0, 0, 3, 4, 9, 1]])
     a, b = model.encode(items), model.encode(changed_future)

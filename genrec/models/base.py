@@ -60,7 +60,16 @@ class Resources:
         return self.items
 
 
-class Recommender(nn.Module):
+class Capable:
+    """What every model (retriever or ranker) declares: the `capabilities` it has, asked through `can`."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+
+class Recommender(Capable, nn.Module):
     """Base of retrieval models. `n_items` items have internal ids 1..n_items (0 = padding)."""
 
     config_class: ClassVar[type[ModelConfig]]
@@ -78,9 +87,6 @@ class Recommender(nn.Module):
     def max_history(self) -> int | None:
         """How many of the most recent history items the model reads (None = all)."""
         return getattr(self.cfg, "max_len", None)
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     def prepare(self, split: Split, resources: Resources) -> dict:
         """Fit what comes from the data rather than from gradient steps (closed-form baselines, text vectors,
@@ -128,4 +134,4 @@ def build_model(cfg: ModelConfig, n_items: int, n_users: int) -> Recommender:
     return registered_class(cfg.name)(cfg, n_items, n_users)
 
 
-__all__ = ["Recommender", "Resources", "build_model", "candidate_scores", "register"]
+__all__ = ["Capable", "Recommender", "Resources", "build_model", "candidate_scores", "register"]

@@ -32,7 +32,7 @@ from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.models.base import Resources, register
 from genrec.models.next_item import NextItemModel, NextItemOutputs, distinct_prefix_items, make_item_tables
-from genrec.models.sasrec import SASRec, add_sasrec_tower
+from genrec.models.sasrec import SASRecTower
 
 
 @register
@@ -47,7 +47,7 @@ class Unified(NextItemModel):
                 "unified: l2_normalize is not supported (the text-match term is added to logits)"
             )
         make_item_tables(self, n_items, cfg.dim)
-        add_sasrec_tower(self, cfg)
+        self.tower = SASRecTower(cfg).composed_into(self)
         self.task_emb = nn.Embedding(2, cfg.dim)  # 0 = recommendation, 1 = search
         nn.init.zeros_(self.task_emb.weight)
         self.query_proj = nn.Linear(cfg.text_dim, cfg.dim)
@@ -61,7 +61,8 @@ class Unified(NextItemModel):
         self.register_buffer("match_basis", torch.eye(cfg.text_dim)[:, :k].clone())
         self.register_buffer("match_items", torch.zeros(n_items + 1, k))
 
-    encode = SASRec.encode
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tower(self.input_vectors(items), items)
 
     def set_text(self, query_emb: np.ndarray, text_emb: np.ndarray) -> None:
         """Item queries' and item texts' embeddings, [n_items, text_dim] each in internal order."""

@@ -26,6 +26,7 @@ from torch import nn
 
 from genrec.config.models.ranking.base import RankerConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
+from genrec.models.base import Capable
 from genrec.registry import register
 
 
@@ -106,7 +107,7 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 register_ranker = register  # rankers join the one registry (their config says task = "ranking")
 
 
-class Ranker(nn.Module):
+class Ranker(Capable, nn.Module):
     """Base of rankers: `logits(batch) -> [B, C]` like-logits of each row's candidates. Capabilities as in
     `genrec.models.base`; every ranker can `score_candidates`."""
 
@@ -130,9 +131,6 @@ class Ranker(nn.Module):
         nn.init.normal_(self.action_emb.weight, std=cfg.dim**-0.5)
         self.eval_batch_size = 64
         self._event_cross: np.ndarray | None = None
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     @property
     def max_history(self) -> int:
