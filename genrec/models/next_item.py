@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
+from genrec.data.batching import HistoryBatch, SequenceBatch, length_bucketed_batches, pad_left
 from genrec.data.split import Split
 from genrec.models.base import Recommender
 
@@ -80,11 +80,11 @@ class NextItemModel(Recommender):
             ts = None
             if use_ts:
                 ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1))
-            yield items, ts
+            yield SequenceBatch(items, ts)
 
     def next_item_outputs(self, batch) -> NextItemOutputs:
-        """One encoder pass over a training batch ([B, L + 1] items, timestamps or None): every real input
-        position's query and the item that follows it."""
+        """One encoder pass over a training `SequenceBatch`: every real input position's query and the item that
+        follows it."""
         items, ts = batch
         inputs, targets = items[:, :-1], items[:, 1:]
         hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
