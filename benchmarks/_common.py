@@ -392,6 +392,7 @@ def fit_or_reuse(cfg, split, items, run_dir: Path, facts: Path, overrides: list[
     when both are there, else trained on `split` (best validation checkpoint in `run_dir`) with its facts written."""
     from genrec.io import write_json
     from genrec.models import build_model
+    from genrec.models.base import Resources
     from genrec.runs.retrieval import fit_retrieval
     from genrec.runs.store import seed_everything
     from genrec.training.checkpoint import load_weights
@@ -400,13 +401,15 @@ def fit_or_reuse(cfg, split, items, run_dir: Path, facts: Path, overrides: list[
     seed_everything(cfg)
     model = build_model(cfg.model, split.n_items, split.n_users)
     if (run_dir / "best.safetensors").exists() and facts.exists():
-        model.prepare(split, {"items": items})
+        model.prepare(split, Resources(items=items))
         model.load_state_dict(load_weights(run_dir / "best.safetensors"))
         return model, json.loads(facts.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     summary = fit_retrieval(
-        model, split, FitContext(cfg.train, cfg.eval, run_dir, progress=False, extra={"items": items})
+        model,
+        split,
+        FitContext(cfg.train, cfg.eval, run_dir, progress=False, resources=Resources(items=items)),
     )
     result = {
         "overrides": overrides,

@@ -40,7 +40,7 @@ def measure(recipe: str, keep_freed: bool, train_steps: int, val_passes: int, th
     torch.manual_seed(0)
     model = build_model(cfg.model, split.n_items, split.n_users)
     model.train()
-    optimizer = build_optimizer(model, cfg.train, cfg.train.adam_kernel)
+    optimizer = build_optimizer(model, cfg.train)
     objective = build_objective(cfg.train.objective, model, split.train.items)
     batches = list(model.training_batches(split, np.random.default_rng(0), cfg.train.batch_size))
     train_steps = min(train_steps, len(batches) - 5)

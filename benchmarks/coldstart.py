@@ -33,6 +33,7 @@ from genrec.config import load_config
 from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
 from genrec.io import write_json
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs.retrieval import fit_retrieval, make_split, prepare_dataset
 from genrec.training.checkpoint import load_weights
 from genrec.training.trainer import FitContext
@@ -82,7 +83,7 @@ def run_one(
         run_dir = out / f"{model_name}--{dataset}{tag}"
         run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        ctx = FitContext(cfg.train, cfg.eval, run_dir, progress=False, extra={"items": items})
+        ctx = FitContext(cfg.train, cfg.eval, run_dir, progress=False, resources=Resources(items=items))
         summary = fit_retrieval(model, split, ctx)
         fit_s = round(time.perf_counter() - t0, 1)
     scored = ColdPlaces(model, is_cold, cold_share) if cold_share and model.can("score") else model

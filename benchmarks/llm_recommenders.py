@@ -35,6 +35,7 @@ from genrec.eval.evaluator import evaluate
 from genrec.experiments.coldstart import ColdPlaces, cold_start_split, evaluate_warm_cold
 from genrec.io import write_json
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.objectives import build_objective
 from genrec.runs import make_split, prepare_dataset
 from genrec.runs.retrieval import fit_retrieval
@@ -49,7 +50,7 @@ def setup(args, overrides: list[str]):
     items = item_table(ds, seq.item_ids)
     t0 = time.perf_counter()
     model = build_model(cfg.model, seq.n_items, seq.n_users)
-    model.prepare(split, {"items": items})
+    model.prepare(split, Resources(items=items))
     return cfg, split, model, time.perf_counter() - t0
 
 
@@ -190,7 +191,9 @@ def coldstart(args) -> dict:
         model = build_model(cfg.model, split.n_items, split.n_users)
         c0, t0 = time.process_time(), time.perf_counter()
         summary = fit_retrieval(
-            model, split, FitContext(cfg.train, cfg.eval, None, progress=False, extra={"items": items})
+            model,
+            split,
+            FitContext(cfg.train, cfg.eval, None, progress=False, resources=Resources(items=items)),
         )
         fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
         plain = evaluate_warm_cold(model, split, is_cold, cfg.eval)

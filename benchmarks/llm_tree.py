@@ -26,7 +26,7 @@ from benchmarks._common import Report, item_table, parser, sample, take
 from genrec.config import DataConfig, EvalConfig
 from genrec.eval.evaluator import evaluate
 from genrec.llm import LLMConfig, Usage
-from genrec.models.base import build_model
+from genrec.models.base import Resources, build_model
 from genrec.models.llm_tree import LLMTree, LLMTreeConfig
 from genrec.models.popularity import PopularityConfig
 from genrec.runs.retrieval import make_split, prepare_dataset
@@ -58,7 +58,7 @@ class CountTree(LLMTree):
 
 def fitted(cls, cfg, split, items):
     model = cls(cfg, split.n_items, split.n_users)
-    model.prepare(split, {"items": items})
+    model.prepare(split, Resources(items=items))
     return model.eval()
 
 
@@ -104,7 +104,7 @@ def walk_and_evaluate(args, report: Report, tree: LLMTree, split, items, users) 
         print(" | ".join(lines[-1]), file=sys.stderr, flush=True)
 
     pop = build_model(PopularityConfig(), split.n_items, split.n_users)
-    pop.prepare(split, {})
+    pop.prepare(split, Resources())
     run("popularity", pop.eval())
     run("text similarity (no tree, no LLM)", fitted(TextSimilarity, cfg, split, items))
     run("tree, history counts (no LLM)", fitted(CountTree, cfg, split, items))

@@ -4,8 +4,8 @@
     python -m benchmarks optimizer_step --recipes sasrec-amazon-beauty --steps 500
 
 Each recipe's model is built at its dataset's catalogue size and stepped with the same random gradients by the
-three implementations of `genrec.training.trainer.build_optimizer` (`train.adam_kernel`): PyTorch's per-tensor loop
-(the default), the multi-tensor kernel and the fused kernel. The table prints the median milliseconds per step over
+three AdamW kernels through `genrec.training.trainer.build_optimizer`: PyTorch's per-tensor loop, the
+multi-tensor kernel (what training uses) and the fused kernel. The table prints the median milliseconds per step over
 `--repeats` timings of `--steps` steps (implementations alternate, so a slower spell of a shared machine hits all of
 them), the speed-up over the loop and the largest weight difference from the loop after all steps (0 = the same
 bits). With `--train-steps N` (default 60) it also times whole training steps (forward, backward, clipping, AdamW)
@@ -24,7 +24,8 @@ from genrec.objectives import build_objective
 from genrec.runs import make_split, prepare_dataset
 from genrec.training.trainer import build_optimizer, training_step
 
-IMPLEMENTATIONS = ["loop", "multi_tensor", "fused"]
+KERNELS = {"loop": {"foreach": False}, "multi_tensor": {"foreach": True}, "fused": {"fused": True}}
+IMPLEMENTATIONS = list(KERNELS)
 COLUMNS = (
     "recipe | parameters | implementation | "
     "ms/step | speed-up vs loop | max weight diff vs loop | ms per training step"
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         models = {impl: build_model(cfg.model, stats["items"], stats["users"]) for impl in IMPLEMENTATIONS}
         for model in models.values():
             model.load_state_dict(models["loop"].state_dict())
-        optimizers = {impl: build_optimizer(models[impl], cfg.train, impl) for impl in IMPLEMENTATIONS}
+        optimizers = {
+            impl: build_optimizer(models[impl], cfg.train, **KERNELS[impl]) for impl in IMPLEMENTATIONS
+        }
         gen = torch.Generator().manual_seed(1)
         grads = [torch.randn(p.shape, generator=gen) * 1e-2 for p in models["loop"].parameters()]
         for model in models.values():
@@ -110,6 +113,9 @@ def train_step_ms(cfg, ds, args) -> dict[str, float]:
         for batch in batches:
             training_step(model, objective, optimizer, batch, cfg.train.grad_clip)
 
-    calls = {impl: lambda o=build_optimizer(model, cfg.train, impl): epoch(o) for impl in IMPLEMENTATIONS}
+    calls = {
+        impl: lambda o=build_optimizer(model, cfg.train, **KERNELS[impl]): epoch(o)
+        for impl in IMPLEMENTATIONS
+    }
     times = alternate(calls, args.repeats, 0)
     return {impl: t.median / len(batches) * 1e3 for impl, t in times.items()}

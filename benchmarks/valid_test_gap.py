@@ -273,10 +273,9 @@ def main(argv: list[str] | None = None) -> None:
         return float(figures["valid"][metric])
 
     task.on_validation = validate
-    # run_dir, resume, log, progress, then what `prepare` is offered (the item table for semantic IDs)
-    ctx = FitContext(
-        cfg.train, cfg.eval, None, False, None, False, task.resources(split, Tables(items, None, {}))
-    )
+    # No run directory; `prepare` is offered the item table (semantic IDs are built from it).
+    resources = task.resources(split, Tables(items, None, {}))
+    ctx = FitContext(cfg.train, cfg.eval, None, progress=False, resources=resources)
     t0 = time.perf_counter()
     summary = fit(task, model, split, ctx)
     seconds = time.perf_counter() - t0

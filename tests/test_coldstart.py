@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -12,6 +14,7 @@ from genrec.eval.evaluator import evaluate
 from genrec.experiments.coldstart import ColdPlaces, cold_items, cold_start_split, evaluate_warm_cold
 from genrec.items import text
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs.retrieval import fit_retrieval
 from genrec.training.trainer import FitContext
 
@@ -54,7 +57,7 @@ def test_textrec_learns_and_faiss_agrees_with_exact_search(tiny, monkeypatch):
         EvalConfig(ks=[1, 5, 10]),
         progress=False,
     )
-    ctx.extra["items"] = items
+    ctx = dataclasses.replace(ctx, resources=Resources(items=items))
     fit_retrieval(model, split, ctx)
     res = evaluate(model, split.test, split.n_items, EvalConfig(ks=[1, 5, 10]))
     assert res["filtered"]["recall@5"] >= 0.75

@@ -21,6 +21,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.errors import ConfigError
 from genrec.items.semantic_ids import SemanticIds
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.objectives import build_objective
 from genrec.runs import make_split, prepare_dataset
 from genrec.runs.ranking import prepare_feedback
@@ -115,7 +116,7 @@ VARIANTS = {
     "sasrec+bce": ("sasrec", ["train.objective=bce"]),
     "sasrec+bias": (
         "sasrec",
-        ["model.history_bias=true", "model.output_proj=true", "model.tie_output=false"],
+        ["model.history_bias=true", "model.tie_output=false"],
     ),
     "sasrec+contrastive": ("sasrec", ["train.objective=contrastive"]),
     "sasrec+linear": ("sasrec", ["model.attention=linear"]),
@@ -184,7 +185,7 @@ def retrieval_model(name: str, overrides: list[str], split, lm_dir):
         shape = (split.n_items, model.cfg.text_dim)
         model.set_text(rng.normal(size=shape).astype(np.float32), rng.normal(size=shape).astype(np.float32))
     if not model.trainable:
-        model.prepare(split, {})
+        model.prepare(split, Resources())
     for module in model.modules():
         if getattr(module, "_use_kernels", False):
             module._use_kernels = False
@@ -257,7 +258,7 @@ def feedback():
 RANKER_VARIANTS = {
     "din+text": (
         "din",
-        ["model.text_features=true", "model.text_interest=true", "model.cross_features=true"],
+        ["model.text_features=true", "model.cross_features=true"],
     ),
     "hstu_ranker+compressed": ("hstu_ranker", ["model.compress_history=true", "model.compress_keep=2"]),
 }
@@ -273,7 +274,7 @@ def test_ranker_runs_on_the_meta_device(case, feedback):
     cfg = load_config(name, ["model.dim=8", "model.max_len=8", *overrides]).model
     text = np.random.default_rng(0).normal(size=(feedback.n_items, 12)).astype(np.float32)
     torch.manual_seed(0)
-    model = registry.get(name)(cfg, feedback, text if cfg.text_features or cfg.text_interest else None)
+    model = registry.get(name)(cfg, feedback, text if cfg.text_features else None)
     objective = build_objective(model.cfg.default_objective, model)
     train = next(iter(model.training_batches(feedback, np.random.default_rng(0), 4)))
     _, evaluation = next(model.eval_batches(feedback, feedback.test, 4))

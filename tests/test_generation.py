@@ -15,6 +15,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.eval.sessions import evaluate_sessions, true_sessions
 from genrec.items.semantic_ids import tokenize
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.objectives import build_objective
 
 SMALL = ["model.dim=32", "model.heads=2", "model.tokenizer.codebook_size=6", "model.precision=float32"]
@@ -302,7 +303,7 @@ def test_session_recall_counts_the_true_next_items_found(ml100k_temporal):
 def test_session_recall_of_a_next_item_model_uses_its_top_n(ml100k_temporal):
     split = ml100k_temporal
     model = build_model(load_config("popularity").model, split.n_items, split.n_users)
-    model.prepare(split, {})
+    model.prepare(split, Resources())
     cfg = EvalConfig(session_len=5, session_users=30)
     got = evaluate_sessions(model, split, "test", cfg)
     assert got["users"] == 30 and got["source"] == "top-5 list" and 0 <= got["session_recall@5"] <= 1

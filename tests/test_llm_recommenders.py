@@ -13,6 +13,7 @@ from genrec.config import load_config
 from genrec.data.batching import HistoryBatch, history_batch
 from genrec.experiments.coldstart import cold_start_split
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs import load_run, train_run
 from genrec.runs.retrieval import make_split, prepare_dataset
 
@@ -237,7 +238,7 @@ def test_hllm_scores_items_it_never_trained_on_from_their_text(root, lm_dir, dat
     from genrec.runs.task import item_table  # the runs layer builds the item table a run stores
 
     model = build_model(cfg.model, split.n_items, split.sequences.n_users)
-    model.prepare(split, {"items": item_table(split.sequences.item_ids, ds)})
+    model.prepare(split, Resources(items=item_table(split.sequences.item_ids, ds)))
     cold = torch.from_numpy(np.flatnonzero(is_cold))
     assert len(cold) and not np.isin(cold.numpy(), split.train.items).any()
     scores = model.eval().score(HistoryBatch(torch.tensor([[1, 2, 3]])))

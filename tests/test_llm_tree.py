@@ -10,6 +10,7 @@ from test_llm import tiny_llama  # noqa: F401  (fixture)
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Csr
 from genrec.llm import LLMConfig
+from genrec.models.base import Resources
 from genrec.models.llm_tree import LLMTree, LLMTreeConfig, category_tree, cluster_tree
 from genrec.training.checkpoint import load_model_weights, save_weights
 
@@ -82,7 +83,7 @@ def split_and_items():
 def fitted(split_and_items, **kw):
     split, items = split_and_items
     model = LLMTree(LLMTreeConfig(**kw), n_items=8, n_users=1)
-    summary = model.prepare(split, {"items": items})
+    summary = model.prepare(split, Resources(items=items))
     return model.eval(), summary
 
 
@@ -133,7 +134,7 @@ def test_walk_with_a_real_model_is_deterministic_and_round_trips(split_and_items
 def test_clusters_when_items_have_no_categories(split_and_items):
     split, items = split_and_items
     model = LLMTree(LLMTreeConfig(leaf_size=3, branching=2, beam=1), n_items=8, n_users=1)
-    summary = model.prepare(split, {"items": items.drop("categories")})
+    summary = model.prepare(split, Resources(items=items.drop("categories")))
     assert summary["tree"] == "clusters" and summary["largest_leaf"] <= 3
     model._llm = ScriptedLLM(set())
     ids, _ = model.eval().recommend(HistoryBatch(torch.tensor([[1]])), 8)

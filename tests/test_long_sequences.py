@@ -8,7 +8,26 @@ import torch
 from genrec.config import load_config
 from genrec.data.batching import HistoryBatch
 from genrec.models import build_model
-from genrec.nn.linear_attention import causal_linear_attention, quadratic_linear_attention
+from genrec.nn.linear_attention import EPS, causal_linear_attention, feature_map
+
+
+def quadratic_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    real: torch.Tensor | None = None,
+    normalize: bool = True,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """The same formula as `causal_linear_attention` with the full [L, L] weight matrix: the reference."""
+    length = q.shape[2]
+    weights = feature_map(q) @ feature_map(k).transpose(-1, -2)
+    allowed = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    if real is not None:
+        allowed = allowed & real[:, None, None, :]
+    weights = weights * allowed
+    out = weights @ v
+    return out / (weights.sum(-1, keepdim=True) + EPS) if normalize else out * scale
 
 
 @pytest.mark.parametrize("normalize", [True, False])

@@ -275,73 +275,17 @@ def test_train_and_its_rank_train_alias_train_a_ranking_recipe(command, tmp_path
     assert yaml.safe_load((out / "config.yaml").read_text())["task"] == "ranking"
 
 
-def test_text_interest_features_by_hand():
-    """One candidate whose text equals a 5-rated history movie and is orthogonal to a 1-rated one."""
-    from genrec.models.ranking.base import TEXT_INTEREST, TextInterest
+def test_a_pruned_ranker_setting_loads_when_off_and_is_refused_when_on():
+    """`model.text_interest` (text as user-candidate relevance) was removed after it measured no gain (docs/log.md):
+    a stored config that had it off reads as before, one that had it on is refused in one line."""
+    from genrec.config import build_config, migrate
 
-    ti = TextInterest(np.eye(4, dtype=np.float32) * 3.0)  # not unit length: the module normalises
-    hist = torch.tensor([[0, 1, 2]])
-    actions = torch.tensor([[0, 5, 1]])
-    visible = (hist > 0)[:, None, :]
-    f = dict(zip(TEXT_INTEREST, ti(torch.tensor([[1]]), hist, actions, visible)[0, 0].tolist()))
-    s = ti.scale
-    assert f["mean_sim"] == pytest.approx(0.5 * s) and f["max_sim"] == pytest.approx(s)
-    assert f["mean_sim_r5"] == pytest.approx(0.5 * s) and f["mean_sim_r1"] == pytest.approx(-0.5 * s)
-    assert f["mean_sim_r3"] == 0.0 and f["max_sim_r2"] == 0.0  # ratings the user never gave
-    assert f["like_minus_dislike_sim"] == pytest.approx(s)
-    k = ti.kernel_scale
-    assert f["kernel_rating"] == pytest.approx(1.0 * k, abs=1e-3)  # (5 - mean rating 3) / 2
-    assert f["kernel_like"] == pytest.approx(0.5 * k, abs=1e-3)
-    # No visible event: all zeros (the first event of a user's first window).
-    none = ti(torch.tensor([[1]]), hist, actions, torch.zeros(1, 1, 3, dtype=torch.bool))
-    assert none.abs().max().item() == 0.0
-    # Without the maxima: the same features less the max_* ones.
-    lean = TextInterest(np.eye(4, dtype=np.float32), maxima=False)
-    names = [n for n in TEXT_INTEREST if not n.startswith("max_")]
-    assert lean.n_features == len(names) == ti.n_features - 6
-    lean_f = lean(torch.tensor([[1]]), hist, actions, visible)[0, 0].tolist()
-    assert lean_f == pytest.approx([f[n] for n in names], abs=1e-6)
-
-
-def test_text_interest_sees_only_earlier_events(data: FeedbackData):
-    """In a training window candidate t's text-interest features and logit use only the events before t, and
-    they equal its inference score after those events."""
-    torch.manual_seed(0)
-    text = np.random.default_rng(0).normal(size=(data.n_items, 24)).astype(np.float32)
-    cfg = model_class("din").config_class(name="din", dim=16, max_len=12, dropout=0.0, text_interest=True)
-    model = model_class("din")(cfg, data, text).eval()
-    w = cfg.max_len
-    user = int(np.flatnonzero(data.seq.lengths() > w)[0])
-    batch = _window_batch(data, user, w)
-    t = w // 2
-    changed = batch.hist_actions.clone()
-    changed[0, t] = 1 if changed[0, t] != 1 else 5  # a later event's rating changes
-    other = RankBatch(**{**batch.__dict__, "hist_actions": changed})
-    with torch.no_grad():
-        f, g = (model.interest(b, model.visible(b))[0] for b in (batch, other))
-        z, z2 = model.logits(batch)[0], model.logits(other)[0]
-    assert torch.equal(f[: t + 1], g[: t + 1]) and torch.allclose(z[: t + 1], z2[: t + 1])
-    assert (f[t + 1 :] - g[t + 1 :]).abs().max().item() > 1e-3  # later candidates do see it
-    with torch.no_grad():
-        for k in (1, t, w - 1):
-            one = _event_as_candidate(data, user, k)
-            assert model.logits(one)[0, 0].item() == pytest.approx(z[k].item(), abs=1e-5)
-
-
-def test_text_interest_config_round_trips():
-    import yaml
-
-    from genrec.config import build_config as build_rank_config
-
-    assert load_rank_config("din-text-ml-1m").model.text_interest is False
-    overrides = ["model.text_interest=true", "model.text_features=false", "model.text_interest_max=false"]
-    cfg = load_rank_config("din-text-ml-1m", overrides)
-    assert cfg.model.text_interest is True and cfg.model.text_features is False
-    assert cfg.model.text_interest_max is False
-    again = build_rank_config(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"))))
-    assert again == cfg and again.model.text_interest is True
-    with pytest.raises(ConfigError, match="does not read text_interest"):
-        load_rank_config("hstu_ranker", ["model.text_interest=true"])
+    raw = load_rank_config("din-text-ml-1m").model_dump(mode="json")
+    raw["model"] |= {"text_interest": False, "text_interest_max": True}
+    assert build_config(migrate(raw)) == load_rank_config("din-text-ml-1m")
+    raw["model"]["text_interest"] = True
+    with pytest.raises(ConfigError, match="model.text_interest=True, which genrec no longer has"):
+        migrate(raw)
 
 
 def _feedback_log(tmp_path, rating, n_users=30, events=12, column="rating"):

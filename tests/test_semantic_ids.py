@@ -13,6 +13,7 @@ from genrec.items import semantic_ids as semantic_ids_module
 from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, separation_codes, tokenize
 from genrec.items.text import item_texts
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs.retrieval import fit_retrieval
 from genrec.training.trainer import FitContext
 
@@ -197,7 +198,7 @@ def test_tiger_trains_on_tiny_data_and_beats_popularity(history_tokens, tiny_p5,
         EvalConfig(ks=[1, 5, 10]),
         tmp_path,
         progress=False,
-        extra={"items": items},
+        resources=Resources(items=items),
     )
     summary = fit_retrieval(model, split, ctx)
     assert (tmp_path / "semantic_ids.safetensors").exists() and (

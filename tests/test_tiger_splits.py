@@ -21,6 +21,7 @@ from genrec.data.split import leave_one_out
 from genrec.eval.evaluator import evaluate, evaluate_split
 from genrec.items import semantic_ids as semantic_ids_module
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs.retrieval import fit_retrieval
 from genrec.training.trainer import FitContext
 
@@ -104,7 +105,7 @@ def test_valid_and_test_figures_equal_a_brute_force_loop(backbone, history_token
     torch.manual_seed(0)
     model = build_model(cfg, N_ITEMS, seq.n_users)
     train = TrainConfig(epochs=3, batch_size=64, lr=3e-2, warmup_steps=0, eval_every=3)
-    ctx = FitContext(train, EvalConfig(ks=KS), None, progress=False, extra={"items": items})
+    ctx = FitContext(train, EvalConfig(ks=KS), None, progress=False, resources=Resources(items=items))
     fit_retrieval(model, split, ctx)
     model.eval()
     # The items never trained on are the validation-only and test-only targets.

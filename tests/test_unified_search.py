@@ -13,6 +13,7 @@ from genrec.errors import ConfigError, DataError
 from genrec.experiments.search import BM25Index, bm25_view, cosine_view, evaluate_search, target_of_user
 from genrec.items.queries import clean_generated_query, template_queries, template_query
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.runs import load_run, train_run
 
 
@@ -130,7 +131,7 @@ def test_unified_rejects_bad_inputs(tiny_run):
     cfg = load_config("unified", ["model.dim=16"]).model
     m = build_model(cfg, 5, 2)
     with pytest.raises(ConfigError):
-        m.prepare(None, {})
+        m.prepare(None, Resources())
     with pytest.raises(ConfigError):
         build_model(cfg.model_copy(update={"l2_normalize": True}), 5, 2)
 

@@ -149,11 +149,6 @@ class TrainConfig(StrictModel):
         0, ge=0, description="inverse_sqrt: steps at the full rate after the warm-up, before the decay starts"
     )
     grad_clip: float | None = 1.0
-    adam_kernel: Literal["loop", "multi_tensor", "fused"] = Field(
-        "loop",
-        description="AdamW implementation: PyTorch's per-tensor loop; multi_tensor (the same bits per step, "
-        "faster); fused (fastest, equal up to float rounding)",
-    )
     patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
     eval_every: int = Field(1, ge=1)
     # How the process runs: its seed, threads, device, numeric precision, compiled step, input workers, time limit.
@@ -387,7 +382,17 @@ MOVED = {
 
 
 # Keys removed from the configs, with the value that meant "off": a stored run that has them off loads as before.
-REMOVED = {("model", "item_dropout"): 0.0, ("model", "text_dropout"): 0.0, ("train", "ema_decay"): None}
+# ANY: a key whose value never changed what the stored weights compute (dropped whatever it was).
+ANY = object()
+REMOVED = {
+    ("model", "item_dropout"): 0.0,
+    ("model", "text_dropout"): 0.0,
+    ("train", "ema_decay"): None,
+    ("model", "output_proj"): False,
+    ("model", "text_interest"): False,
+    ("model", "text_interest_max"): ANY,  # read only with text_interest on
+    ("train", "adam_kernel"): ANY,  # the optimiser's kernel: the trained weights are used the same way
+}
 
 
 def migrate(raw: dict) -> dict:
@@ -400,7 +405,7 @@ def migrate(raw: dict) -> dict:
     for (section, key), off in REMOVED.items():
         part = raw.get(section)
         if isinstance(part, dict) and key in part:
-            if part[key] != off:
+            if off is not ANY and part[key] != off:
                 raise ConfigError(f"{section}.{key}={part[key]}, which genrec no longer has")
             del part[key]
     model = raw.get("model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +20,22 @@ class HistoryBatch:
     @property
     def lengths(self) -> torch.Tensor:
         return (self.items > 0).sum(1)
+
+
+class SequenceBatch(NamedTuple):
+    """Training windows of next-item models: `items` [B, L + 1] right-aligned (0 = padding), each position's
+    target the item after it; `timestamps` [B, L + 1] seconds, or None for models that read no time."""
+
+    items: torch.Tensor
+    timestamps: torch.Tensor | None = None
+
+
+class PairBatch(NamedTuple):
+    """BPR training triples: `users`, `positives` and sampled `negatives`, each [B] internal ids."""
+
+    users: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor
 
 
 def pad_left(

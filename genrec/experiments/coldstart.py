@@ -22,7 +22,7 @@ from genrec.config import EvalConfig
 from genrec.data.split import Csr, EvalSet, Split
 from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.eval.evaluator import evaluate
-from genrec.models.base import candidate_scores
+from genrec.models.base import Capable, candidate_scores
 
 
 def _first_seen(split: Split) -> tuple[np.ndarray, str]:
@@ -92,7 +92,7 @@ def cold_start_split(split: Split, share: float = 0.05) -> tuple[Split, np.ndarr
     return out, is_cold, details
 
 
-class ColdPlaces(torch.nn.Module):
+class ColdPlaces(Capable, torch.nn.Module):
     """Evaluation view of a full-catalogue model with places kept for cold items (`decoding/cold_places.py`): the
     same policy TIGER's `cold_share` applies, so that models are compared with the same number of cold places."""
 
@@ -104,9 +104,6 @@ class ColdPlaces(torch.nn.Module):
         self.register_buffer("is_cold", torch.from_numpy(is_cold))
         self.max_history = model.max_history
         self.n_items = model.n_items
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     @torch.no_grad()
     def recommend(self, batch, k: int, exclude: torch.Tensor | None = None):

@@ -28,6 +28,7 @@ import torch
 from genrec.errors import DataError
 from genrec.items.queries import category_path, clean_generated_query, query_prompt
 from genrec.llm import LLM
+from genrec.models.base import Capable
 
 
 def ask(llm: LLM, prompts: list[str], max_tokens: int, chunk: int = 64) -> tuple[list[str], dict]:
@@ -126,7 +127,7 @@ def generate_summaries(
     return [" ".join(t.split()) for t in texts], usage
 
 
-class SummaryRetriever(torch.nn.Module):
+class SummaryRetriever(Capable, torch.nn.Module):
     """Cold-start retriever: a user's query vector is the text embedding of their LLM preference summary, blended
     with the mean text vector of their recent items (`history_weight`, 0 = the summary alone); every item is
     scored by cosine with its text vector. `summary_emb` [n_users, d] rows by internal user index."""
@@ -140,9 +141,6 @@ class SummaryRetriever(torch.nn.Module):
         super().__init__()
         self.summary_emb, self.item_emb = summary_emb, item_emb  # [n_users, d], [n_items + 1, d]
         self.history_weight, self.recent = history_weight, recent
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     @torch.no_grad()
     def score(self, batch) -> torch.Tensor:

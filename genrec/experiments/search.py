@@ -24,6 +24,7 @@ from genrec.config import EvalConfig
 from genrec.data.split import EvalSet
 from genrec.eval.evaluator import evaluate
 from genrec.items.queries import words
+from genrec.models.base import Capable
 
 SEARCH_PROTOCOL = (
     "search: the held-out (test) item's query, plus the user's history for models that read it, ranks the full "
@@ -31,7 +32,7 @@ SEARCH_PROTOCOL = (
 )
 
 
-class QueryScores(torch.nn.Module):
+class QueryScores(Capable, torch.nn.Module):
     """A scoring view for the evaluator: row u of `scores_of_user(users)` is user u's search scores."""
 
     capabilities = frozenset({"score"})
@@ -39,9 +40,6 @@ class QueryScores(torch.nn.Module):
     def __init__(self, score_fn, max_history: int | None = None) -> None:
         super().__init__()
         self.score_fn, self.max_history = score_fn, max_history
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     @torch.no_grad()
     def score(self, batch) -> torch.Tensor:

@@ -24,21 +24,52 @@ can do, so that nothing above the models asks `isinstance`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 
 from genrec.config.base import ModelConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
+from genrec.errors import ConfigError
 from genrec.registry import get as registered_class
 from genrec.registry import register
 
 
-class Recommender(nn.Module):
+@dataclass(frozen=True)
+class Resources:
+    """What the runs layer offers `Recommender.prepare` beside the training split.
+
+    `items`: the run's item table (item_id, title, categories; row i = internal id i + 1), None outside a run.
+    `collab_embeddings(run_dir, raw_item_ids) -> [n, d]`: a trained run's item vectors aligned to raw ids (for
+    tokenizers that mix collaborative signal into the item input), None when not offered."""
+
+    items: pl.DataFrame | None = None
+    collab_embeddings: Callable[[str, np.ndarray], np.ndarray] | None = None
+
+    def item_table(self, model: str) -> pl.DataFrame:
+        """The item table, for a model that builds its item side from titles and categories. Raises ConfigError
+        (naming `model`) when there is none."""
+        if self.items is None:
+            raise ConfigError(f"{model} needs the run's item table (titles, categories)")
+        return self.items
+
+
+class Capable:
+    """What every model (retriever or ranker) declares: the `capabilities` it has, asked through `can`."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+
+class Recommender(Capable, nn.Module):
     """Base of retrieval models. `n_items` items have internal ids 1..n_items (0 = padding)."""
 
     config_class: ClassVar[type[ModelConfig]]
@@ -57,13 +88,9 @@ class Recommender(nn.Module):
         """How many of the most recent history items the model reads (None = all)."""
         return getattr(self.cfg, "max_len", None)
 
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
-
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         """Fit what comes from the data rather than from gradient steps (closed-form baselines, text vectors,
-        semantic IDs), before any training. `resources` holds what the runs layer offers: `items` (the run's
-        item table: item_id, title, categories, in internal order) and optional loaders. Returns a summary
+        semantic IDs), before any training, with what the runs layer offers (`Resources`). Returns a summary
         for the run's metrics (may hold `report`, a text the runs layer logs, and `files`, {name: bytes} it
         writes into the run directory)."""
         return {}
@@ -107,4 +134,4 @@ def build_model(cfg: ModelConfig, n_items: int, n_users: int) -> Recommender:
     return registered_class(cfg.name)(cfg, n_items, n_users)
 
 
-__all__ = ["Recommender", "build_model", "candidate_scores", "register"]
+__all__ = ["Capable", "Recommender", "Resources", "build_model", "candidate_scores", "register"]

@@ -13,7 +13,7 @@ import torch
 from genrec.config.models.itemknn import ItemKNNConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
-from genrec.models.base import Recommender, register
+from genrec.models.base import Recommender, Resources, register
 
 
 @register
@@ -28,7 +28,7 @@ class ItemKNN(Recommender):
         self.register_buffer("neighbour_sims", torch.zeros(n_items + 1, k))
 
     @torch.no_grad()
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         n = self.n_items + 1
         users = np.repeat(np.arange(len(split.train)), split.train.lengths())
         pairs = np.unique(np.stack([users, split.train.items]), axis=1)  # binary matrix: repeats count once

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from genrec.config.models.kuaiformer import KuaiFormerConfig
-from genrec.data.batching import HistoryBatch
+from genrec.data.batching import HistoryBatch, SequenceBatch
 from genrec.data.split import Split
 from genrec.models.base import register
 from genrec.models.next_item import NextItemModel, NextItemOutputs, make_item_tables
@@ -122,7 +122,7 @@ class KuaiFormer(NextItemModel):
         windows = np.where(idx >= train.offsets[owner][:, None], train.items[np.clip(idx, 0, None)], 0)
         order = rng.permutation(len(windows))
         for i in range(0, len(order), batch_size):
-            yield torch.from_numpy(windows[order[i : i + batch_size]]).long(), None
+            yield SequenceBatch(torch.from_numpy(windows[order[i : i + batch_size]]).long())
 
     def next_item_outputs(self, batch) -> NextItemOutputs:
         items, _ = batch

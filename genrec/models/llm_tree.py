@@ -41,7 +41,7 @@ from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.llm import build_llm
-from genrec.models.base import Recommender, register
+from genrec.models.base import Recommender, Resources, register
 
 STOPWORDS = set(
     "the and for with from pack set new men women oz fl ounce ounces count inch each size one two free by of in "
@@ -144,12 +144,10 @@ class LLMTree(Recommender):
         return self._llm
 
     # -- fitting --------------------------------------------------------------------------------------------
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         from genrec.items.text import item_text_embeddings
 
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("llm_tree needs the run's item table (titles, categories)")
+        items = resources.item_table(self.cfg.name)
         titles = [
             t if t else str(i)
             for t, i in zip(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from genrec.config.models.mf import MFConfig
-from genrec.data.batching import HistoryBatch
+from genrec.data.batching import HistoryBatch, PairBatch
 from genrec.data.split import Split
 from genrec.models.base import Recommender, register
 
@@ -40,7 +40,7 @@ class MF(Recommender):
         negatives = rng.integers(1, self.n_items + 1, size=len(items))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            yield (
+            yield PairBatch(
                 torch.from_numpy(users[idx]),
                 torch.from_numpy(items[idx]),
                 torch.from_numpy(negatives[idx]),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
+from genrec.data.batching import HistoryBatch, SequenceBatch, length_bucketed_batches, pad_left
 from genrec.data.split import Split
 from genrec.models.base import Recommender
 
@@ -49,8 +49,6 @@ class NextItemModel(Recommender):
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.cfg.output_proj:
-            hidden = self.out_proj(hidden)
         if self.cfg.l2_normalize:
             hidden = F.normalize(hidden, dim=-1)
         return hidden / self.cfg.temperature
@@ -82,11 +80,11 @@ class NextItemModel(Recommender):
             ts = None
             if use_ts:
                 ts = torch.from_numpy(pad_left(train.offsets, train.timestamps, chosen, self.cfg.max_len + 1))
-            yield items, ts
+            yield SequenceBatch(items, ts)
 
     def next_item_outputs(self, batch) -> NextItemOutputs:
-        """One encoder pass over a training batch ([B, L + 1] items, timestamps or None): every real input
-        position's query and the item that follows it."""
+        """One encoder pass over a training `SequenceBatch`: every real input position's query and the item that
+        follows it."""
         items, ts = batch
         inputs, targets = items[:, :-1], items[:, 1:]
         hidden = self.encode(inputs, None if ts is None else ts[:, :-1])
@@ -170,10 +168,6 @@ def make_item_tables(model: NextItemModel, n_items: int, dim: int) -> None:
         init_embedding(model.out_emb, dim)
     if model.cfg.history_bias:
         model.seen_logit = torch.nn.Parameter(torch.zeros(()))
-    if model.cfg.output_proj:
-        # Starts as the identity, i.e. as the plain tied model.
-        model.out_proj = torch.nn.Linear(dim, dim, bias=False)
-        torch.nn.init.eye_(model.out_proj.weight)
 
 
 def init_embedding(emb: torch.nn.Embedding, dim: int) -> None:

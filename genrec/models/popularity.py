@@ -7,7 +7,7 @@ import torch
 
 from genrec.config.models.popularity import PopularityConfig
 from genrec.data.split import Split
-from genrec.models.base import Recommender, register
+from genrec.models.base import Recommender, Resources, register
 
 
 @register
@@ -22,7 +22,7 @@ class Popularity(Recommender):
     def max_history(self) -> int | None:
         return 1  # the history is not read; only exclusion uses it
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         counts = np.bincount(split.train.items, minlength=self.n_items + 1).astype(np.float32)
         self.counts.copy_(torch.from_numpy(counts))
         return {"fitted_on_interactions": int(len(split.train.items))}

@@ -45,7 +45,7 @@ from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie
 from genrec.errors import ConfigError, DataError
 from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
-from genrec.models.base import Recommender, register
+from genrec.models.base import Recommender, Resources, register
 from genrec.models.next_item import resolve_dtype
 from genrec.runtime import autocast, to_device
 
@@ -153,14 +153,12 @@ class SidLlm(Recommender):
             self._trie = CodeTrie(self.item_codes[1:].cpu().numpy(), self.sizes)
         return self._trie
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         """Semantic IDs (built, or loaded from `tokenizer.codes`), title tokens, training popularity and the new
         tokens' embeddings."""
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("sid_llm needs the run's item table to build semantic IDs")
+        items = resources.item_table(self.cfg.name)
         tk = self.cfg.tokenizer
-        sid = run_semantic_ids(tk, items, split.sequences.item_ids, resources.get("collab_embeddings"))
+        sid = run_semantic_ids(tk, items, split.sequences.item_ids, resources.collab_embeddings)
         self.set_semantic_ids(sid)
         titles = items["title"].to_list() if "title" in items.columns else [None] * self.n_items
         self.set_titles(titles)

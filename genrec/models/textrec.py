@@ -21,10 +21,10 @@ from genrec.config.models.textrec import TextRecConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.decoding.ann import HNSWIndex
-from genrec.errors import ConfigError, DataError
-from genrec.models.base import register
+from genrec.errors import DataError
+from genrec.models.base import Resources, register
 from genrec.models.next_item import NextItemModel
-from genrec.models.sasrec import SASRec, add_sasrec_tower
+from genrec.models.sasrec import SASRecTower
 
 
 @register
@@ -42,7 +42,7 @@ class TextRec(NextItemModel):
         self.id_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0) if cfg.use_id else None
         if self.id_emb is not None:
             nn.init.zeros_(self.id_emb.weight)
-        add_sasrec_tower(self, cfg)
+        self.tower = SASRecTower(cfg).composed_into(self)  # the user tower, over the item-tower vectors
         self._index = None
 
     def set_text_embeddings(self, emb: np.ndarray) -> None:
@@ -52,10 +52,8 @@ class TextRec(NextItemModel):
             )
         self.text_emb[1:] = torch.from_numpy(emb)
 
-    def prepare(self, split: Split, resources: dict) -> dict:
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError(f"{self.cfg.name} needs the run's item table (titles, categories)")
+    def prepare(self, split: Split, resources: Resources) -> dict:
+        items = resources.item_table(self.cfg.name)
         emb, notes = self.encode_items(items)
         self.set_text_embeddings(emb)
         self._index = None
@@ -85,7 +83,8 @@ class TextRec(NextItemModel):
         w = self.item_table()
         return F.normalize(w, dim=-1) if self.cfg.l2_normalize else w
 
-    encode = SASRec.encode  # the user tower is SASRec's, over the item-tower vectors
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tower(self.input_vectors(items), items)
 
     def train(self, mode: bool = True):
         if mode:

@@ -37,7 +37,7 @@ from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.decoding.cold_places import cold_count, keep_cold_places
 from genrec.errors import ConfigError, DataError
 from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
-from genrec.models.base import Recommender, register
+from genrec.models.base import Recommender, Resources, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.attention import attend
 from genrec.nn.transformer import FeedForward
@@ -180,14 +180,12 @@ class Tiger(Recommender):
     def trie(self) -> CodeTrie:
         return self.tries()[0]
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         """Build (or load, `tokenizer.codes`) the items' semantic IDs from the run's item table; `resources`
         may hold `collab_embeddings(run_dir, raw_item_ids)` for collaborative tokenizer input."""
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("tiger needs the run's item table to build semantic IDs")
+        items = resources.item_table(self.cfg.name)
         sid = run_semantic_ids(
-            self.cfg.tokenizer, items, split.sequences.item_ids, resources.get("collab_embeddings")
+            self.cfg.tokenizer, items, split.sequences.item_ids, resources.collab_embeddings
         )
         self.set_semantic_ids(sid)
         self.set_trained_items(split.train.items)

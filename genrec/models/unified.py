@@ -30,9 +30,9 @@ from genrec.config.models.unified import UnifiedConfig
 from genrec.data.batching import HistoryBatch
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
-from genrec.models.base import register
+from genrec.models.base import Resources, register
 from genrec.models.next_item import NextItemModel, NextItemOutputs, distinct_prefix_items, make_item_tables
-from genrec.models.sasrec import SASRec, add_sasrec_tower
+from genrec.models.sasrec import SASRecTower
 
 
 @register
@@ -47,7 +47,7 @@ class Unified(NextItemModel):
                 "unified: l2_normalize is not supported (the text-match term is added to logits)"
             )
         make_item_tables(self, n_items, cfg.dim)
-        add_sasrec_tower(self, cfg)
+        self.tower = SASRecTower(cfg).composed_into(self)
         self.task_emb = nn.Embedding(2, cfg.dim)  # 0 = recommendation, 1 = search
         nn.init.zeros_(self.task_emb.weight)
         self.query_proj = nn.Linear(cfg.text_dim, cfg.dim)
@@ -61,7 +61,8 @@ class Unified(NextItemModel):
         self.register_buffer("match_basis", torch.eye(cfg.text_dim)[:, :k].clone())
         self.register_buffer("match_items", torch.zeros(n_items + 1, k))
 
-    encode = SASRec.encode
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tower(self.input_vectors(items), items)
 
     def set_text(self, query_emb: np.ndarray, text_emb: np.ndarray) -> None:
         """Item queries' and item texts' embeddings, [n_items, text_dim] each in internal order."""
@@ -80,13 +81,11 @@ class Unified(NextItemModel):
             self.match_basis[:, : top.shape[1]] = top
         self.match_items.copy_(self.text_emb @ self.match_basis)
 
-    def prepare(self, split: Split, resources: dict) -> dict:
+    def prepare(self, split: Split, resources: Resources) -> dict:
         from genrec.items.queries import template_queries
         from genrec.items.text import encode_texts, item_texts
 
-        items = resources.get("items")
-        if items is None:
-            raise ConfigError("unified needs the run's item table (titles, categories)")
+        items = resources.item_table(self.cfg.name)
         queries = template_queries(items)
         if not any(queries):
             raise DataError("unified needs item text (titles / categories) to make search queries")

@@ -77,25 +77,6 @@ def causal_linear_attention(
     return out.reshape(b, h, n * chunk, dv)[:, :, :length]
 
 
-def quadratic_linear_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    real: torch.Tensor | None = None,
-    normalize: bool = True,
-    scale: float = 1.0,
-) -> torch.Tensor:
-    """The same formula as `causal_linear_attention` with the full [L, L] weight matrix: the reference in tests."""
-    length = q.shape[2]
-    weights = feature_map(q) @ feature_map(k).transpose(-1, -2)
-    allowed = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-    if real is not None:
-        allowed = allowed & real[:, None, None, :]
-    weights = weights * allowed
-    out = weights @ v
-    return out / (weights.sum(-1, keepdim=True) + EPS) if normalize else out * scale
-
-
 class LinearCausalAttention(nn.Module):
     """Drop-in for `CausalSelfAttention` whose `mask` is the [B, L] real-item mask (True = item, False =
     padding) instead of a [B, 1, L, L] matrix: linear attention never builds the L x L mask."""

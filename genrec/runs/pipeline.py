@@ -82,7 +82,15 @@ def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
         if init is not None:
             model.load_state_dict(init.model.state_dict())
         ctx = FitContext(
-            cfg.train, cfg.eval, out, resume, log, progress, task.resources(data, tables), device, precision
+            cfg.train,
+            cfg.eval,
+            out,
+            resume,
+            log,
+            progress,
+            resources=task.resources(data, tables),
+            device=device,
+            precision=precision,
         )
         summary = fit(task, model, data, ctx, init)
         if not distributed.current().is_main:  # rank 0 alone evaluates and writes the run

@@ -51,7 +51,7 @@ def text_embeddings(data: FeedbackData, encoder: str | None = None, pooling: str
 
 
 def build_ranker(cfg: RankerConfig, data: FeedbackData) -> Ranker:
-    wants_text = cfg.text_features or cfg.text_interest
+    wants_text = cfg.text_features
     text = text_embeddings(data, cfg.text_encoder, cfg.text_pooling) if wants_text else None
     return registered_class(cfg.name)(cfg, data, text)
 

@@ -26,6 +26,7 @@ from genrec.eval.likelihood import prefix_log_likelihood
 from genrec.eval.lists import PROTOCOL as LIST_PROTOCOL
 from genrec.eval.lists import ListContext, genre_sets, popular_items
 from genrec.models import build_model
+from genrec.models.base import Resources
 from genrec.progress import make_progress
 from genrec.runs.task import Tables, Task, item_table
 from genrec.runtime import to_device
@@ -142,9 +143,9 @@ class RetrievalTask(Task):
     def build_model(self, split: Split):
         return build_model(self.cfg.model, split.n_items, split.n_users)
 
-    def resources(self, split: Split, tables: Tables) -> dict:
+    def resources(self, split: Split, tables: Tables) -> Resources:
         # The item table (titles, categories) is what semantic-ID and text models build their item side from.
-        return {"items": tables.items, "collab_embeddings": collab_embeddings}
+        return Resources(items=tables.items, collab_embeddings=collab_embeddings)
 
     def prepare(self, model, split: Split, ctx: FitContext, init=None) -> dict:
         return {"n_train_users": len(split.train), **super().prepare(model, split, ctx, init)}

@@ -22,6 +22,7 @@ from genrec import registry
 from genrec.config import RunConfig
 from genrec.config.tasks import TaskSpec
 from genrec.data.schema import Dataset
+from genrec.models.base import Resources
 from genrec.runs.store import model_files
 
 if TYPE_CHECKING:
@@ -73,18 +74,18 @@ class Task:
         """The untrained model of the model section for `data`."""
         raise NotImplementedError
 
-    def resources(self, data, tables: Tables) -> dict:
+    def resources(self, data, tables: Tables) -> Resources:
         """What `prepare` offers the model beside the data (`Recommender.prepare`'s `resources`)."""
-        return {}
+        return Resources()
 
     def prepare(self, model, data, ctx: FitContext, init: Run | None = None) -> dict:
-        """Fit the model's data-dependent part (`model.prepare(data, ctx.extra)` where the model has one) before
+        """Fit the model's data-dependent part (`model.prepare(data, ctx.resources)` where the model has one) before
         any training; a summary for the run's metrics (`report`: logged; `files`: written into the run). A model
         that starts from `init`'s weights has that part already, and keeps the files `init`'s model wrote."""
         if init is not None:
             return {"files": model_files(init.dir)}
         prepare = getattr(model, "prepare", None)
-        return dict(prepare(data, ctx.extra)) if prepare is not None else {}
+        return dict(prepare(data, ctx.resources)) if prepare is not None else {}
 
     def train_items(self, data) -> np.ndarray | None:
         """The flat training item ids, for objectives that correct for popularity (sampled softmax's logQ)."""

@@ -269,7 +269,8 @@ def take_rows(batch, lo: int, hi: int, n: int | None = None):
     if isinstance(batch, torch.Tensor):
         return batch[lo:hi] if batch.ndim and batch.shape[0] == n else batch
     if isinstance(batch, (tuple, list)):
-        return type(batch)(take_rows(x, lo, hi, n) for x in batch)
+        parts = [take_rows(x, lo, hi, n) for x in batch]
+        return type(batch)(*parts) if hasattr(batch, "_fields") else type(batch)(parts)  # named tuples too
     if dataclasses.is_dataclass(batch):
         changes = {f.name: take_rows(getattr(batch, f.name), lo, hi, n) for f in dataclasses.fields(batch)}
         return dataclasses.replace(batch, **changes)

@@ -44,6 +44,7 @@ import torch
 from genrec import registry
 from genrec.config import TrainConfig
 from genrec.errors import GenrecError
+from genrec.models.base import Resources
 from genrec.progress import make_progress
 from genrec.runtime import (
     Precision,
@@ -64,7 +65,7 @@ LOG_EVERY = 10  # steps between progress updates: the only points where the loop
 @dataclass
 class FitContext:
     """Where and how a model is fitted: the train and eval sections, the run directory (None = keep nothing),
-    resume, a logger (None = silent), progress bars, and `extra` resources for `Recommender.prepare`."""
+    resume, a logger (None = silent), progress bars, and the `resources` offered to `Recommender.prepare`."""
 
     train: TrainConfig
     eval: object
@@ -72,7 +73,7 @@ class FitContext:
     resume: bool = False
     log: object = None  # logging.Logger
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
     device: torch.device | None = None  # where the model is (None: its parameters' device)
     precision: Precision | None = None  # None: `train.precision` resolved on the device
 
@@ -108,18 +109,13 @@ def stop_note(summary: dict) -> str:
     return f"; training stopped early ({summary['stop']})"
 
 
-def build_optimizer(
-    model: torch.nn.Module, cfg: TrainConfig, implementation: str | None = None
-) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, **kernel) -> torch.optim.AdamW:
     """AdamW over the model's parameters, weight decay only on matrices that are not embeddings or norms.
 
-    `implementation` (default: `train.adam_kernel`): "loop" (PyTorch's per-tensor loop, the default),
-    "multi_tensor" (one kernel per operation over all tensors: the same bits per step, about 2x faster per step
-    on CPU) or "fused" (one kernel per step, faster again, equal up to float rounding); timings in
-    benchmarks/optimizer_step.py.
+    It runs PyTorch's multi-tensor kernel (one kernel per operation over all tensors): the same bits per step as
+    the per-tensor loop and faster on CPU; `kernel` (e.g. `foreach=False`, `fused=True`) passes another choice
+    to `torch.optim.AdamW` (`python -m benchmarks optimizer_step` times them).
     """
-    implementation = implementation or cfg.adam_kernel
-    kind = {"multi_tensor": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         # Biases, norms and embedding tables are not decayed: decay would shrink rare items' vectors.
@@ -128,7 +124,7 @@ def build_optimizer(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, cfg.adam_beta2),
-        **kind[implementation],
+        **(kernel or {"foreach": True}),
     )
 
 

@@ -21,11 +21,6 @@ class NextItemConfig(ModelConfig):
     tie_output: bool = Field(
         True, description="score items with the input embedding table (else a separate one)"
     )
-    output_proj: bool = Field(
-        False,
-        description="map the query through a learned d x d matrix before scoring against the item table: with "
-        "tied tables it lets the model stop scoring the items it has just read highest",
-    )
     history_bias: bool = Field(
         False,
         description="learn one logit offset for items already in the user's history (repeat versus explore), "

@@ -11,9 +11,7 @@ like-logit per candidate. Two kinds of batch exist:
   all see the whole history and never each other.
 Every model gets the same features: item id, genres, year bucket (and the frozen text embedding when
 `text_features` is on), the rating of each history event, user demographics, and the history-derived cross
-features when `cross_features` is on; with `text_interest`, rankers that read them (their config's
-`reads_text_interest`) also get the candidate's text-space relevance to the history per rating group
-(`TextInterest`).
+features when `cross_features` is on.
 """
 
 from __future__ import annotations
@@ -24,11 +22,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genrec.config.models.ranking.base import RankerConfig
 from genrec.data.feedback import CROSS_FEATURES, N_ACTIONS, FeedbackData, Impressions, SideFeatures
+from genrec.models.base import Capable
 from genrec.registry import register
 from genrec.runtime import module_device, to_device
 
@@ -77,92 +75,6 @@ class ItemFeatures(nn.Module):
         return x
 
 
-TEXT_INTEREST = [
-    "mean_sim",
-    "max_sim",
-    *(f"mean_sim_r{r}" for r in range(1, N_ACTIONS + 1)),
-    *(f"max_sim_r{r}" for r in range(1, N_ACTIONS + 1)),
-    "like_minus_dislike_sim",
-    "kernel_rating",
-    "kernel_like",
-]
-
-
-class TextInterest(nn.Module):
-    """User-candidate relevance in text space: [B, C, L] cosines of frozen text embeddings summarised per rating.
-
-    The LEARN / SRP4CTR way of using a language model in a ranker: instead of one more item vector (which on a
-    warm catalogue is a second id to memorise), compare the candidate with what the user rated, in the text
-    space where similar movies lie close whether or not the id embeddings have learned it. For each candidate
-    and the history events it may see (`visible`, the mask DIN's attention uses): the mean and max cosine
-    over all of them; per rating value 1..5, how much the mean and the max cosine over the events rated that
-    value exceed the overall mean (0 for a rating the user never gave); mean cosine to liked (rating >= 4)
-    minus to disliked events; and the user's rating and like rate of text-nearest events (softmax over
-    cosine / `tau`) relative to their plain mean. Cosines of unrelated titles cluster around a common value
-    and informative differences are a few hundredths, hence the centring and `scale`; `tau` and
-    `kernel_scale` were set from the features alone on ML-1M validation impressions (no training): the kernel
-    features separate likes best at tau 0.1-0.2 (GAUC 0.55), where their spread is ~0.1, scaled up to the
-    others' ~0.5. `maxima=False` leaves out the max cosines: a max over more events is larger, and evaluation
-    candidates see more events (the whole history) than most training ones (the window's earlier events).
-    """
-
-    def __init__(
-        self,
-        text: np.ndarray,
-        tau: float = 0.1,
-        scale: float = 10.0,
-        kernel_scale: float = 5.0,
-        maxima: bool = True,
-    ) -> None:
-        super().__init__()
-        t = torch.from_numpy(text.astype(np.float32))
-        t = F.normalize(t, dim=-1)  # once, so a dot product is the cosine
-        self.register_buffer("text", torch.cat([torch.zeros(1, t.shape[1]), t]), persistent=False)
-        self.tau, self.scale, self.kernel_scale = tau, scale, kernel_scale
-        self.keep = [i for i, n in enumerate(TEXT_INTEREST) if maxima or not n.startswith("max_")]
-        self.n_features = len(self.keep)
-
-    def forward(
-        self, items: torch.Tensor, hist_items: torch.Tensor, hist_actions: torch.Tensor, visible: torch.Tensor
-    ) -> torch.Tensor:
-        """items [B, C], hist_items / hist_actions [B, L], visible [B, C, L] bool -> [B, C, n_features]."""
-        sim = torch.einsum("bcd,bld->bcl", self.text[items], self.text[hist_items])
-        v = visible.float()
-        n = v.sum(-1)
-        seen = n > 0
-        mean = (sim * v).sum(-1) / n.clamp(min=1)
-        low = -2.0  # below any cosine
-        top = torch.where(seen, sim.masked_fill(~visible, low).amax(-1), 0.0)
-        # [B, C, L, 5]: event l is visible to candidate c and rated r.
-        groups = v[..., None] * F.one_hot(hist_actions, N_ACTIONS + 1)[:, None, :, 1:].float()
-        count = groups.sum(2)
-        has = count > 0
-        g_mean = torch.einsum("bcl,bclr->bcr", sim, groups) / count.clamp(min=1)
-        g_top = sim[..., None].masked_fill(groups == 0, low).amax(2)
-        rel_mean = torch.where(has, g_mean - mean[..., None], 0.0)
-        rel_top = torch.where(has, g_top - mean[..., None], 0.0)
-        liked = v * (hist_actions >= 4)[:, None, :].float()
-        disliked = v - liked
-        n_like, n_dislike = liked.sum(-1), disliked.sum(-1)
-        split = torch.where(
-            (n_like > 0) & (n_dislike > 0),
-            (sim * liked).sum(-1) / n_like.clamp(min=1) - (sim * disliked).sum(-1) / n_dislike.clamp(min=1),
-            0.0,
-        )
-        # Kernel regression in text space: the rating the user gave to the movies closest to the candidate,
-        # relative to their plain mean rating, so it carries taste rather than the user's rating bias.
-        w = torch.softmax((sim / self.tau).masked_fill(~visible, -1e4), -1) * v
-        rating = hist_actions[:, None, :].float().expand_as(sim)
-        k_rating = (w * rating).sum(-1) - (v * rating).sum(-1) / n.clamp(min=1)
-        k_like = (w * liked).sum(-1) - n_like / n.clamp(min=1)
-        sims = torch.cat([mean[..., None], top[..., None], rel_mean, rel_top, split[..., None]], -1)
-        kernel = torch.stack([k_rating / 2, k_like], -1)
-        out = torch.cat([sims * self.scale, kernel * self.kernel_scale], -1)
-        if len(self.keep) < out.shape[-1]:
-            out = out[..., self.keep]
-        return out * seen[..., None]
-
-
 class UserFeatures(nn.Module):
     """Demographics (gender, age bucket, occupation) as embeddings; an unknown user (-1) gets zeros."""
 
@@ -196,7 +108,7 @@ def mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 register_ranker = register  # rankers join the one registry (their config says task = "ranking")
 
 
-class Ranker(nn.Module):
+class Ranker(Capable, nn.Module):
     """Base of rankers: `logits(batch) -> [B, C]` like-logits of each row's candidates. Capabilities as in
     `genrec.models.base`; every ranker can `score_candidates`."""
 
@@ -210,21 +122,16 @@ class Ranker(nn.Module):
         self.cfg = cfg
         self.n_items = data.n_items
         self.n_cross = len(CROSS_FEATURES) if cfg.cross_features else 0
-        if (cfg.text_features or cfg.text_interest) and text is None:
-            raise ValueError("text_features / text_interest need the item text embeddings")
+        if cfg.text_features and text is None:
+            raise ValueError("text_features needs the item text embeddings")
         self.item_features = ItemFeatures(
             data.n_items, data.features, cfg.dim, text if cfg.text_features else None
         )
         self.user_features = UserFeatures(data.features, cfg.dim)
-        self.text_interest = TextInterest(text, maxima=cfg.text_interest_max) if cfg.text_interest else None
-        self.n_interest = self.text_interest.n_features if cfg.text_interest else 0
         self.action_emb = nn.Embedding(self.action_vocab + 1, cfg.dim, padding_idx=0)
         nn.init.normal_(self.action_emb.weight, std=cfg.dim**-0.5)
         self.eval_batch_size = 64
         self._event_cross: np.ndarray | None = None
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
 
     @property
     def max_history(self) -> int:
@@ -249,10 +156,6 @@ class Ranker(nn.Module):
         if batch.causal:
             mask = mask & torch.ones(c, length, dtype=torch.bool, device=mask.device).tril(-1)
         return mask
-
-    def interest(self, batch: RankBatch, visible: torch.Tensor) -> torch.Tensor:
-        """[B, C, n_interest] text-interest features (requires `text_interest`)."""
-        return self.text_interest(batch.items, batch.hist_items, batch.hist_actions, visible)
 
     # --- training --------------------------------------------------------------------------------------
     def _windows(self, data: FeedbackData) -> np.ndarray:

@@ -5,10 +5,7 @@ weighs every history event by its relevance to the candidate c (target attention
 in the paper); the weighted sum, the mean of the history, the candidate, the user's demographics and (when
 switched on) cross features and text embeddings feed an MLP that outputs the like-logit. With
 `text_features: true` this is the hybrid recipe: frozen language-model embeddings of each item's title and
-genres join the item features (as LEARN / HLLM feed LLM item representations to a classic ranker). With
-`text_interest: true` the same embeddings enter instead (or as well) as user-candidate relevance in text space:
-per rating group, how close the candidate's text is to the history events it may see (`TextInterest`), a few
-dense numbers beside the cross features in the output MLP.
+genres join the item features (as LEARN / HLLM feed LLM item representations to a classic ranker).
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ class DIN(Ranker):
         super().__init__(cfg, data, text)
         d = cfg.dim
         self.attention = mlp([4 * d, cfg.attention_hidden, 1], 0.0)
-        self.out = mlp([4 * d + self.n_cross + self.n_interest, *cfg.hidden, 1], cfg.dropout)
+        self.out = mlp([4 * d + self.n_cross, *cfg.hidden, 1], cfg.dropout)
 
     def logits(self, batch: RankBatch) -> torch.Tensor:
         hist = self.item_features(batch.hist_items) + self.action_emb(batch.hist_actions)  # [B, L, d]
@@ -46,6 +43,4 @@ class DIN(Ranker):
         parts = [user, cand, pooled, mean]
         if self.n_cross:
             parts.append(batch.cross)
-        if self.n_interest:
-            parts.append(self.interest(batch, mask))
         return self.out(torch.cat(parts, -1)).squeeze(-1)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from genrec.config.base import ModelConfig
 
 
 class RankerConfig(ModelConfig):
-    """`reads_text_interest`: whether the ranker's output layer takes the `text_interest` features."""
-
     default_objective: ClassVar[str | None] = "bce_logits"
     task: ClassVar[str] = "ranking"
-    reads_text_interest: ClassVar[bool] = False
     dim: int = Field(32, ge=4)
     max_len: int = Field(50, ge=2, description="history events the model reads")
     stride: int | None = Field(None, ge=1, description="training-window stride (default max_len // 2)")
@@ -28,21 +25,5 @@ class RankerConfig(ModelConfig):
     text_pooling: Literal["mean", "last"] = Field(
         "mean", description="pooling of a generative LLM encoder's hidden states over the text's tokens"
     )
-    text_interest: bool = Field(
-        False,
-        description="add the candidate's text-space relevance to the history, by rating (frozen "
-        "text-embedding cosines summarised per rating group; see TextInterest)",
-    )
-    text_interest_max: bool = Field(
-        True,
-        description="text_interest also gives max cosines (overall and per rating), which grow with the "
-        "number of events a candidate sees (fewer in training windows than in evaluation)",
-    )
     cross_features: bool = Field(False, description="add history-derived user x item statistics")
     candidates_per_row: int = Field(128, ge=1, description="evaluation: candidates scored per history row")
-
-    @model_validator(mode="after")
-    def _text_interest_is_read(self):
-        if self.text_interest and not self.reads_text_interest:
-            raise ValueError(f"ranker {self.name!r} does not read text_interest")
-        return self
