@@ -33,6 +33,7 @@ class SemanticIdRecommender(Recommender):
         self.sizes = [tk.codebook_size] * tk.levels + [cfg.max_separation]
         self.depth = len(self.sizes)
         first = np.r_[0, np.cumsum(self.sizes)[:-1]] + first_token
+        self.first_token = first_token
         self.register_buffer("offsets", torch.tensor(first, dtype=torch.long))
         self.register_buffer("item_codes", torch.zeros(n_items + 1, self.depth, dtype=torch.long))
 
@@ -65,3 +66,7 @@ class SemanticIdRecommender(Recommender):
     def tokens(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., depth] codes -> token ids."""
         return codes + self.offsets
+
+    def level_start(self, level: int) -> int:
+        """The token id of level `level`'s code 0 (= offsets[level], read without a copy from the device)."""
+        return self.first_token + sum(self.sizes[:level])

@@ -130,7 +130,7 @@ class SidLlm(SemanticIdRecommender):
             )
             codes = self.item_codes[1:]
             for level, size in enumerate(self.sizes):
-                start = int(self.offsets[level] - self.base_vocab)
+                start = self.level_start(level) - self.base_vocab
                 sums = torch.zeros(size, emb.shape[1]).index_add_(0, codes[:, level], item_vec)
                 counts = torch.bincount(codes[:, level], minlength=size).float()[:, None]
                 mean = torch.where(counts > 0, sums / counts.clamp(min=1), base.mean(0))
@@ -236,7 +236,7 @@ class SidLlm(SemanticIdRecommender):
         b, width = prompts.input_ids.shape
         trie = self.trie().to(device)
         excluded = trie.excluded_leaves(exclude.to(device)) if exclude is not None else None
-        starts = [self.base_vocab + sum(self.sizes[:level]) for level in range(self.depth)]  # = offsets
+        starts = [self.level_start(level) for level in range(self.depth)]
         constraint = TrieConstraint(trie, starts, width, beams, excluded)
         lm = self._causal_lm()
         config = self._generation_config(beams, beams)

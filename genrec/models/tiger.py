@@ -134,7 +134,7 @@ class Tiger(SemanticIdRecommender):
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of level `level`'s codes: dot products with their (tied) token embeddings."""
-        start = 1 + sum(self.sizes[:level])  # = offsets[level], read without a copy from the device
+        start = self.level_start(level)
         return hidden @ self.backbone.token_table()[start : start + self.sizes[level]].t()
 
     # --- training ------------------------------------------------------------------------------------------------
