@@ -11,6 +11,8 @@
 - Prompts are token ids built directly (`genrec.models.sid_llm_prompts`: recommendation prompts, LC-Rec's
   title <-> codes alignment examples, left-padded batches). The loss is the cross-entropy of the target tokens
   over the whole vocabulary.
+- The LM is read through `genrec.nn.causal_lm.CausalLmDecoder` (teacher-forced hidden states, logits, the
+  prompts' shared KV cache, `generate`); its weights stay the model's (`lm.*`).
 - Fine-tuning: `full` (every weight) or `lora` (`peft` LoRA adapters on the projections, plus the token
   embedding table, which holds the new code tokens and is tied to the output layer in SmolLM2/LLaMA-style LMs).
 - Decoding: Hugging Face `generate` beam search with a logits processor over the prefix trie of all item codes
@@ -44,7 +46,8 @@ from genrec.items.semantic_ids import prepared_outputs
 from genrec.models.base import Resources, register
 from genrec.models.item_codes import SemanticIdRecommender
 from genrec.models.next_item import resolve_dtype
-from genrec.models.sid_llm_prompts import LmBatch, Prompts, collate, positions, prompt_words
+from genrec.models.sid_llm_prompts import LmBatch, Prompts, collate, prompt_words
+from genrec.nn.causal_lm import CausalLmDecoder
 from genrec.runtime import autocast, to_device
 
 FILL_SCORE = -1e9  # score of the popular items that complete a list the beams left short
@@ -73,6 +76,7 @@ class SidLlm(SemanticIdRecommender):
         # Every decoding setting is set here: nothing comes from a generation_config.json beside the weights.
         lm.generation_config = self._generation_config(cfg.beam, cfg.beam)
         self.lm = with_lora(lm, cfg) if cfg.finetune == "lora" else lm
+        self.decoder = CausalLmDecoder(self.lm)  # reads self.lm: the weights keep their names (`lm.*`)
         self._trie = None
         self._prompts = None  # the host copy of the items' code and title tokens: see `prompts`
         self.share_prompt_cache = True  # off: `generate` encodes each prompt once per beam (same results)
@@ -175,22 +179,13 @@ class SidLlm(SemanticIdRecommender):
         """Autocast to `precision` on the device the model is on (none on meta, which has no autocast)."""
         return autocast(self.offsets.device.type, resolve_dtype(self.cfg.precision))
 
-    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states [B, T, d] of the LM's decoder (after its final norm; LoRA adapters included)."""
-        decoder = self._causal_lm().get_decoder()
-        return decoder(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).last_hidden_state
-
-    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, d] hidden states -> [N, V] float log-probabilities over the whole vocabulary."""
-        return torch.log_softmax(self.lm.get_output_embeddings()(hidden).float(), -1)
-
     def token_loss(self, batch: LmBatch) -> torch.Tensor:
         """Mean cross-entropy of the target tokens (the logits of the other positions are never computed)."""
         with self.autocast():
-            hidden = self._hidden(batch.input_ids, batch.attention_mask)
+            hidden = self.decoder.hidden(batch.input_ids, batch.attention_mask)
             labels = batch.labels[:, 1:]
             where = labels >= 0
-            logits = self.lm.get_output_embeddings()(hidden[:, :-1][where])
+            logits = self.decoder.logits(hidden[:, :-1][where])
         return F.cross_entropy(logits.float(), labels[where])
 
     def forward(self, batch: LmBatch) -> torch.Tensor:
@@ -207,8 +202,9 @@ class SidLlm(SemanticIdRecommender):
         examples = [(prompts[r], self.code_tokens(wanted[r][j])) for r in range(b) for j in range(n)]
         lm_batch = to_device(collate(examples, self.pad), self.offsets.device)
         with self.autocast():
-            hidden = self._hidden(lm_batch.input_ids, lm_batch.attention_mask)[:, -self.depth - 1 : -1]
-            logp = self._log_probs(hidden.reshape(-1, hidden.shape[-1])).view(b * n, self.depth, -1)
+            hidden = self.decoder.hidden(lm_batch.input_ids, lm_batch.attention_mask)[:, -self.depth - 1 : -1]
+            logits = self.decoder.logits(hidden.reshape(-1, hidden.shape[-1])).float()
+            logp = torch.log_softmax(logits, -1).view(b * n, self.depth, -1)
         target = lm_batch.input_ids[:, -self.depth :]
         total = logp.gather(2, target[..., None])[..., 0].sum(1).view(b, n)
         return total.masked_fill(items == 0, float("-inf"))
@@ -218,15 +214,10 @@ class SidLlm(SemanticIdRecommender):
     def _generation_config(self, beams: int, returned: int):
         return constrained_generation_config(self.depth, beams, returned, self.pad, self.eos)
 
-    def _causal_lm(self):
-        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-
     @torch.no_grad()
     def recommend(self, batch: HistoryBatch, k: int, exclude: torch.Tensor | None = None):
         """Top-k internal ids [B, k] and their log-probabilities [B, k] by trie-constrained beam search
         (`beam` wide, at least k); `exclude` [B, M] item ids are never generated."""
-        from transformers import LogitsProcessorList
-
         k = min(k, self.n_items)
         beams = max(self.cfg.beam, k)
         device = self.offsets.device
@@ -238,36 +229,15 @@ class SidLlm(SemanticIdRecommender):
         excluded = trie.excluded_leaves(exclude.to(device)) if exclude is not None else None
         starts = [self.level_start(level) for level in range(self.depth)]
         constraint = TrieConstraint(trie, starts, width, beams, excluded)
-        lm = self._causal_lm()
-        config = self._generation_config(beams, beams)
-        lm.generation_config = config
+        ids, mask = prompts.input_ids, prompts.attention_mask
         with self.autocast():
-            cache = self._prompt_cache(prompts, beams) if self.share_prompt_cache else None
-            out = lm.generate(
-                input_ids=prompts.input_ids,
-                attention_mask=prompts.attention_mask,
-                cache=cache,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([constraint]),
-            )
+            cache = self.decoder.prompt_cache(ids, mask, beams) if self.share_prompt_cache else None
+            out = self.decoder.generate(ids, mask, self._generation_config(beams, beams), [constraint], cache)
         codes = out.sequences[:, width:].reshape(b, beams, -1)[..., : self.depth] - self.offsets
         scores = out.sequences_scores.float().reshape(b, beams)
         items = items_of(trie, codes)
         items = items.masked_fill(~torch.isfinite(scores), 0)
         return distinct_top(items, scores, k, exclude, self.popularity, FILL_SCORE)
-
-    def _prompt_cache(self, prompts: LmBatch, beams: int):
-        """The KV cache of every prompt but its last token, computed once per user and repeated for its beams
-        (`generate` would otherwise encode each prompt once per beam)."""
-        if prompts.input_ids.shape[1] < 2:
-            return None
-        out = self.lm(
-            input_ids=prompts.input_ids[:, :-1], attention_mask=prompts.attention_mask[:, :-1],
-            position_ids=positions(prompts.attention_mask)[:, :-1], use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(beams)
-        return cache
 
     def checkpoint_selection(self) -> str:
         return (

@@ -51,11 +51,6 @@ class LmBatch:
         return len(self.input_ids)
 
 
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of left-padded rows, counted from each row's first real token (as `generate` does)."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def collate(examples: list[Example], pad: int) -> LmBatch:
     """(prompt, target) token lists -> a left-padded batch (`pad` fills) whose labels are the target tokens."""
     width = max(len(p) + len(t) for p, t in examples)
