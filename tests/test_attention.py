@@ -85,7 +85,7 @@ def test_sasrec_block_attention_is_the_same_either_way(on_cpu):
 
 
 def test_tiger_attention_is_the_same_either_way(on_cpu):
-    from genrec.models.tiger import Attention
+    from genrec.nn.native_encoder_decoder import Attention
 
     torch.manual_seed(4)
     att = Attention(16, 4)

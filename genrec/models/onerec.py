@@ -2,8 +2,9 @@
 user's history as semantic-ID tokens and a decoder generates the next *session*, a list of N items, code after
 code, in place of a single next item.
 
-- Everything TIGER has (`genrec.models.tiger`: semantic IDs, tokens, either backbone, the trie) is kept; the
-  decoder simply runs on for N x depth positions. Code j of a session is read as level j % depth.
+- Everything TIGER has (`genrec.models.tiger`: semantic IDs, tokens, either backbone behind the encoder-decoder
+  interface of `genrec.nn.encoder_decoder`, the trie) is kept; the decoder simply runs on for N x depth
+  positions (`decoder_length`). Code j of a session is read as level j % depth.
 - Training data: real sessions. Every cut point of each training sequence (every `cut_stride`-th, at a random
   phase each epoch) gives one example: history = the items before the cut, session = the next N items (fewer at
   the end of a sequence; the missing places carry no loss). Loss: code cross-entropy over the session's codes.

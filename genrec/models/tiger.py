@@ -2,22 +2,22 @@
 as semantic-ID tokens and generates the next item's code tuple, one code per level.
 
 - Item codes come from a semantic-ID tokenizer (`model.tokenizer`: RQ-KMeans or RQ-VAE over item text and/or
-  collaborative embeddings, plus one code that separates colliding items). They are built in `prepare` from the
-  run's item table, written into the run directory by the runs layer (`semantic_ids.*`,
-  `semantic_ids_report.json`) and kept as a buffer in the weights, so a loaded run decodes exactly the same catalogue.
-- Tokens: one shared table; level l's code c is token 1 + offset_l + c (0 = padding). Encoder positions are the
-  item's position counted back from the newest plus the code level; the decoder starts from a BOS token.
-  `history_tokens: items` gives the encoder one token per history item instead, the sum of its code embeddings.
+  collaborative embeddings, plus one code that separates colliding items), set up as for every semantic-ID model
+  (`genrec.models.item_codes`): built in `prepare` from the run's item table, written into the run directory by
+  the runs layer (`semantic_ids.*`, `semantic_ids_report.json`) and kept as a buffer in the weights, so a loaded
+  run decodes exactly the same catalogue.
+- Tokens: one shared table; level l's code c is token 1 + offset_l + c (0 = padding); the decoder starts from a
+  BOS token (the table's last). `history_tokens: items` gives the encoder one token per history item instead of
+  one per code, the sum of its code embeddings.
+- Backbone (`backbone`, chosen once in the constructor): an encoder-decoder behind
+  `genrec.nn.encoder_decoder.EncoderDecoder`: genrec's own pre-norm blocks (`native`,
+  `genrec.nn.native_encoder_decoder`) or transformers' T5 built from a small `T5Config` in code (`t5`,
+  `genrec.nn.t5_encoder_decoder`; as RQ-VAE-Recommender found, a T5 decoder is what brought its TIGER up to the
+  paper's recall). Semantic IDs, tokens, the trie and the beam search are the same for both.
 - Decoding: beam search constrained by the prefix trie of all item codes (`decoding/beam.py`), so every output
   is a real item; the beams, best first, are the top-K list the evaluator scores. History items can be excluded
-  at the last code level.
-- Cross-attention lets all beams of one user share that user's encoder output: the beams' decoder positions are
-  laid out along the query axis instead of copying the memory once per beam.
-- `backbone: t5` swaps genrec's own blocks for `transformers.T5ForConditionalGeneration` built from a small
-  `T5Config` in code (relative position buckets, RMS norm, tied and rescaled output embeddings; nothing is
-  downloaded). Semantic IDs, tokens, the trie and the beam search stay the same; the decoder's KV cache is
-  transformers' `EncoderDecoderCache`, reordered after each level. As RQ-VAE-Recommender found, a T5 decoder is
-  what brought its TIGER up to the paper's recall.
+  at the last code level. Each level is one cached decoder step of the backbone, whose cache is reordered to
+  the kept beams.
 - `log_likelihood(batch, items)`: log p(item | history) = the sum of the item's code log-probabilities under
   teacher forcing (each level's softmax over that level's codes), for preference objectives (DPO, S-DPO).
 """
@@ -28,129 +28,48 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
 from genrec.config.models.tiger import TigerConfig
 from genrec.data.batching import HistoryBatch, length_bucketed_batches
 from genrec.data.split import Split
 from genrec.decoding.beam import CodeTrie, constrained_beam_search
 from genrec.decoding.cold_places import cold_count, keep_cold_places
-from genrec.errors import ConfigError, DataError
-from genrec.items.semantic_ids import SemanticIds, prepared_outputs, run_semantic_ids
-from genrec.models.base import Recommender, Resources, register
+from genrec.errors import DataError
+from genrec.items.semantic_ids import prepared_outputs
+from genrec.models.base import Resources, register
+from genrec.models.item_codes import SemanticIdRecommender
 from genrec.models.next_item import resolve_dtype
-from genrec.nn.attention import attend
-from genrec.nn.transformer import FeedForward
+from genrec.nn.native_encoder_decoder import NativeEncoderDecoder
+from genrec.nn.t5_encoder_decoder import T5EncoderDecoder
 from genrec.runtime import autocast
 
-
-class Attention(nn.Module):
-    """Multi-head attention without dropout on the weights (its random masks cost a fifth of a CPU training
-    step); dropout stays on the residual branches. Fused or written out per device (`genrec.nn.attention`)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
-
-    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, s, d = context.shape
-        return tuple(self.kv(context).view(b, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4))
-
-    def forward(self, x: torch.Tensor, context, mask: torch.Tensor | None) -> torch.Tensor:
-        """`context`: [B, S, d], or its (keys, values) from `keys_values` when they are reused."""
-        b, n, d = x.shape
-        h = self.heads
-        q = self.q(x).view(b, n, h, d // h).transpose(1, 2)
-        k, v = context if isinstance(context, tuple) else self.keys_values(context)
-        y = attend(q, k, v, mask)
-        return self.out(y.transpose(1, 2).reshape(b, n, d))
-
-
-class Block(nn.Module):
-    """Pre-norm block: self-attention, optional cross-attention to the encoder output, feed-forward."""
-
-    def __init__(self, cfg: TigerConfig, cross: bool) -> None:
-        super().__init__()
-        d = cfg.dim
-        self.norm1, self.self_attn = nn.LayerNorm(d), Attention(d, cfg.heads)
-        self.cross = cross
-        if cross:
-            self.norm2, self.cross_attn = nn.LayerNorm(d), Attention(d, cfg.heads)
-        self.norm3, self.ffn = nn.LayerNorm(d), FeedForward(d, d * cfg.ffn_mult, cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x, self_mask, memory=None, memory_mask=None, beams: int = 1):
-        y = self.norm1(x)
-        x = x + self.drop(self.self_attn(y, y, self_mask))
-        return self._cross_and_ffn(x, memory, memory_mask, beams)
-
-    def step(self, x, past, memory, memory_mask, beams: int):
-        """One new decoder position per row, `x` [B * W, 1, d], attending to itself and the cached keys/values
-        `past` of the earlier positions (None at the first) -> (output, keys/values including this position)."""
-        y = self.norm1(x)
-        k, v = self.self_attn.keys_values(y)
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-        x = x + self.drop(self.self_attn(y, (k, v), None))
-        return self._cross_and_ffn(x, memory, memory_mask, beams), (k, v)
-
-    def _cross_and_ffn(self, x, memory, memory_mask, beams: int):
-        if self.cross:
-            n, t, d = x.shape
-            # [B * W, t, d] -> [B, W * t, d]: every beam of a user attends to that user's memory, uncopied.
-            q = self.norm2(x).reshape(n // beams, beams * t, d)
-            x = x + self.drop(self.cross_attn(q, memory, memory_mask).reshape(n, t, d))
-        return x + self.drop(self.ffn(self.norm3(x)))
+BACKBONES = {"native": NativeEncoderDecoder, "t5": T5EncoderDecoder}  # by `model.backbone`
 
 
 @register
-class Tiger(Recommender):
+class Tiger(SemanticIdRecommender):
     config_class = TigerConfig
     capabilities = frozenset({"generate", "log_likelihood"})
     trainable = True
 
     def __init__(self, cfg: TigerConfig, n_items: int, n_users: int) -> None:
-        super().__init__(cfg, n_items, n_users)
-        tk = cfg.tokenizer
-        self.sizes = [tk.codebook_size] * tk.levels + [cfg.max_separation]
-        self.depth = len(self.sizes)
-        self.register_buffer(
-            "offsets", torch.tensor(np.r_[0, np.cumsum(self.sizes)[:-1]] + 1, dtype=torch.long)
-        )
-        self.register_buffer("item_codes", torch.zeros(n_items + 1, self.depth, dtype=torch.long))
+        super().__init__(cfg, n_items, n_users, first_token=1)
         # Items that occurred in the training sequences (set by fit; runs saved before it existed: all of them).
         self.register_buffer("trained_items", torch.ones(n_items + 1, dtype=torch.bool))
         self.register_load_state_dict_pre_hook(_default_trained_items)
         self.bos = 1 + sum(self.sizes)
-        if cfg.backbone == "t5":
-            from transformers import T5ForConditionalGeneration  # imported only when used: it is slow to load
-
-            self.t5 = T5ForConditionalGeneration(t5_config(cfg, self.bos + 1))
-        else:
-            self.tok_emb = nn.Embedding(self.bos + 1, cfg.dim, padding_idx=0)
-            self.item_pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-            self.level_emb = nn.Embedding(self.depth, cfg.dim)
-            self.dec_pos_emb = nn.Embedding(self.decoder_length(), cfg.dim)
-            self.encoder = nn.ModuleList(Block(cfg, cross=False) for _ in range(cfg.encoder_layers))
-            self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.decoder_layers))
-            self.enc_norm, self.dec_norm = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-            self.drop = nn.Dropout(cfg.dropout)
-            nn.init.normal_(self.tok_emb.weight, std=cfg.dim**-0.5)
+        backbone = BACKBONES[cfg.backbone](cfg, self.bos + 1, self.depth, self.decoder_length())
+        # The backbone's modules are registered on the model itself, so that the weights keep the names of the
+        # runs saved before the backbone was a separate object (`tok_emb.weight`, `t5.shared.weight`, ...); the
+        # backbone object is kept outside the module tree, so that every weight has exactly one name.
+        for name, module in backbone.named_children():
+            self.add_module(name, module)
+        self.__dict__["backbone"] = backbone
         self._tries = None  # (all items, trained items, untrained items) CodeTries, built on first use
 
     # --- semantic IDs --------------------------------------------------------------------------------------------
 
-    def set_semantic_ids(self, sid: SemanticIds) -> None:
-        if sid.n_items != self.n_items:
-            raise DataError(f"semantic IDs cover {sid.n_items} items, the catalogue has {self.n_items}")
-        if sid.sizes[-1] > self.cfg.max_separation:
-            raise ConfigError(
-                f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"
-            )
-        self.item_codes[1:] = torch.from_numpy(sid.codes)
+    def codes_changed(self) -> None:
         self._tries = None
 
     def set_trained_items(self, items: np.ndarray) -> None:
@@ -181,21 +100,13 @@ class Tiger(Recommender):
         return self.tries()[0]
 
     def prepare(self, split: Split, resources: Resources) -> dict:
-        """Build (or load, `tokenizer.codes`) the items' semantic IDs from the run's item table; `resources`
-        may hold `collab_embeddings(run_dir, raw_item_ids)` for collaborative tokenizer input."""
-        items = resources.item_table(self.cfg.name)
-        sid = run_semantic_ids(
-            self.cfg.tokenizer, items, split.sequences.item_ids, resources.collab_embeddings
-        )
-        self.set_semantic_ids(sid)
+        """Build (or load, `tokenizer.codes`) the items' semantic IDs from the run's item table
+        (`SemanticIdRecommender.build_semantic_ids`) and mark the items the training split holds."""
+        sid = self.build_semantic_ids(split, resources)
         self.set_trained_items(split.train.items)
         return prepared_outputs(sid)
 
     # --- network -------------------------------------------------------------------------------------------------
-
-    def tokens(self, codes: torch.Tensor) -> torch.Tensor:
-        """[..., depth] codes -> token ids."""
-        return codes + self.offsets
 
     def decoder_length(self) -> int:
         """Most decoder positions one target needs (BOS + all codes but the last)."""
@@ -205,31 +116,10 @@ class Tiger(Recommender):
         """History [B, L] (right-aligned) -> memory [B, S, d] and its key mask ([B, 1, 1, S] bool; t5: [B, S]
         0/1); S = L * depth, or L with one token per item."""
         items = items[:, -self.cfg.max_len :]
-        b, length = items.shape
         real = items > 0
-        tok = torch.where(real[..., None], self.tokens(self.item_codes[items]), 0)
-        if self.cfg.backbone == "t5":
-            return self._encode_t5(tok, real)
-        pos = torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=items.device)
-        x = self.tok_emb(tok) + self.level_emb.weight[None, None]
-        if self.cfg.history_tokens == "items":  # one position per item: a sequence `depth` times shorter
-            x = self.drop(x.sum(2) + self.item_pos_emb(pos)[None])
-            key_ok = real[:, None, None, :]
-        else:
-            x = self.drop((x + self.item_pos_emb(pos)[None, :, None]).reshape(b, length * self.depth, -1))
-            key_ok = real.repeat_interleave(self.depth, 1)[:, None, None, :]
-        for block in self.encoder:
-            x = block(x, key_ok)
-        return self.enc_norm(x), key_ok
-
-    def _encode_t5(self, tok: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, length = real.shape
-        if self.cfg.history_tokens == "items":  # one position per item, the sum of its code embeddings
-            x, mask = self.t5.shared(tok).sum(2), real.long()
-        else:
-            x = self.t5.shared(tok.reshape(b, length * self.depth))
-            mask = real.repeat_interleave(self.depth, 1).long()
-        return self.t5.encoder(inputs_embeds=x, attention_mask=mask).last_hidden_state, mask
+        return self.backbone.encode(
+            torch.where(real[..., None], self.tokens(self.item_codes[items]), 0), real
+        )
 
     def decode(self, prefix: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
         """prefix [B, W, t] codes -> hidden states [B, W, t + 1, d] of BOS + prefix; the last predicts the next
@@ -237,35 +127,15 @@ class Tiger(Recommender):
         b, w, t = prefix.shape
         bos = torch.full((b, w, 1), self.bos, device=prefix.device)
         tok = torch.cat([bos, self.tokens_prefix(prefix)], 2).reshape(b * w, t + 1)
-        return self.decode_tokens(tok, memory, memory_mask).reshape(b, w, t + 1, -1)
-
-    def decode_tokens(
-        self, tok: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Decoder token ids [B * W, T] (W rows per user of `memory` [B, S, d]) -> hidden states [B * W, T, d],
-        each position reading itself and the earlier ones."""
-        n, t = tok.shape
-        w = n // len(memory)
-        if self.cfg.backbone == "t5":
-            memory, memory_mask = _per_beam(memory, w), _per_beam(memory_mask, w)
-            out = self.t5.decoder(
-                input_ids=tok, encoder_hidden_states=memory, encoder_attention_mask=memory_mask
-            )
-            return out.last_hidden_state * self.cfg.dim**-0.5  # T5's rescaling before its tied output layer
-        x = self.drop(self.tok_emb(tok) + self.dec_pos_emb.weight[:t])
-        causal = torch.ones(t, t, dtype=torch.bool, device=tok.device).tril()
-        for block in self.decoder:
-            x = block(x, causal, memory, memory_mask, beams=w)
-        return self.dec_norm(x)
+        return self.backbone.decode(tok, memory, memory_mask).reshape(b, w, t + 1, -1)
 
     def tokens_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
         return prefix + self.offsets[torch.arange(prefix.shape[-1], device=prefix.device) % self.depth]
 
     def level_logits(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of level `level`'s codes: dot products with their (tied) token embeddings."""
-        start = 1 + sum(self.sizes[:level])  # = offsets[level], read without a copy from the device
-        table = self.t5.shared.weight if self.cfg.backbone == "t5" else self.tok_emb.weight
-        return hidden @ table[start : start + self.sizes[level]].t()
+        start = self.level_start(level)
+        return hidden @ self.backbone.token_table()[start : start + self.sizes[level]].t()
 
     # --- training ------------------------------------------------------------------------------------------------
 
@@ -342,62 +212,30 @@ class Tiger(Recommender):
         return keep_cold_places(items, scores, c_items, c_scores, self.cfg.cold_share, k)
 
     def decoder_memory(self, memory: torch.Tensor):
-        """What every decoding step reads of the encoder output. Native: the cross-attention keys/values per
-        decoder block, which depend on the history only, so once per request rather than once per level; t5: the
-        memory itself (its cache keeps the cross-attention keys/values after the first step)."""
-        if self.cfg.backbone == "t5":
-            return memory
-        return [block.cross_attn.keys_values(memory) for block in self.decoder]
+        """What every decoding step reads of the encoder output, computed once per request (native: the
+        cross-attention keys/values of each decoder block; t5: the memory itself)."""
+        return self.backbone.decoder_memory(memory)
 
     def decoding_steps(self, memory, mask):
-        """(step, reorder) for `decoding/beam.py`: `step(prefix [B, W, t], t)` runs the decoder on the one new
-        position t (BOS, or the prefix's last code, read as level (t - 1) % depth) and returns the log-softmax
-        of level t % depth's codes [B, W, V]; `reorder(origin [B, W])` says which earlier beam each kept beam
-        continues. A KV cache holds the earlier positions' self-attention keys/values, one row per beam."""
-        if self.cfg.backbone == "t5":
-            return self._t5_steps(memory, mask)
-        cache: list = [None] * len(self.decoder)
+        """(step, reorder) for `decoding/beam.py` over `decoder_memory(memory)`: `step(prefix [B, W, t], t)` runs
+        the decoder on the one new position t (BOS, or the prefix's last code, read as level (t - 1) % depth)
+        and returns the log-softmax of level t % depth's codes [B, W, V]; `reorder(origin [B, W])` says which
+        earlier beam each kept beam continues. The backbone's cache holds the earlier positions, one row per
+        beam."""
+        cache = self.backbone.start(memory, mask)
+        rows = len(mask)
 
         def step(prefix: torch.Tensor, t: int) -> torch.Tensor:
-            b, w, _ = prefix.shape
-            tok = self._last_tokens(prefix)
-            with self.autocast():
-                x = self.tok_emb(tok) + self.dec_pos_emb.weight[t]
-                for i, block in enumerate(self.decoder):
-                    x, cache[i] = block.step(x, cache[i], memory[i], mask, w)
-                logits = self.level_logits(self.dec_norm(x).reshape(b, w, -1), t % self.depth)
-            return torch.log_softmax(logits.float(), -1)
-
-        def reorder(origin: torch.Tensor) -> None:
-            rows = _beam_rows(origin, len(cache[0][0]))
-            for i, (ck, cv) in enumerate(cache):
-                cache[i] = (ck[rows], cv[rows])
-
-        return step, reorder
-
-    def _t5_steps(self, memory: torch.Tensor, mask: torch.Tensor):
-        from transformers import DynamicCache, EncoderDecoderCache
-
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        rows_now = [len(memory)]
-
-        def step(prefix: torch.Tensor, t: int) -> torch.Tensor:
+            nonlocal rows
             b, w, _ = prefix.shape
             with self.autocast():
-                out = self.t5.decoder(
-                    input_ids=self._last_tokens(prefix),
-                    encoder_hidden_states=_per_beam(memory, w),
-                    encoder_attention_mask=_per_beam(mask, w),
-                    cache=cache,
-                    use_cache=True,
-                )
-                hidden = out.last_hidden_state.reshape(b, w, -1) * self.cfg.dim**-0.5
+                hidden = self.backbone.step(self._last_tokens(prefix), t, cache).reshape(b, w, -1)
                 logits = self.level_logits(hidden, t % self.depth)
-            rows_now[0] = b * w
+            rows = b * w
             return torch.log_softmax(logits.float(), -1)
 
         def reorder(origin: torch.Tensor) -> None:
-            cache.reorder_cache(_beam_rows(origin, rows_now[0]))
+            cache.reorder(_beam_rows(origin, rows))
 
         return step, reorder
 
@@ -439,35 +277,6 @@ def cut_points(lengths: np.ndarray, stride: int, rng: np.random.Generator) -> tu
         keep = (cut - 1 - phase) % stride == 0
         rows, cut = rows[keep], cut[keep]
     return rows, cut
-
-
-def t5_config(cfg: TigerConfig, vocab: int):
-    """A small T5 of the model's sizes, built in code (no hub): token 0 pads, the decoder starts from BOS (the
-    vocabulary's last token); heads of `head_dim` (default dim / heads: T5 itself lets heads x d_kv differ from
-    d_model); T5's own defaults for the rest (32 relative position buckets, tied embeddings)."""
-    if cfg.head_dim is None and cfg.dim % cfg.heads:
-        raise ConfigError(f"model.dim ({cfg.dim}) must be a multiple of model.heads ({cfg.heads})")
-    from transformers import T5Config
-
-    return T5Config(
-        vocab_size=vocab,
-        d_model=cfg.dim,
-        d_kv=cfg.head_dim or cfg.dim // cfg.heads,
-        d_ff=cfg.dim * cfg.ffn_mult,
-        num_layers=cfg.encoder_layers,
-        num_decoder_layers=cfg.decoder_layers,
-        num_heads=cfg.heads,
-        dropout_rate=cfg.dropout,
-        feed_forward_proj="relu",
-        pad_token_id=0,
-        eos_token_id=vocab - 1,
-        decoder_start_token_id=vocab - 1,
-    )
-
-
-def _per_beam(x: torch.Tensor, w: int) -> torch.Tensor:
-    """[B, ...] -> [B * W, ...]: each user's row once per beam (user-major, as the beams are laid out)."""
-    return x if w == 1 else x.repeat_interleave(w, 0)
 
 
 def _beam_rows(origin: torch.Tensor, rows_before: int) -> torch.Tensor:
