@@ -147,7 +147,7 @@ def examples(histories, targets):
 
 
 def test_targets_the_protocol_removes_are_misses_at_every_k(tmp_path):
-    """The issue's data: every test target repeats a history item. History excluded, all metrics are 0 at any K.
+    """REPEATS_CSV: every test target repeats a history item. History excluded, all metrics are 0 at any K.
     Unfiltered (popularity from the training prefixes 1 2 | 2 3 | 3 4 | 4 5: item 1 -> 1, 2/3/4 -> 2, 5 -> 1,
     6 -> 0): user 1's target 1 ties with 5 below 2, 3, 4 -> pessimistic rank 4; the others rank 2."""
     data = tmp_path / "inter.csv"
