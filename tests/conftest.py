@@ -7,6 +7,27 @@ import pytest
 os.environ.setdefault("GENREC_CACHE", str(Path(__file__).parent / ".cache"))
 
 
+# 4 users over 6 items; each user's last event repeats its first item, so every test target is a history item.
+REPEATS_CSV = """user_id,item_id,timestamp
+1,1,100
+1,2,101
+1,3,102
+1,1,103
+2,2,100
+2,3,101
+2,4,102
+2,2,103
+3,3,100
+3,4,101
+3,5,102
+3,3,103
+4,4,100
+4,5,101
+4,6,102
+4,4,103
+"""
+
+
 def write_p5(folder: Path, rows: list[list[int]], items: dict[int, str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sequential.txt").write_text("\n".join(" ".join(map(str, r)) for r in rows) + "\n")

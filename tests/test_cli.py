@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPEATS_CSV
 
 
 def genrec(*args, cwd=None):
@@ -135,3 +136,88 @@ def test_recommend_for_a_user_matches_the_evaluated_scores(tmp_path):
     r = genrec("recommend", str(out), "--user", str(user), "-k", "3")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "does not fit the model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- mistakes: one line or click's usage message, exit status 2, nothing half-written
+
+
+def test_version_and_usage_errors_without_tracebacks():
+    from genrec import __version__
+
+    r = genrec("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"genrec {__version__}"
+    for args, needle in (
+        (["nonsense"], "No such command 'nonsense'"),
+        (["train"], "Missing argument"),
+        (["recommend", "x", "-k", "0"], "Invalid value for '-k'"),
+    ):
+        r = genrec(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.stderr.startswith("Usage:") and needle in r.stderr and len(r.stderr.splitlines()) <= 5
+
+
+def test_invalid_yaml_reports_its_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  name: mf\ntrain:\n  epochs: 3\n   lr: 2\n")
+    r = genrec("train", str(recipe), "--out", str(tmp_path / "never"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {recipe}: invalid YAML at line 5, column 6: mapping values are not allowed here"
+    ]
+    assert not (tmp_path / "never").exists()
+
+
+def test_download_without_a_network_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from genrec import cli
+    from genrec.data import registry
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(registry, "locate", lambda name, data_dir=None: None)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    data, out = tmp_path / "data", tmp_path / "run"
+    argv = ["genrec", "train", "popularity", "--dataset", "ml-1m", "--set", "data.download=true"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--set", f"data.data_dir={data}", "--out", str(out)])
+    with pytest.raises(SystemExit) as code:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: cannot download ml-1m from https://files.grouplens.org/")
+    assert "Temporary failure in name resolution" in err[0]
+    assert not data.exists() and not out.exists()
+
+
+def test_a_diverged_training_run_is_one_line_and_leaves_nothing_behind(tiny_p5, tmp_path):
+    out = tmp_path / "run"
+    sets = ["train.lr=1e12", "train.epochs=2", "model.dim=16", "train.batch_size=4", "train.grad_clip=null"]
+    r = genrec("train", "sasrec", "--dataset", str(tiny_p5), "--out", str(out), *[f"--set={s}" for s in sets])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert lines[-1].startswith("error: training diverged: loss nan at epoch 1, step ")
+    assert "no checkpoint was written" in lines[-1] and not out.exists()
+
+
+def test_metrics_table_shows_the_computed_ks(tmp_path):
+    data = tmp_path / "inter.csv"
+    data.write_text(REPEATS_CSV)
+    r = genrec(
+        "train",
+        "popularity",
+        "--dataset",
+        str(data),
+        "--set",
+        "eval.ks=[1,5,10]",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if "split" in line)
+    columns = [c.strip() for c in header.strip("┃│ ").split("┃")]
+    assert columns == ["split", "R@1", "N@1", "R@5", "N@5", "R@10", "N@10", "MRR", "Cov@10", "users"]
+    assert "nan" not in r.stdout
+    test_row = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("test "))
+    assert test_row.split("│")[2:9] == [" 0.0000 "] * 7  # every test target repeats a history item

@@ -61,3 +61,31 @@ def test_docs_config_reference_is_in_sync_with_the_typed_configs():
     )
     assert r.returncode == 0, r.stderr
     assert doc.split("\n", 4)[4] == r.stdout
+
+
+@pytest.mark.parametrize(
+    "sets,expected",
+    [
+        (["train.epochz=1"], "config train.epochz: unknown key (did you mean train.epochs?)"),
+        (["epochs=1"], "config epochs: unknown key (did you mean train.epochs?)"),
+        (["trian.lr=1"], "config trian.lr: unknown key (did you mean train.lr?)"),
+        (["model.dimm=8"], "config model.dimm: unknown key (did you mean model.dim?)"),
+    ],
+)
+def test_unknown_set_keys_name_the_nearest_valid_one(sets, expected):
+    from genrec.config import load_config
+    from genrec.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config("mf", sets)
+    assert str(err.value) == expected
+
+
+def test_built_in_recipes_bound_their_work_by_epochs_not_minutes():
+    from genrec.config import list_recipes, recipe_dict
+
+    timed = [name for name in list_recipes() if recipe_dict(name).get("train", {}).get("max_minutes")]
+    assert timed == []
+    tiger = load_config("tiger-amazon-beauty")
+    assert tiger.train.epochs == 14 and tiger.train.max_minutes is None
+    assert load_config("textrec-amazon-beauty").train.epochs == 57

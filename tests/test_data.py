@@ -196,3 +196,81 @@ def test_fingerprint_follows_content_only(tmp_path):
             ds.encode().fingerprint()
             != load_dataset(str(tmp_path / "copy" / "log.csv")).encode().fingerprint()
         )
+
+
+# ---- time values read exactly or refused
+
+
+def order_of(tmp_path, text, name="inter.csv"):
+    from genrec.data.loaders import load_table
+
+    path = tmp_path / name
+    path.write_text(text)
+    seq = load_table(path).encode()
+    return [seq.item_ids[seq.row(u) - 1].tolist() for u in range(seq.n_users)], seq
+
+
+def test_fractional_unix_seconds_keep_their_order(tmp_path):
+    """User 1's times 100.9, 100.1, 100.5, 200.0 order its items 20, 30, 10, 40 (truncating to 100 used to leave
+    file order). User 2's two events at 5.25 tie exactly: file order (50, 60). Stored times are whole seconds."""
+    rows, seq = order_of(
+        tmp_path,
+        "user_id,item_id,timestamp\n1,10,100.9\n1,20,100.1\n1,30,100.5\n1,40,200.0\n2,60,7\n2,50,5.25\n2,60,5.25\n",
+    )
+    assert rows == [[20, 30, 10, 40], [50, 60, 60]]
+    assert seq.timestamps.tolist() == [100, 100, 100, 200, 5, 5, 7]
+
+
+def test_date_strings_with_milliseconds_and_offsets_keep_their_order(tmp_path):
+    """Milliseconds order events within one second; a UTC offset is honoured: 01:00+02:00 is 23:00 UTC the day
+    before, so it comes first. A column mixing the two formats is refused, not half read."""
+    from genrec.errors import DataError
+
+    text = "user,item,time\n1,1,2020-01-01 00:00:00.900\n1,2,2020-01-01 00:00:00.100\n1,3,2020-01-01 00:00:00.500\n"
+    rows, seq = order_of(tmp_path, text)
+    assert rows == [[2, 3, 1]] and seq.timestamps.tolist() == [1577836800] * 3
+    rows, seq = order_of(
+        tmp_path, "user,item,time\n2,4,2020-01-01T00:30:00+00:00\n2,5,2020-01-01T01:00:00+02:00\n"
+    )
+    assert rows == [[5, 4]] and seq.timestamps.tolist() == [1577833200, 1577838600]
+    with pytest.raises(DataError, match="1 of 4 timestamps cannot be read"):
+        order_of(tmp_path, text + "2,4,2020-01-01T00:30:00+00:00\n")
+
+
+def test_parquet_datetimes_with_microseconds_keep_their_order(tmp_path):
+    import datetime as dt
+
+    import polars as pl
+
+    from genrec.data.loaders import load_table
+
+    t0 = dt.datetime(2021, 5, 1, 12, 0, 0)
+    pl.DataFrame(
+        {
+            "user_id": [1, 1, 1],
+            "item_id": [7, 8, 9],
+            "timestamp": [t0 + dt.timedelta(microseconds=3), t0 + dt.timedelta(microseconds=1), t0],
+        }
+    ).write_parquet(tmp_path / "t.parquet")
+    seq = load_table(tmp_path / "t.parquet").encode()
+    assert seq.item_ids[seq.row(0) - 1].tolist() == [9, 8, 7]
+
+
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        ("yesterday", "1 timestamps are not numbers among unix seconds (e.g. 'yesterday')"),
+        ("1e999", "NaN or infinite"),
+        ("-5", "before 1970"),
+        ("100.1234567891", "more than 9 decimal places"),
+    ],
+)
+def test_unreadable_times_are_refused_with_one_clear_line(tmp_path, value, needle):
+    from genrec.errors import DataError
+
+    with pytest.raises(DataError, match="column 'timestamp'") as err:
+        order_of(tmp_path, f"user_id,item_id,timestamp\n1,1,10\n1,2,{value}\n")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    # A date column with one bad value is refused too, never read as "no time".
+    with pytest.raises(DataError, match="e.g. 'soon'"):
+        order_of(tmp_path, "user_id,item_id,timestamp\n1,1,2020-01-01\n1,2,soon\n")

@@ -1,6 +1,7 @@
-"""docs/extending.md's examples run as written: an objective and a task defined outside the package, registered,
-and trained through the run pipeline."""
+"""docs/extending.md's examples run as written: an objective, a task and an LLM backend defined outside the
+package, registered, and trained through the run pipeline."""
 
+import ast
 import json
 import os
 import re
@@ -58,7 +59,20 @@ def test_a_new_task_defined_outside_the_package_trains_through_the_pipeline(tmp_
     assert metrics["protocol"]["dataset_stats"]["interactions"] < 60_000
 
 
-@pytest.mark.parametrize("section", ["A new objective", "A new task"])
+def test_a_new_llm_backend_defined_outside_the_package_drives_llm_tree(tmp_path):
+    """The keyword backend leads a lipstick history to the lipstick leaf and a shampoo history to the shampoo leaf;
+    without it every child would tie and both lists would start in the same leaf."""
+    lipsticks, shampoos = [
+        ast.literal_eval(line) for line in run_example("A new LLM backend", tmp_path).splitlines()
+    ]
+    assert len(lipsticks) == 2 and all(title.endswith("lipstick") for title in lipsticks)
+    assert len(shampoos) == 2 and all(title.endswith("shampoo") for title in shampoos)
+    run = tmp_path / "runs" / "llm-tree"
+    assert "backend: keywords" in (run / "config.yaml").read_text()
+    assert "ndcg@10" in json.loads((run / "metrics.json").read_text())["test"]
+
+
+@pytest.mark.parametrize("section", ["A new objective", "A new task", "A new LLM backend"])
 def test_the_examples_touch_no_file_of_the_package(section):
     code = example(section)
     assert "genrec/" not in code and "register" in code

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from genrec.errors import ConfigError, GenrecError
-from genrec.llm import UNCHOSEN, LLMConfig, LLMError, build_llm
+from genrec.llm import LLM, UNCHOSEN, LLMConfig, LLMError, build_llm, register_backend
 from genrec.llm.base import match_option, truncate_at_stop
 
 WORDS = "the user bought lipstick mascara shampoo soap cream makeup hair skin next is : - , .".split()
@@ -121,6 +121,34 @@ def test_config_errors(tmp_path):
         build_llm(LLMConfig(model=str(tmp_path / "x.gguf")))
     with pytest.raises(ValueError):
         LLMConfig(unknown=1)
+
+
+def test_a_registered_backend_is_chosen_by_its_name_and_others_are_refused(monkeypatch):
+    from genrec.config import load_config
+    from genrec.llm.config import BACKENDS
+
+    with pytest.raises(ConfigError) as err:
+        load_config("llm_tree", ["model.llm.backend=scripted"])
+    assert (
+        str(err.value)
+        == "config model.llm.backend: unknown LLM backend 'scripted'; known: openai, transformers"
+    )
+
+    class Scripted(LLM):
+        backend = "scripted"
+
+        def _choice_logprobs(self, prompt, options):
+            return [-float(len(o)) for o in options], 3, 0
+
+    monkeypatch.setitem(BACKENDS, "scripted", None)  # removed again after the test
+    assert register_backend(Scripted) is Scripted
+    llm = build_llm(
+        load_config("llm_tree", ["model.llm.backend=scripted", "model.llm.cache=false"]).model.llm
+    )
+    assert type(llm) is Scripted
+    assert llm.choice_logprobs("p", ["ab", "a"]).tolist() == [-2.0, -1.0] and llm.usage.prompt_tokens == 3
+    with pytest.raises(ConfigError, match="needs a name"):
+        register_backend(type("Nameless", (LLM,), {}))
 
 
 # -- OpenAI-compatible backend against small local HTTP servers ---------------------------------------------

@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from conftest import write_p5
+from conftest import REPEATS_CSV, write_p5
 from fastapi.testclient import TestClient
 
 from genrec.config import load_config
@@ -888,3 +888,70 @@ def test_search_with_history_offset_equals_full_scoring(offset):
         ids, scores = search_with_history_offset(ExactTopK(items), items, query, 10, exclude, window, offset)
         assert ids.tolist() == top.indices.tolist()
         assert np.allclose(scores, top.values.numpy(), atol=1e-5)
+
+
+# ---- the edges: an exhausted catalogue, NaN scores, /docs offline
+
+
+def test_server_tells_an_exhausted_catalogue_from_a_list_that_stopped_short(tmp_path):
+    """6 items; a history of 4 of them leaves 2, so k = 5 gives 2 items and says the catalogue is exhausted."""
+    from fastapi.testclient import TestClient
+
+    from genrec.serve import create_app
+    from genrec.serve.app import shortfall_note
+
+    data = tmp_path / "inter.csv"
+    data.write_text(REPEATS_CSV)
+    train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
+    client = TestClient(create_app(tmp_path / "run"))
+    got = client.post("/recommend", json={"history": [1, 2, 3, 4], "k": 5}).json()
+    assert sorted(x["item_id"] for x in got["items"]) == ["5", "6"]
+    assert got["notes"][-1] == "catalogue exhausted: only 2 items are left after excluding the history"
+    assert shortfall_note(4, 5, 7, scores_every_item=False) == (
+        "4 of the 7 items left were returned (the beam search ran out); asked for 5"
+    )
+
+
+def test_server_answers_with_null_for_a_nan_score_and_never_lets_nan_take_a_place(tmp_path):
+    """Popularity counts [_, 5, NaN, 4, 3, 2, 1]: the top-3 after item 6 is 1, 3, 4 (NaN used to take the first
+    place and then be dropped: two items); /rank lists item 2 last with score null (it used to be a 500)."""
+    from fastapi.testclient import TestClient
+
+    from genrec.serve import create_app
+
+    data = tmp_path / "inter.csv"
+    data.write_text(REPEATS_CSV)
+    train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
+    client = TestClient(create_app(tmp_path / "run"))
+    client.app.state.engine.model.counts.copy_(torch.tensor([0, 5, float("nan"), 4, 3, 2, 1]))
+    got = client.post("/recommend", json={"history": [6], "k": 3}).json()
+    assert [x["item_id"] for x in got["items"]] == ["1", "3", "4"]
+    r = client.post("/rank", json={"history": [6], "candidates": [2, 1, 3]})
+    assert r.status_code == 200
+    assert [(x["item_id"], x["score"]) for x in r.json()["items"]] == [("1", 5.0), ("3", 4.0), ("2", None)]
+    r = client.post("/events", json={"user_id": 1, "items": [1], "timestamps": [-5]})
+    assert r.status_code == 422 and "greater than or equal to 0" in r.json()["detail"]
+
+
+def test_docs_pages_load_their_assets_from_the_server_itself(tmp_path):
+    """Every script and stylesheet of /docs and /redoc is a path on this server (no CDN), and each is served."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from genrec.serve import create_app
+
+    data = tmp_path / "inter.csv"
+    data.write_text(REPEATS_CSV)
+    train_run(load_config("popularity", [], dataset=str(data)), tmp_path / "run", progress=False)
+    client = TestClient(create_app(tmp_path / "run"))
+    for page, marker in (("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+        assert assets and all(a.startswith("/") for a in assets), assets
+        assert "cdn." not in html and "fonts.googleapis" not in html
+        bodies = [client.get(a) for a in assets]
+        assert all(b.status_code == 200 and len(b.content) > 10_000 for b in bodies)
+        assert any(marker in b.text for b in bodies)
+    assert "SwaggerUIBundle(" in client.get("/docs").text  # the page starts Swagger UI with /openapi.json
+    assert "/recommend" in client.get("/openapi.json").json()["paths"]

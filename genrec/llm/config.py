@@ -9,18 +9,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SMOLLM2 = "smollm2"
+
+# Backend name -> its client: a "module:Class" string for the built-ins (imported when a client is built, so a
+# config reads without torch), the class itself for one added with `genrec.llm.register_backend`.
+BACKENDS: dict[str, str | type] = {
+    "transformers": "genrec.llm.local:TransformersLLM",
+    "openai": "genrec.llm.openai_server:OpenAILLM",
+}
 
 
 class LLMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
-    backend: Literal["transformers", "openai"] = Field(
+    backend: str = Field(
         "transformers",
         description="transformers: a local causal LM; openai: any OpenAI-compatible HTTP server (llama.cpp, "
-        "vLLM, ...)",
+        "vLLM, ...); or the name of a backend added with genrec.llm.register_backend",
     )
     model: str = Field(
         SMOLLM2,
@@ -64,6 +71,13 @@ class LLMConfig(BaseModel):
     cache_dir: str | None = Field(
         None, description="where the response cache lives (default GENREC_CACHE/llm)"
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown LLM backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+        return name
 
     def decoding(self) -> dict:
         """The settings that change a response: part of every cache key."""
