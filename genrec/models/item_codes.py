@@ -24,8 +24,12 @@ from genrec.models.base import Recommender, Resources
 
 
 class SemanticIdRecommender(Recommender):
-    """A recommender whose items are semantic IDs. `cfg` has `tokenizer` (a `TokenizerConfig`) and
-    `max_separation`; buffers `offsets` [depth] and `item_codes` [n_items + 1, depth]."""
+    """A trained generator of semantic IDs: it decodes the list itself and gives log-likelihoods. `cfg` has
+    `tokenizer` (a `TokenizerConfig`) and `max_separation`; buffers `offsets` [depth] and `item_codes`
+    [n_items + 1, depth]."""
+
+    capabilities = frozenset({"generate", "log_likelihood"})
+    trainable = True
 
     def __init__(self, cfg: ModelConfig, n_items: int, n_users: int, first_token: int) -> None:
         super().__init__(cfg, n_items, n_users)

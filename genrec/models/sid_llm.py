@@ -56,8 +56,6 @@ FILL_SCORE = -1e9  # score of the popular items that complete a list the beams l
 @register
 class SidLlm(SemanticIdRecommender):
     config_class = SidLlmConfig
-    capabilities = frozenset({"generate", "log_likelihood"})
-    trainable = True
 
     def __init__(self, cfg: SidLlmConfig, n_items: int, n_users: int) -> None:
         from genrec.items.text import load_causal_lm, resolve_encoder

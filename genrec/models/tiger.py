@@ -49,8 +49,6 @@ BACKBONES = {"native": NativeEncoderDecoder, "t5": T5EncoderDecoder}  # by `mode
 @register
 class Tiger(SemanticIdRecommender):
     config_class = TigerConfig
-    capabilities = frozenset({"generate", "log_likelihood"})
-    trainable = True
 
     def __init__(self, cfg: TigerConfig, n_items: int, n_users: int) -> None:
         super().__init__(cfg, n_items, n_users, first_token=1)
