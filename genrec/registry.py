@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "onerec": "genrec.models.onerec:OneRec",
     "sid_llm": "genrec.models.sid_llm:SidLlm",
     "hllm": "genrec.models.hllm:HLLM",
+    "rpg": "genrec.models.rpg:RPG",
     "din": "genrec.models.ranking.din:DIN",
     "hstu_ranker": "genrec.models.ranking.hstu_ranker:HSTURanker",
     "genrank": "genrec.models.ranking.genrank:GenRank",
