@@ -7,9 +7,9 @@ Four tokenizers, chosen by `kind`:
   from random residuals during training, the usual remedy for codebook collapse.
 - `pq` / `opq` (RPG, Hou et al. 2025): product quantisation, the vector cut into `levels` sub-vectors, each
   quantised by its own k-means codebook; `opq` first learns a rotation that balances the sub-spaces
-  (non-parametric OPQ, Ge et al. 2014). Codes of a product quantiser have no order (no level refines another), which is what lets RPG
-  predict all of them at once; they suit long IDs (e.g. 32 x 256). The codebooks are fitted on the items that
-  occur in training (`fit_rows`), as RPG does, then every item is encoded.
+  (non-parametric OPQ, Ge et al. 2014). Codes of a product quantiser have no order (no level refines another),
+  which is what lets RPG predict all of them at once; they suit long IDs (e.g. 32 x 256). The codebooks are
+  fitted on the items that occur in training (`fit_rows`), as RPG does, then every item is encoded.
 
 Colliding items (`collisions`): `separate` gives them one extra code (0, 1, 2, ... within the colliding group, the
 TIGER way), so every item has a unique code and every code names one item; `reassign` moves all but the first
@@ -23,6 +23,7 @@ re-initialised, collisions before and after, prefix entropy, and what made the i
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -315,28 +316,33 @@ def separation_codes(codes: np.ndarray) -> np.ndarray:
 
 
 def reassign_collisions(q: Quantised) -> tuple[np.ndarray, int]:
-    """Codes without duplicates, same length: in each group of items sharing a code, all but the first take, at
-    the last level, the nearest centroid whose code no item holds yet (then the level before, and so on) ->
-    (codes, items moved). Raises ConfigError where the codebooks cannot hold every item apart."""
+    """Codes without duplicates, same length: in each group of items sharing a code, all but the first take a
+    free code nearby: the last level's codes in order of distance first, then the last two levels', and so on
+    -> (codes, items moved). Raises ConfigError where the codebooks cannot hold every item apart."""
     codes = q.codes.copy()
+    levels = codes.shape[1]
     taken = {tuple(c) for c in codes}
     moved = 0
     _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     for item in np.flatnonzero(first[inverse] != np.arange(len(codes))):
-        for level in reversed(range(codes.shape[1])):
-            dist = torch.cdist(q.inputs[level][item : item + 1], q.centroids[level])[0]
+        for depth in range(1, levels + 1):
+            tail = list(range(levels - depth, levels))
+            nearest = [
+                torch.cdist(q.inputs[lv][item : item + 1], q.centroids[lv])[0].argsort().tolist() for lv in tail
+            ]
             row = codes[item].copy()
-            for code in dist.argsort().tolist():
-                row[level] = code
+            free = None
+            for combo in itertools.product(*nearest):
+                row[tail] = combo
                 if tuple(row) not in taken:
+                    free = row
                     break
-            else:
-                continue
-            codes[item] = row
-            taken.add(tuple(row))
-            moved += 1
-            break
+            if free is not None:
+                codes[item] = free
+                taken.add(tuple(free))
+                moved += 1
+                break
         else:
             raise ConfigError(
                 "tokenizer.collisions=reassign could not give every item its own code; use collisions=separate"
@@ -578,7 +584,8 @@ def item_vectors_note(cfg: TokenizerConfig, dims: list[int]) -> str:
             )
         else:
             parts.append(f"item table of the run {cfg.collab_run}")
-    return " + ".join(f"{p}, {d} dims" for p, d in zip(parts, dims)) + f"; {cfg.kind}"
+    vectors = " + ".join(f"{p}, {d} dims" for p, d in zip(parts, dims))
+    return f"{vectors}; {cfg.kind} {cfg.levels} x {cfg.codebook_size}, collisions {cfg.collisions}"
 
 
 def item_embeddings(

@@ -188,6 +188,8 @@ class Tiger(Recommender):
     def set_semantic_ids(self, sid: SemanticIds) -> None:
         if sid.n_items != self.n_items:
             raise DataError(f"semantic IDs cover {sid.n_items} items, the catalogue has {self.n_items}")
+        if sid.depth != self.depth:  # the decoder's last level is the separation code
+            raise ConfigError("tiger needs model.tokenizer.collisions=separate")
         if sid.sizes[-1] > self.cfg.max_separation:
             raise ConfigError(
                 f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"

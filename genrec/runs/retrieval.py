@@ -177,9 +177,11 @@ def retrieval_protocol(cfg: RunConfig, split: Split, ds: Dataset, dataset: str, 
     """The metrics' protocol; `summary` is the training summary (how training ended)."""
     selection = model.checkpoint_selection() + stop_note(summary)
     stats, seed = ds.stats(), cfg.train.seed
+    tokens = summary.get("semantic_ids", {}).get("item_vectors")  # what made a semantic-ID model's codes
     return {
         "task": "retrieval",
         **protocol(split, cfg.eval, dataset, stats, ds.notes, selection, seed, model, summary.get("stop")),
+        **({"semantic_ids": tokens} if tokens else {}),
         "list_metrics": LIST_PROTOCOL,
         "data_parallel": summary.get("data_parallel") or distributed.protocol(cfg.train.batch_size),
     }
