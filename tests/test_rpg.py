@@ -49,7 +49,9 @@ def user_batches(split, rows, max_len):
 def test_every_listed_item_is_real_distinct_and_allowed(ml100k, decoding):
     """Top-20 for every ML-100K user with the whole history excluded: ids in 1..n, no repeats, nothing excluded,
     scores non-increasing and equal to the item's summed code log-probabilities."""
-    model = untrained_rpg(ml100k, f"model.decoding={decoding}", "model.graph_beams=30", "model.graph_edges=20")
+    model = untrained_rpg(
+        ml100k, f"model.decoding={decoding}", "model.graph_beams=30", "model.graph_edges=20"
+    )
     rows = np.arange(len(ml100k.test))
     batch, seen = user_batches(ml100k, rows, model.cfg.max_len)
     items, scores = model.recommend(batch, 20, exclude=seen)

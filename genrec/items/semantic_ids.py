@@ -329,7 +329,8 @@ def reassign_collisions(q: Quantised) -> tuple[np.ndarray, int]:
         for depth in range(1, levels + 1):
             tail = list(range(levels - depth, levels))
             nearest = [
-                torch.cdist(q.inputs[lv][item : item + 1], q.centroids[lv])[0].argsort().tolist() for lv in tail
+                torch.cdist(q.inputs[lv][item : item + 1], q.centroids[lv])[0].argsort().tolist()
+                for lv in tail
             ]
             row = codes[item].copy()
             free = None
@@ -356,7 +357,11 @@ def _entropy_bits(counts: np.ndarray) -> float:
 
 
 def quality_report(
-    raw: np.ndarray, codes: np.ndarray, sizes: list[int], collisions: str = "separate", stats: dict | None = None
+    raw: np.ndarray,
+    codes: np.ndarray,
+    sizes: list[int],
+    collisions: str = "separate",
+    stats: dict | None = None,
 ) -> dict:
     """Codebook use, entropy and perplexity per level, collisions before / after `collisions` handling, entropy of
     the item distribution over prefixes of every length (bits; log2(n_items) is the most a prefix can carry),
@@ -431,7 +436,9 @@ def format_report(report: dict) -> str:
     extra = f"extra code values {report['separation_code_values']}" if handling == "separate" else ""
     if handling == "reassign":
         extra = f"items moved {report.get('items_reassigned', 0)}"
-    lines.append(f"  collisions after {handling}: {a['items_sharing_a_code']}" + (f" ({extra})" if extra else ""))
+    lines.append(
+        f"  collisions after {handling}: {a['items_sharing_a_code']}" + (f" ({extra})" if extra else "")
+    )
     shown = report["prefix_entropy"]
     if len(shown) > 6:
         shown = shown[:3] + shown[-2:]
@@ -507,7 +514,9 @@ class SemanticIds:
         return cls(codes, meta["sizes"], meta.get("report", {}))
 
 
-def tokenize(x: np.ndarray, cfg: TokenizerConfig, log=None, fit_rows: np.ndarray | None = None) -> SemanticIds:
+def tokenize(
+    x: np.ndarray, cfg: TokenizerConfig, log=None, fit_rows: np.ndarray | None = None
+) -> SemanticIds:
     """Embeddings [n_items, d] -> semantic IDs: `levels` codes (+ 1 separation code with `collisions: separate`).
     `fit_rows`: the rows (items) the pq / opq codebooks are fitted on (default all). Raises DataError without
     items, ConfigError when `reassign` cannot separate every item."""
@@ -539,7 +548,9 @@ def tokenize(x: np.ndarray, cfg: TokenizerConfig, log=None, fit_rows: np.ndarray
     return SemanticIds(codes, sizes, report)
 
 
-def cooccurrence_vectors(offsets: np.ndarray, items: np.ndarray, n_items: int, dim: int, window: int, seed: int):
+def cooccurrence_vectors(
+    offsets: np.ndarray, items: np.ndarray, n_items: int, dim: int, window: int, seed: int
+):
     """Collaborative item vectors in closed form, [n_items, dim] (row i = internal item i + 1): the co-occurrence
     counts of items at most `window` places apart in the same sequence (weight 1 / distance), symmetrically
     normalised (D^-1/2 C D^-1/2), then the leading singular vectors scaled by sqrt(singular value). Items never
@@ -579,9 +590,7 @@ def item_vectors_note(cfg: TokenizerConfig, dims: list[int]) -> str:
         parts.append(f"text encoder {name}" + (", with item profiles" if cfg.profiles else ""))
     if cfg.input in ("collab", "both"):
         if cfg.collab == "cooccurrence":
-            parts.append(
-                f"co-occurrence SVD of the training split (window {cfg.cooccurrence_window})"
-            )
+            parts.append(f"co-occurrence SVD of the training split (window {cfg.cooccurrence_window})")
         else:
             parts.append(f"item table of the run {cfg.collab_run}")
     vectors = " + ".join(f"{p}, {d} dims" for p, d in zip(parts, dims))

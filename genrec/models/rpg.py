@@ -74,11 +74,14 @@ class RPGConfig(ModelConfig):
         description="top-K by scoring every item from its codes (exact) or by the paper's walk over an item "
         "graph (graph: graph_beams, graph_edges, graph_steps)",
     )
-    graph_beams: int = Field(50, ge=1, description="items kept after each step of graph decoding (at least K)")
+    graph_beams: int = Field(
+        50, ge=1, description="items kept after each step of graph decoding (at least K)"
+    )
     graph_edges: int = Field(50, ge=1, description="neighbours of each item in the decoding graph")
     graph_steps: int = Field(3, ge=1, description="propagation steps of graph decoding")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        "float32", description="autocast of the transformer; auto = bfloat16 where the CPU has AMX/AVX512-BF16"
+        "float32",
+        description="autocast of the transformer; auto = bfloat16 where the CPU has AMX/AVX512-BF16",
     )
 
 
@@ -183,7 +186,9 @@ class RPG(Recommender):
     def code_logits_of(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [N, d] -> logits of every code of every level [N, levels, codebook]: the cosine between
         the level's head and the code's embedding, over the temperature."""
-        heads = hidden[:, None, :] + F.silu(torch.einsum("nd,lde->nle", hidden, self.head_weight) + self.head_bias)
+        heads = hidden[:, None, :] + F.silu(
+            torch.einsum("nd,lde->nle", hidden, self.head_weight) + self.head_bias
+        )
         table = self.code_emb.weight[1:].view(self.levels, self.codebook, -1)
         logits = torch.einsum("nld,lkd->nlk", F.normalize(heads, dim=-1), F.normalize(table, dim=-1))
         return logits / self.cfg.temperature
@@ -303,7 +308,8 @@ class RPG(Recommender):
             f"{self.cfg.graph_steps} steps)"
         )
         return (
-            "weights of the epoch with the best validation score (history-excluded), evaluated once on test; " + how
+            "weights of the epoch with the best validation score (history-excluded), evaluated once on test; "
+            + how
         )
 
 
