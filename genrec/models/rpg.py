@@ -106,7 +106,9 @@ class RPG(Recommender):
         nn.init.normal_(self.code_emb.weight, std=cfg.dim**-0.5)
         with torch.no_grad():
             self.code_emb.weight[0].zero_()
+        # Small positions (GPT-2's 0.02): at PyTorch's default N(0, 1) they would drown the pooled item vectors.
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg.dim, cfg.heads, cfg.block_dropout, cfg.ffn_mult) for _ in range(cfg.layers)
@@ -162,10 +164,11 @@ class RPG(Recommender):
     # --- network -------------------------------------------------------------------------------------------------
 
     def item_embeddings(self, items: torch.Tensor) -> torch.Tensor:
-        """[...] item ids -> [..., d]: the mean of each item's code embeddings (zeros for padding)."""
+        """[...] item ids -> [..., d]: the mean of each item's code embeddings (zeros for padding), times
+        sqrt(levels) so that the mean of independent codes keeps the norm of one code embedding."""
         tokens = self.item_tokens[items.reshape(-1)]
         pooled = F.embedding_bag(tokens, self.code_emb.weight, mode="mean", padding_idx=0)
-        return pooled.reshape(*items.shape, -1)
+        return pooled.reshape(*items.shape, -1) * self.levels**0.5
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """History [B, L] (right-aligned) -> hidden states [B, L, d]; position t reads items <= t."""
