@@ -576,8 +576,9 @@ def cooccurrence_vectors(
     return (u * np.sqrt(np.maximum(sv, 0))).astype(np.float32)
 
 
-def item_vectors_note(cfg: TokenizerConfig, dims: list[int]) -> str:
-    """What made the tokenizer's input: the text encoder and / or the collaborative source, with dimensions."""
+def item_vectors_note(cfg: TokenizerConfig, dim: int) -> str:
+    """What made the tokenizer's input: the text encoder and / or the collaborative source, its dimension and
+    the tokenizer."""
     from genrec.items.text import DEFAULT_ENCODER, resolve_encoder
 
     parts = []
@@ -593,19 +594,20 @@ def item_vectors_note(cfg: TokenizerConfig, dims: list[int]) -> str:
             parts.append(f"co-occurrence SVD of the training split (window {cfg.cooccurrence_window})")
         else:
             parts.append(f"item table of the run {cfg.collab_run}")
-    vectors = " + ".join(f"{p}, {d} dims" for p, d in zip(parts, dims))
-    return f"{vectors}; {cfg.kind} {cfg.levels} x {cfg.codebook_size}, collisions {cfg.collisions}"
+    vectors = " + ".join(parts)
+    return (
+        f"{vectors} ({dim} dims); {cfg.kind} {cfg.levels} x {cfg.codebook_size}, collisions {cfg.collisions}"
+    )
 
 
 def item_embeddings(
-    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None, train=None, parts_out=None
+    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None, train=None
 ) -> np.ndarray:
     """The tokenizer's input for a run's item table (`items`: polars frame in internal order).
 
     `collab_embeddings(run_dir, raw_item_ids) -> [n, d]`: a trained run's item vectors aligned to the raw ids
     (given by the runs layer, which can load runs); needed for `input: collab | both` with `collab: run`.
-    `train`: the training sequences (`offsets`, `items`), needed for `collab: cooccurrence`. `parts_out`, a
-    list, receives each part's dimension."""
+    `train`: the training sequences (`offsets`, `items`), needed for `collab: cooccurrence`."""
     parts = []
     if cfg.input in ("text", "both"):
         from genrec.items.text import item_text_embeddings
@@ -627,8 +629,6 @@ def item_embeddings(
             raise ConfigError("tokenizer input collab/both needs a loader of the collab run's item vectors")
         parts.append(collab_embeddings(cfg.collab_run, item_ids))
     parts = [p / np.linalg.norm(p, axis=1, keepdims=True).clip(min=1e-8) for p in parts]
-    if parts_out is not None:
-        parts_out.extend(p.shape[1] for p in parts)
     return np.concatenate(parts, 1)
 
 
@@ -641,13 +641,13 @@ def run_semantic_ids(
     Returns SemanticIds over the run's items (internal order); raises ConfigError / DataError as those do."""
     if cfg.codes:
         return SemanticIds.load(Path(cfg.codes))
-    dims: list[int] = []
-    x = item_embeddings(cfg, items, item_ids, collab_embeddings, train, dims)
+    uses_train = cfg.input != "text" and cfg.collab == "cooccurrence"
+    x = item_embeddings(cfg, items, item_ids, collab_embeddings, **({"train": train} if uses_train else {}))
     fit_rows = None
     if train is not None and cfg.kind in ("pq", "opq"):
         fit_rows = np.unique(train.items) - 1
     sid = tokenize(x, cfg, fit_rows=fit_rows)
-    sid.report["item_vectors"] = item_vectors_note(cfg, dims)
+    sid.report["item_vectors"] = item_vectors_note(cfg, x.shape[1])
     return sid
 
 
