@@ -184,3 +184,18 @@ def test_cooccurrence_vectors_put_items_of_the_same_sessions_together():
     np.fill_diagonal(sims, -2)
     group = np.arange(20) // 10
     assert (group[sims.argmax(1)] == group).all()
+
+
+def test_text_codes_without_item_text_are_refused_before_training(ml100k):
+    """A dataset whose items have no text (Amazon Sports here) cannot get text codes: a clear error, not codes that
+    are all alike."""
+    import polars as pl
+
+    from genrec.errors import ConfigError
+
+    model = untrained_rpg(ml100k)
+    items = pl.DataFrame({"item_id": np.arange(1, ml100k.n_items + 1), "title": [None] * ml100k.n_items})
+    with pytest.raises(ConfigError, match="cooccurrence"):
+        model.prepare(
+            ml100k, {"items": items.with_columns(pl.lit([], dtype=pl.List(pl.Utf8)).alias("categories"))}
+        )

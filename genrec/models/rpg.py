@@ -49,6 +49,7 @@ from genrec.data.batching import HistoryBatch, length_bucketed_batches, pad_left
 from genrec.data.split import Split
 from genrec.errors import ConfigError, DataError
 from genrec.items.semantic_ids import SemanticIds, TokenizerConfig, prepared_outputs, run_semantic_ids
+from genrec.items.text import item_texts
 from genrec.models.base import Recommender, candidate_scores, register
 from genrec.models.next_item import resolve_dtype
 from genrec.nn.transformer import TransformerBlock, causal_padding_mask
@@ -148,6 +149,13 @@ class RPG(Recommender):
         items = resources.get("items")
         if items is None:
             raise ConfigError("rpg needs the run's item table to build semantic IDs")
+        tk = self.cfg.tokenizer
+        if tk.input != "collab" and not tk.codes and sum(map(bool, item_texts(items))) < len(items) / 2:
+            # Codes of empty texts would all be alike: say so before any work rather than train on them.
+            raise ConfigError(
+                "rpg: most items of this dataset have no text; build the codes from co-occurrences with "
+                "--set model.tokenizer.input=collab --set model.tokenizer.collab=cooccurrence"
+            )
         sid = run_semantic_ids(
             self.cfg.tokenizer,
             items,
