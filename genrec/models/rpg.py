@@ -22,12 +22,14 @@ Decoding (`decoding`) returns only real items:
   best `graph_beams`. Only the visited items are scored.
 
 Deviations from the paper and its code: positions are right-aligned and the transformer is genrec's pre-norm block
-(GPT-2 in the paper); dropout on the item embeddings (`dropout`, the paper's embd_pdrop) and on the blocks
-(`block_dropout`, the paper's attention dropout as residual dropout); graph decoding starts from one fixed
-random set of items (seeded) for every user, so a user's list does not depend on the batch it is in, returns the
-best K of all visited items rather than of the last beam, and removes excluded items from that list only (they
-may still lead the walk to their neighbours); with `tokenizer.collisions: separate` the separation code is one
-more level predicted like the others (its table has `codebook_size` entries).
+(GPT-2 in the paper), with the pooled item vector scaled by sqrt(levels) and positions initialised at N(0, 0.02)
+so that positions do not drown the item content; dropout on the item embeddings (`dropout`, the paper's
+embd_pdrop) and on the blocks (`block_dropout`, the paper's attention dropout as residual dropout); graph
+decoding starts from one fixed random set of items (seeded) for every user, so a user's list does not depend on
+the batch it is in, returns the best K of all visited items rather than of the last beam, and removes excluded
+items from that list only (they may still lead the walk to their neighbours); with `tokenizer.collisions:
+separate` the separation code is one more level predicted like the others (its table has `codebook_size`
+entries).
 
 Shapes: a history batch holds items [B, L] (0 = padding on the left); `score` returns [B, n_items + 1] (column
 0 is -inf); `recommend` returns ids and scores [B, k], best first, never an excluded, padding or repeated item.
