@@ -69,8 +69,10 @@ class RPGConfig(ModelConfig):
     layers: int = Field(2, ge=1)
     ffn_mult: int = Field(2, ge=1)
     max_len: int = Field(50, ge=2, description="most recent history items the model reads")
-    dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the input item embeddings")
-    block_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the transformer blocks")
+    # No dropout by default: each item is known only through 32 codes it shares with ~50 other items each, and
+    # the paper's 0.5 on the inputs slowed learning that identity far more than it regularised (docs/log.md).
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input item embeddings")
+    block_dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside the transformer blocks")
     temperature: float = Field(0.03, gt=0, description="code logits are cosine similarities over this")
     decoding: Literal["exact", "graph"] = Field(
         "exact",
