@@ -96,6 +96,7 @@ MODELS = Registry(
         "onerec": ("genrec.config.models.onerec:OneRecConfig", "genrec.models.onerec:OneRec"),
         "sid_llm": ("genrec.config.models.sid_llm:SidLlmConfig", "genrec.models.sid_llm:SidLlm"),
         "hllm": ("genrec.config.models.hllm:HLLMConfig", "genrec.models.hllm:HLLM"),
+        "rpg": ("genrec.config.models.rpg:RPGConfig", "genrec.models.rpg:RPG"),
         "din": ("genrec.config.models.ranking.din:DINConfig", "genrec.models.ranking.din:DIN"),
         "hstu_ranker": (
             "genrec.config.models.ranking.hstu_ranker:HSTURankerConfig",

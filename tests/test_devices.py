@@ -175,8 +175,11 @@ def retrieval_model(name: str, overrides: list[str], split, lm_dir):
     if hasattr(model, "set_semantic_ids"):
         levels, size = cfg.tokenizer.levels, cfg.tokenizer.codebook_size
         digits = [np.arange(split.n_items) // size**lv % size for lv in range(levels)]
-        codes = np.stack([*digits, np.arange(split.n_items) // size**levels], 1)
-        model.set_semantic_ids(SemanticIds(codes, [size] * levels + [int(codes[:, -1].max()) + 1]))
+        if cfg.tokenizer.collisions == "separate":  # one more level numbers the items that share the others
+            digits.append(np.arange(split.n_items) // size**levels)
+        codes = np.stack(digits, 1)
+        sizes = [size] * levels + ([int(codes[:, -1].max()) + 1] if codes.shape[1] > levels else [])
+        model.set_semantic_ids(SemanticIds(codes, sizes))
     if hasattr(model, "set_trained_items"):
         model.set_trained_items(np.arange(1, split.n_items // 2))
     if hasattr(model, "set_text_embeddings"):

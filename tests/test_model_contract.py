@@ -29,6 +29,13 @@ TINY = {
         "model.tokenizer.levels=2",
         "model.tokenizer.codebook_size=4",
     ],
+    "rpg": [
+        "model.dim=16",
+        "model.heads=2",
+        "model.max_len=8",
+        "model.tokenizer.levels=4",
+        "model.tokenizer.codebook_size=4",
+    ],
     "onerec": [
         "model.dim=16",
         "model.max_len=8",
@@ -169,6 +176,8 @@ def test_every_builtin_recipe_resolves_and_runs_one_tiny_epoch(
         overrides.append("model.tokenizer.input=text")  # the collab run is a separate training
     if raw["model"]["name"] in ("tiger", "onerec", "sid_llm"):
         overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=2"]
+    if raw["model"]["name"] == "rpg":  # 4 x 4 codes: room to give 20 items their own code
+        overrides += ["model.tokenizer.codebook_size=4", "model.tokenizer.levels=4"]
     if task == "retrieval" and raw.get("data", {}).get("split") == "temporal":
         overrides += [
             "data.split=leave_one_out",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genrec.config.base import StrictModel
 
@@ -16,10 +16,22 @@ PROFILES_HELP = (
 
 
 class TokenizerConfig(StrictModel):
-    kind: Literal["rq_kmeans", "rq_vae"] = "rq_kmeans"
-    levels: int = Field(3, ge=1, le=8)
+    kind: Literal["rq_kmeans", "rq_vae", "pq", "opq"] = "rq_kmeans"
+    levels: int = Field(3, ge=1, le=64, description="codes per item (pq / opq: sub-spaces)")
     codebook_size: int = Field(256, ge=2)
+    collisions: Literal["separate", "reassign", "none"] = Field(
+        "separate",
+        description="items sharing a code: one extra code numbers them (separate), all but one move to the "
+        "nearest free centroid (reassign: rq_kmeans, pq, opq), or they keep the same code (none)",
+    )
     input: Literal["text", "collab", "both"] = "text"
+    collab: Literal["run", "cooccurrence"] = Field(
+        "run",
+        description="collaborative vectors (input collab / both): a trained run's item table (collab_run) or a "
+        "truncated SVD of the training split's item co-occurrences (no other run needed)",
+    )
+    cooccurrence_dim: int = Field(64, ge=2, description="dimensions of the co-occurrence vectors")
+    cooccurrence_window: int = Field(3, ge=1, description="neighbours each side that count as co-occurring")
     encoder: str | None = Field(
         None, description="text encoder directory (default: bundled all-MiniLM-L6-v2)"
     )
@@ -38,3 +50,9 @@ class TokenizerConfig(StrictModel):
     codes: str | None = Field(
         None, description="folder holding semantic_ids.safetensors from an earlier run: reuse, do not build"
     )
+
+    @model_validator(mode="after")
+    def _reassign_needs_centroids(self):
+        if self.collisions == "reassign" and self.kind == "rq_vae":
+            raise ValueError("collisions: reassign works with rq_kmeans, pq and opq (rq_vae: use separate)")
+        return self

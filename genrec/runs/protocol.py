@@ -90,9 +90,15 @@ def build_protocol(task: Task, data, model, summary: dict) -> Protocol:
             device_name=summary.get("device_name"),
             precision=summary.get("precision"),
         ),
-        own=task.own_protocol(data, model),
+        own={**task.own_protocol(data, model), **_item_tokens(summary)},
         code_version=code_version(),
     )
+
+
+def _item_tokens(summary: dict) -> dict:
+    """A semantic-ID model's `semantic_ids`: what its codes were made from (encoder, input, tokenizer)."""
+    made_from = (summary.get("semantic_ids") or {}).get("item_vectors")
+    return {"semantic_ids": made_from} if made_from else {}
 
 
 def reevaluated(protocol: Protocol, stored: dict) -> dict:
