@@ -255,14 +255,17 @@ def test_cascade_blend_orders_between_ranker_and_retrieval():
 
 
 @pytest.mark.parametrize("command", ["train", "rank-train"])
-def test_train_and_its_rank_train_alias_train_a_ranking_recipe(command, tmp_path):
+def test_train_and_its_rank_train_alias_train_a_ranking_recipe(command, tmp_path, tiny_ratings):
     """One task stack: `genrec train` trains a ranker from a ranking recipe (a YAML extending one too), and
-    `rank-train` is the same command."""
+    `rank-train` is the same command (on ML-100K's 40 smallest users)."""
     import subprocess
     import sys
 
     recipe = tmp_path / "my-ranker.yaml"
-    recipe.write_text("base: din\nmodel:\n  dim: 8\n  max_len: 8\ntrain:\n  epochs: 1\n")
+    recipe.write_text(
+        f"base: din\ndata:\n  data_dir: {tiny_ratings}\nmodel:\n  dim: 8\n  max_len: 8\n"
+        "train:\n  epochs: 1\n"
+    )
     out = tmp_path / "run"
     r = subprocess.run(
         [sys.executable, "-m", "genrec", command, str(recipe), "--out", str(out), "--no-progress"],
