@@ -59,7 +59,7 @@ def test_metrics_known_values():
 
 def test_feedback_split_has_no_leakage(data: FeedbackData):
     cut_v, cut_t = data.details["valid_cutoff"], data.details["test_cutoff"]
-    seq = data.seq
+    seq = data.sequences
     assert (data.train.times < cut_v).all()
     assert ((data.valid.times >= cut_v) & (data.valid.times < cut_t)).all()
     assert (data.test.times >= cut_t).all()
@@ -79,7 +79,7 @@ def test_candidate_time_last_event(data: FeedbackData):
     later = prepare_feedback(RankDataConfig(dataset="ml-100k", candidate_time="last_event"))[0]
     assert np.array_equal(later.test.times, data.test.times)  # the split does not move
     for imps in (later.valid, later.test):
-        assert np.array_equal(imps.cand_times, later.seq.timestamps[imps.hist_end - 1])
+        assert np.array_equal(imps.cand_times, later.sequences.timestamps[imps.hist_end - 1])
     assert (later.test.cand_times < later.details["test_cutoff"]).all()
     # Only models that read time score differently; DIN does not read it.
     part = np.arange(300)
@@ -92,7 +92,7 @@ def test_candidate_time_last_event(data: FeedbackData):
 
 def test_cross_features_use_only_the_history(data: FeedbackData):
     u = int(data.valid.users[0])
-    start = data.seq.offsets[u]
+    start = data.sequences.offsets[u]
     end = int(data.valid.hist_end[0])
     item = np.array([data.valid.items[0]])
     f = data.cross_features(np.array([u]), item, np.array([end]))[0]
@@ -124,10 +124,10 @@ def test_mfalcon_equals_one_at_a_time(name: str, data: FeedbackData):
 
 
 def _window_batch(data: FeedbackData, user: int, w: int) -> RankBatch:
-    s = int(data.seq.offsets[user])
+    s = int(data.sequences.offsets[user])
     idx = np.arange(s, s + w)
-    items = torch.from_numpy(data.seq.items[idx])[None]
-    times = torch.from_numpy(data.seq.timestamps[idx])[None]
+    items = torch.from_numpy(data.sequences.items[idx])[None]
+    times = torch.from_numpy(data.sequences.timestamps[idx])[None]
     return RankBatch(
         users=torch.tensor([user]),
         hist_items=items,
@@ -137,20 +137,20 @@ def _window_batch(data: FeedbackData, user: int, w: int) -> RankBatch:
         times=times,
         labels=torch.from_numpy(data.labels[idx])[None],
         weights=torch.ones(1, w),
-        cross=torch.from_numpy(data.cross_features(np.full(w, user), data.seq.items[idx], idx))[None],
+        cross=torch.from_numpy(data.cross_features(np.full(w, user), data.sequences.items[idx], idx))[None],
         causal=True,
     )
 
 
 def _event_as_candidate(data: FeedbackData, user: int, t: int, cross: np.ndarray | None = None) -> RankBatch:
     """The user's event t as the one candidate of an evaluation batch whose history is the t events before it."""
-    s = int(data.seq.offsets[user])
+    s = int(data.sequences.offsets[user])
     return make_batch(
-        data.seq.items[s : s + t],
+        data.sequences.items[s : s + t],
         data.actions[s : s + t],
-        data.seq.items[s + t : s + t + 1],
-        data.seq.timestamps[s : s + t],
-        data.seq.timestamps[s + t : s + t + 1],
+        data.sequences.items[s + t : s + t + 1],
+        data.sequences.timestamps[s : s + t],
+        data.sequences.timestamps[s + t : s + t + 1],
         user=user,
         cross=cross,
     )
@@ -161,7 +161,7 @@ def test_training_logits_equal_inference_scores(name: str, data: FeedbackData):
     """The logit a training window gives event t is the score of candidate t after the history before it."""
     model = tiny(name, data, cross_features=True)
     w = model.cfg.max_len
-    user = int(np.flatnonzero(data.seq.lengths() > w)[0])
+    user = int(np.flatnonzero(data.sequences.lengths() > w)[0])
     batch = _window_batch(data, user, w)
     with torch.no_grad():
         train_logits = model.logits(batch)[0]
@@ -172,7 +172,7 @@ def test_training_logits_equal_inference_scores(name: str, data: FeedbackData):
 
 def test_score_candidates_api(data: FeedbackData):
     model = tiny("hstu_ranker", data)
-    history = data.seq.items[:30]
+    history = data.sequences.items[:30]
     scores = score_candidates(model, history, [1, 2, 3, 4], actions=data.actions[:30])
     assert scores.shape == (4,) and np.isfinite(scores).all()
     again = score_candidates(model, history, [3], actions=data.actions[:30])
@@ -263,8 +263,7 @@ def test_train_and_its_rank_train_alias_train_a_ranking_recipe(command, tmp_path
 
     recipe = tmp_path / "my-ranker.yaml"
     recipe.write_text(
-        f"base: din\ndata:\n  data_dir: {tiny_ratings}\nmodel:\n  dim: 8\n  max_len: 8\n"
-        "train:\n  epochs: 1\n"
+        f"base: din\ndata:\n  data_dir: {tiny_ratings}\nmodel:\n  dim: 8\n  max_len: 8\ntrain:\n  epochs: 1\n"
     )
     out = tmp_path / "run"
     r = subprocess.run(
@@ -316,7 +315,7 @@ def test_feedback_scale_is_read_from_the_data(tmp_path, values, scale, threshold
     path = _feedback_log(tmp_path, lambda u, k: values[(u + k) % len(values)], column="label")
     data, _, _ = prepare_feedback(RankDataConfig(dataset=path))
     assert data.details["scale"] == {"low": scale[0], "high": scale[1], "like_threshold": threshold}
-    ratings = data.seq.ratings
+    ratings = data.sequences.ratings
     assert np.array_equal(data.labels, (ratings >= threshold).astype(np.float32))
     assert np.array_equal(data.actions >= 4, ratings >= threshold)  # models read actions >= 4 as liked
     # Ordered, and never clipped: the highest rating and the lowest keep distinct actions.
@@ -330,7 +329,7 @@ def test_feedback_scale_and_threshold_from_config(tmp_path):
     path = _feedback_log(tmp_path, lambda u, k: 1 + (u + k) % 5)
     data, _, _ = prepare_feedback(RankDataConfig(dataset=path, rating_scale=(0, 10), like_threshold=3))
     assert data.details["scale"] == {"low": 0.0, "high": 10.0, "like_threshold": 3.0}
-    assert np.array_equal(data.labels, (data.seq.ratings >= 3).astype(np.float32))
+    assert np.array_equal(data.labels, (data.sequences.ratings >= 3).astype(np.float32))
     with pytest.raises(DataError, match=r"rating 5 lies outside data.rating_scale \[1, 4\]"):
         prepare_feedback(RankDataConfig(dataset=path, rating_scale=(1, 4)))
     with pytest.raises(ValueError):

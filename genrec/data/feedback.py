@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genrec.data.schema import Dataset, Sequences
+from genrec.data.schema import Dataset, OfSequences, Sequences
 from genrec.errors import DataError
 
 N_ACTIONS = 5  # ratings become action ids 1..5 (`FeedbackScale.actions`; 4 and 5 = liked); 0 is padding
@@ -147,8 +147,8 @@ class Impressions:
 
 
 @dataclass
-class FeedbackData:
-    seq: Sequences  # chronological events per user (CSR)
+class FeedbackData(OfSequences):
+    sequences: Sequences  # chronological events per user (CSR)
     actions: np.ndarray  # action id of every event (`FeedbackScale.actions`, 1..5)
     labels: np.ndarray  # like label of every event
     train_end: np.ndarray  # [n_users] flat index: events before it (per user, from its start) are training
@@ -159,20 +159,12 @@ class FeedbackData:
     details: dict
     scale: FeedbackScale | None = None  # how ratings became labels and actions
 
-    @property
-    def n_items(self) -> int:
-        return self.seq.n_items
-
-    @property
-    def n_users(self) -> int:
-        return self.seq.n_users
-
     def user_start(self, users: np.ndarray) -> np.ndarray:
-        return self.seq.offsets[users]
+        return self.sequences.offsets[users]
 
     def cross_features(self, users: np.ndarray, items: np.ndarray, hist_end: np.ndarray) -> np.ndarray:
         """[n, len(CROSS_FEATURES)] from each impression's history only (no label of the impression itself)."""
-        start = self.seq.offsets[users]
+        start = self.sequences.offsets[users]
         n = (hist_end - start).astype(np.float32)
         likes = self._cum_like[hist_end] - self._cum_like[start]
         rating = self._cum_rating[hist_end] - self._cum_rating[start]
@@ -200,7 +192,7 @@ class FeedbackData:
 
     def _build_cumulative(self) -> None:
         """Prefix sums over the flat event array (exclusive), so any history's counts are two lookups."""
-        n_ev = len(self.seq.items)
+        n_ev = len(self.sequences.items)
         ratings = self.actions.astype(np.float32)
 
         def cum(values: np.ndarray) -> np.ndarray:
@@ -212,7 +204,7 @@ class FeedbackData:
         self._cum_rating = cum(ratings)
         g = self.features.n_genres + 1
         onehot = np.zeros((n_ev, g), dtype=np.float32)
-        ev_genres = self.features.item_genres[self.seq.items]
+        ev_genres = self.features.item_genres[self.sequences.items]
         rows = np.repeat(np.arange(n_ev), ev_genres.shape[1])
         onehot[rows, ev_genres.ravel()] = 1.0
         onehot[:, 0] = 0.0

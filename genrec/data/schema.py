@@ -28,6 +28,20 @@ INTERACTION_SCHEMA = {
 }
 
 
+class OfSequences:
+    """A data object built on `sequences` (a split, the ranking data): its catalogue and user counts."""
+
+    sequences: Sequences
+
+    @property
+    def n_items(self) -> int:
+        return self.sequences.n_items
+
+    @property
+    def n_users(self) -> int:
+        return self.sequences.n_users
+
+
 @dataclass
 class Dataset:
     """Raw tables of one dataset, as loaded.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genrec.data.schema import Sequences
+from genrec.data.schema import OfSequences, Sequences
 from genrec.errors import DataError
 
 log = logging.getLogger("genrec.data")
@@ -51,21 +51,13 @@ class EvalSet:
 
 
 @dataclass
-class Split:
+class Split(OfSequences):
     kind: str
     sequences: Sequences
     train: Csr  # one row per user (internal user index), possibly empty
     valid: EvalSet
     test: EvalSet
     details: dict
-
-    @property
-    def n_items(self) -> int:
-        return self.sequences.n_items
-
-    @property
-    def n_users(self) -> int:
-        return self.sequences.n_users
 
 
 def _take_prefix(seq: Sequences, keep: np.ndarray) -> Csr:

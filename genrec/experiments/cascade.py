@@ -83,10 +83,10 @@ def _user_lists(run, split, ranker, data, part: str, k_retrieve: int) -> list[_U
     judged_until = data.details["test_cutoff"] if part == "valid" else np.iinfo(np.int64).max
     # Retrieval index -> ranker index, through the raw ids.
     r_items = run.items["item_id"].to_numpy()
-    to_rank = data.seq.item_index(r_items)  # [n_retrieval_items], 0 = unknown to the ranker
-    rank_user = {int(u): i for i, u in enumerate(data.seq.user_ids)}
+    to_rank = data.sequences.item_index(r_items)  # [n_retrieval_items], 0 = unknown to the ranker
+    rank_user = {int(u): i for i, u in enumerate(data.sequences.user_ids)}
     ev = getattr(split, part)
-    seq = data.seq
+    seq = data.sequences
     users = []
     for row in range(len(ev)):
         u_internal = int(ev.users[row])

@@ -73,7 +73,7 @@ class RankingTask(Task):
         return self.feedback
 
     def tables(self, data: FeedbackData) -> Tables:
-        seq = data.seq
+        seq = data.sequences
         rows = [slice(seq.offsets[u], seq.offsets[u + 1]) for u in range(seq.n_users)]
         users = pl.DataFrame(
             {
@@ -156,7 +156,7 @@ class RankingTask(Task):
             if model.n_cross:
                 data = self.feedback
                 n = len(candidates)
-                end = np.full(n, data.seq.offsets[user + 1])
+                end = np.full(n, data.sequences.offsets[user + 1])
                 cross = data.cross_features(np.full(n, user), candidates, end)
         elif model.n_cross:
             raise DataError(f"{self.cfg.model.name} reads user x item cross features: give a known user")

@@ -165,7 +165,7 @@ class Ranker(Capable, nn.Module):
         w = self.cfg.max_len
         stride = min(self.cfg.stride or max(1, w // 2), w)
         rows = []
-        starts = data.seq.offsets[:-1]
+        starts = data.sequences.offsets[:-1]
         for u in range(data.n_users):
             s, e = int(starts[u]), int(data.train_end[u])
             hi = e
@@ -181,9 +181,9 @@ class Ranker(Capable, nn.Module):
     def event_cross(self, data: FeedbackData) -> np.ndarray:
         """Cross features of every event as a training impression (history = all its earlier events)."""
         if self._event_cross is None:
-            ev = np.arange(len(data.seq.items))
-            users = np.repeat(np.arange(data.n_users), data.seq.lengths())
-            self._event_cross = data.cross_features(users, data.seq.items, ev)
+            ev = np.arange(len(data.sequences.items))
+            users = np.repeat(np.arange(data.n_users), data.sequences.lengths())
+            self._event_cross = data.cross_features(users, data.sequences.items, ev)
         return self._event_cross
 
     def training_batches(self, data: FeedbackData, rng: np.random.Generator, batch_size: int) -> Iterator:
@@ -195,9 +195,9 @@ class Ranker(Capable, nn.Module):
             idx = hi[:, None] - w + np.arange(w)[None, :]
             valid = idx >= lo[:, None]
             idx = np.where(valid, idx, 0)
-            items = np.where(valid, data.seq.items[idx], 0)
+            items = np.where(valid, data.sequences.items[idx], 0)
             actions = np.where(valid, data.actions[idx], 0)
-            times = np.where(valid, data.seq.timestamps[idx], 0)
+            times = np.where(valid, data.sequences.timestamps[idx], 0)
             weights = (valid & (idx >= label_from[:, None])).astype(np.float32)
             cross = None
             if self.n_cross:
@@ -233,7 +233,7 @@ class Ranker(Capable, nn.Module):
                 index[j, : len(r)] = r
             first = index[:, 0]
             user = imps.users[first]
-            start, end = data.seq.offsets[user], imps.hist_end[first]
+            start, end = data.sequences.offsets[user], imps.hist_end[first]
             idx = end[:, None] - w + np.arange(w)[None, :]
             valid = idx >= start[:, None]
             idx = np.where(valid, idx, 0)
@@ -249,9 +249,9 @@ class Ranker(Capable, nn.Module):
                 index,
                 RankBatch(
                     users=torch.from_numpy(user),
-                    hist_items=torch.from_numpy(np.where(valid, data.seq.items[idx], 0)),
+                    hist_items=torch.from_numpy(np.where(valid, data.sequences.items[idx], 0)),
                     hist_actions=torch.from_numpy(np.where(valid, data.actions[idx], 0)),
-                    hist_times=torch.from_numpy(np.where(valid, data.seq.timestamps[idx], 0)),
+                    hist_times=torch.from_numpy(np.where(valid, data.sequences.timestamps[idx], 0)),
                     items=torch.from_numpy(np.where(have, imps.items[safe], 0)),
                     times=torch.from_numpy(np.where(have, imps.cand_times[safe], 0)),
                     labels=torch.from_numpy(np.where(have, imps.labels[safe], 0.0).astype(np.float32)),
