@@ -61,7 +61,7 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
             if step % args.every == 0 or step == args.steps:
                 score = validation_score(model.eval(), split.valid, split.n_items, cfg.eval)
