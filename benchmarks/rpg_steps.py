@@ -1,6 +1,6 @@
 """RPG learning curve by optimiser steps: training loss and validation N@10 every `--every` steps, from saved codes.
 
-    .venv/bin/python benchmarks/rpg_steps.py --codes RUN_DIR --steps 600 --every 200 --set model.dropout=0.5
+    python -m benchmarks rpg_steps --codes RUN_DIR --steps 600 --every 200 --set model.dropout=0.5
 
 `--codes`: a folder holding semantic_ids.safetensors (any `rpg` run directory on the same dataset), so settings
 compare on the same codes without rebuilding them. The schedule is the recipe's warm-up, then a constant learning
@@ -10,12 +10,12 @@ as the trainer does; validation ranks every item with the history excluded, as c
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
+from benchmarks._common import Report, parser
 from genrec.config import load_config
 from genrec.data.registry import load_dataset
 from genrec.data.split import leave_one_out
@@ -25,16 +25,16 @@ from genrec.models import build_model
 from genrec.objectives.base import CodeCrossEntropy
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__name__, __doc__)
     ap.add_argument("--recipe", default="rpg")
     ap.add_argument("--dataset", default="amazon-beauty")
     ap.add_argument("--codes", required=True, help="folder with semantic_ids.safetensors")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="KEY=VALUE")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    report = Report(__name__, args)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.recipe, args.overrides, args.dataset)
     split = leave_one_out(load_dataset(args.dataset).encode())
@@ -50,8 +50,7 @@ def main() -> None:
     warm = max(cfg.train.warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     objective, rng = CodeCrossEntropy(), np.random.default_rng(cfg.train.seed)
-    print(f"{'step':>6} {'loss':>8} {'valid N@10':>11} {'seconds':>8}")
-    step, losses, start = 0, [], time.perf_counter()
+    step, losses, start, rows = 0, [], time.perf_counter(), []
     while step < args.steps:
         for batch in model.training_batches(split, rng, cfg.train.batch_size):
             model.train()
@@ -66,11 +65,14 @@ def main() -> None:
             if step % args.every == 0 or step == args.steps:
                 score = validation_score(model.eval(), split.valid, split.n_items, cfg.eval)
                 mean = np.mean(losses[-args.every :])
-                print(
-                    f"{step:>6} {mean:>8.4f} {score:>11.4f} {time.perf_counter() - start:>8.0f}", flush=True
-                )
+                rows.append([step, f"{mean:.4f}", f"{score:.4f}", f"{time.perf_counter() - start:.0f}"])
+                print(" ".join(map(str, rows[-1])), flush=True)
             if step >= args.steps:
                 break
+    report.table(
+        ["step", "loss", "valid N@10", "seconds"], rows, title=f"{args.recipe} {' '.join(args.overrides)}"
+    )
+    report.save()
 
 
 if __name__ == "__main__":
