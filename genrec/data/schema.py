@@ -63,6 +63,8 @@ class Dataset:
     # The temporal split's (valid, test) cut-offs when fixed before events were dropped (`quality.clean`), so
     # that cleaning the training period does not move them; None = computed from the data at split time.
     cutoffs: tuple[int, int] | None = None
+    # The tables are not changed after __post_init__ (filters build new Datasets), so the hash is taken once.
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [c for c in (*ID_COLUMNS, *INTERACTION_SCHEMA) if c not in self.interactions.columns]
@@ -101,10 +103,12 @@ class Dataset:
         """16 hex digits that change with any interaction (ids, time, order, rating), item table row (id, title,
         categories, other columns) or user table row, and only then (`genrec.data.fingerprint`). Its name, source
         and notes do not count: the same data found in two places has one fingerprint."""
-        unordered = (
-            pl.DataFrame({"unordered_users": self.unordered_users}) if len(self.unordered_users) else None
-        )
-        return frames_fingerprint(self.interactions, self.items, self.users, unordered)
+        if self._fingerprint is None:
+            unordered = (
+                pl.DataFrame({"unordered_users": self.unordered_users}) if len(self.unordered_users) else None
+            )
+            self._fingerprint = frames_fingerprint(self.interactions, self.items, self.users, unordered)
+        return self._fingerprint
 
     @property
     def has_timestamps(self) -> bool:
