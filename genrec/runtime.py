@@ -85,7 +85,7 @@ def resolve_device(spec: str = "auto", what: str = "device") -> torch.device:
     """The device `spec` names: `auto` (the first CUDA device when one is available, else the CPU), `cpu`,
     `cuda` (= cuda:0), `cuda:N` or `mps`. `what` names the setting in errors (`--device`, `train.device`).
 
-    Raises ConfigError (one line) for an unknown name or a device this machine does not have."""
+    Raises ConfigError (one line) for an unknown name or a device that is not available."""
     import torch
 
     name = str(spec).strip().lower()

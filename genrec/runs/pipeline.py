@@ -44,19 +44,19 @@ def train_run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = 
 
     Under `torchrun` (WORLD_SIZE > 1) every process trains its share of each global batch
     (`genrec.training.distributed`); rank 0 writes `out` and returns the metrics, the other ranks work in a
-    scratch directory that is removed (a resumed run's state reaches them from rank 0) and return only their
+    temporary directory that is removed (a resumed run's state reaches them from rank 0) and return only their
     training summary. Paths in the data section are stored absolute (`resolve_data_paths`)."""
     cfg = cfg.model_copy(update={"data": resolve_data_paths(cfg.data)})
     if not distributed.init_from_env().is_main:
-        with tempfile.TemporaryDirectory(prefix="genrec-rank") as scratch:
-            return _train_run(cfg, Path(scratch) / "run", resume=False, progress=False)
+        with tempfile.TemporaryDirectory(prefix="genrec-rank") as tmp:
+            return _train_run(cfg, Path(tmp) / "run", resume=False, progress=False)
     return _train_run(cfg, Path(out), resume, progress)
 
 
 def placement(train) -> tuple:
     """(device, precision) of a train section: `train.device` (under torchrun with CUDA: this process's GPU) and
     `train.precision` on it; TF32 matmuls switched on where the GPU has them. Raises ConfigError (one line) for a
-    device this machine lacks or a precision it cannot run."""
+    device that is not available or a precision the device cannot run."""
     device = distributed.local_device(resolve_device(train.device, "train.device"))
     precision = resolve_precision(train.precision, device, "train.precision")
     enable_tf32(device)
@@ -65,7 +65,7 @@ def placement(train) -> tuple:
 
 def _train_run(cfg: RunConfig, out: Path, resume: bool, progress: bool) -> dict:
     task = make_task(cfg)
-    device, precision = placement(cfg.train)  # a device this machine lacks fails before anything is read
+    device, precision = placement(cfg.train)  # a device that is not available fails before anything is read
     init = load_run(Path(cfg.init_from)) if cfg.init_from else None
     data = task.load_data(like=init)  # all input errors surface before anything is written
     check_resume_data(out, task.dataset, resume)
@@ -114,8 +114,8 @@ def fit(task: Task, model, data, ctx: FitContext, init: Run | None = None) -> di
     The data-dependent part is fitted on the host; then the model (and the reference) move to `ctx.device`
     (default: resolved from `ctx.train`, `placement`), where training runs in `ctx.precision`.
     Returns the training summary (with the device, its name and the precision). Raises ConfigError (an objective
-    the model cannot train with, or one that needs a reference without `init_from`; a device this machine
-    lacks)."""
+    the model cannot train with, or one that needs a reference without `init_from`; a device that is
+    not available)."""
     t0 = time.perf_counter()
     if ctx.device is None:
         device, precision = placement(ctx.train)

@@ -185,7 +185,7 @@ class Run:
 def load_run(run_dir: Path, device: str = "cpu") -> Run:
     """A finished run directory of any task, its model on `device` (auto, cpu, cuda, cuda:N or mps: weights are
     stored device-independent). Raises DataError with what is missing or how to retrain, ConfigError (one line)
-    for a device this machine lacks."""
+    for a device that is not available."""
     run_dir = Path(run_dir)
     where = resolve_device(device, "--device")
     needed = ["config.yaml", "meta.json", "items.parquet", MODEL_FILE]
